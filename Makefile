@@ -1,0 +1,69 @@
+# Two commands on a fresh machine: `make train` and `make test`. Both set up
+# everything they need: Debian packages (when root), the .venv, the package.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/fmnist_dnn.yaml
+RUN    ?= runs/fmnist_dnn
+BOARD  ?= nano33ble
+PORT   ?=
+# Debian packages: Fashion-MNIST, the Arm toolchain and QEMU (firmware, tests, bench).
+APT_PACKAGES := dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+
+.PHONY: setup apt venv train export test lint bench flash monitor clean
+
+setup: apt $(STAMP)
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else \
+	  echo "note: missing Debian packages:$$missing"; \
+	  echo "      install them with: sudo apt-get install$$missing (data then downloads instead)"; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+train: setup
+	$(BIN)/reds train --config $(CONFIG)
+	$(BIN)/reds export $(RUN)
+
+export: setup
+	$(BIN)/reds export $(RUN)
+
+test: setup
+	$(BIN)/ruff check reds_tf tests
+	$(BIN)/python -m pytest -q tests
+
+lint: setup
+	$(BIN)/ruff check reds_tf tests
+	$(BIN)/ruff format --check reds_tf tests
+
+bench: setup
+	@test -f $(RUN)/export/manifest.json || $(MAKE) train
+	$(BIN)/reds bench $(RUN)
+
+flash: setup
+	@test -f $(RUN)/export/manifest.json || $(MAKE) train
+	@if [ "$(BOARD)" = nano33ble ]; then \
+	  $(BIN)/reds firmware $(RUN) --board $(BOARD) --upload; \
+	else \
+	  $(BIN)/reds firmware $(RUN) --board $(BOARD) --serve; \
+	fi
+
+monitor: setup
+	@test -n "$(PORT)" || { echo "usage: make monitor PORT=/dev/ttyACM0"; exit 2; }
+	$(BIN)/reds monitor --port $(PORT)
+
+clean:
+	rm -rf build firmware/.pio firmware/.pio-core firmware/lib/reds_model .pytest_cache

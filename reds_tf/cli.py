@@ -1,0 +1,153 @@
+"""``reds`` command line: argument parsing only; every subcommand calls one library function.
+
+Stage modules are imported lazily so that ``reds --help`` is instant and does not
+load TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from reds_tf.errors import RedsError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from reds_tf.pipeline import run_training
+
+    run_training(
+        args.config,
+        out_dir=args.out,
+        epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs,
+        limit=args.limit,
+        seed=args.seed,
+        base_model=args.base,
+        baseline=args.baseline,
+        force=args.force,
+    )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from reds_tf.export import run_export
+
+    run_export(args.run_dir, qat=args.qat, qat_epochs=args.qat_epochs, limit=args.limit)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from reds_tf.sim import run_simulate
+
+    run_simulate(
+        args.run_dir,
+        submodel=args.submodel,
+        inputs=args.inputs,
+        output=args.output,
+        limit=args.limit,
+    )
+    return 0
+
+
+def _cmd_firmware(args: argparse.Namespace) -> int:
+    from reds_tf.firmware import run_firmware
+
+    return run_firmware(args.run_dir, board=args.board, serve=args.serve, upload=args.upload)
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from reds_tf.monitor import run_monitor
+
+    return run_monitor(
+        port=args.port, baud=args.baud, demo=args.demo, samples=args.samples, timeout=args.timeout
+    )
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from reds_tf.bench import run_bench
+
+    run_bench(args.run_dir, out=args.out, markdown=args.markdown)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reds",
+        description=(
+            "REDS: train one set of weights holding nested submodels, pick them with a "
+            "knapsack, export an int8 C++ runtime that switches between them at run time."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train, rank, permute, pick submodels, fine-tune jointly")
+    p.add_argument("--config", required=True, help="YAML config (see configs/)")
+    p.add_argument("--out", help="run directory (default: runs/<config name>)")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--finetune-epochs", type=int, help="override finetune.epochs")
+    p.add_argument("--limit", type=int, help="use at most N training samples (quick runs)")
+    p.add_argument("--seed", type=int, help="random seed (default: config seed, else 0)")
+    p.add_argument("--base", help="start from this pretrained .keras model instead of training")
+    p.add_argument(
+        "--baseline",
+        choices=["none", "scratch"],
+        default=None,
+        help="also train every chosen submodel architecture alone for comparison",
+    )
+    p.add_argument("--force", action="store_true", help="start over instead of resuming")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export", help="int8 .tflite per submodel and the generated C++ runtime")
+    p.add_argument("run_dir", help="a run directory written by 'reds train'")
+    p.add_argument("--qat", action="store_true", help="quantisation-aware fine-tuning first")
+    p.add_argument("--qat-epochs", type=int, default=2, help="epochs of QAT (default 2)")
+    p.add_argument("--limit", type=int, help="evaluate int8 accuracy on at most N test samples")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("simulate", help="run the generated C++ on the host (bit-exact with TFLM)")
+    p.add_argument("run_dir")
+    p.add_argument("--submodel", type=int, required=True, help="submodel index (0 = smallest)")
+    p.add_argument("--inputs", help=".npy of int8 inputs, batch first")
+    p.add_argument("--output", help=".npy file for the int8 outputs (with --inputs)")
+    p.add_argument("--limit", type=int, help="test samples for the accuracy run")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("firmware", help="build (and serve or upload) the firmware for a board")
+    p.add_argument("run_dir")
+    p.add_argument("--board", required=True, choices=["nano33ble", "qemu", "native"])
+    p.add_argument("--serve", action="store_true", help="qemu/native: run on a new pty")
+    p.add_argument("--upload", action="store_true", help="nano33ble: upload after building")
+    p.set_defaults(func=_cmd_firmware)
+
+    p = sub.add_parser("monitor", help="serial monitor: switch submodels, infer, benchmark")
+    p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyACM0 or /dev/pts/3")
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--demo", metavar="RUN_DIR", help="run test samples through every submodel")
+    p.add_argument("--samples", type=int, default=100, help="test samples per submodel (--demo)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply")
+    p.set_defaults(func=_cmd_monitor)
+
+    p = sub.add_parser("bench", help="instruction counts, flash and RAM under QEMU")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="bench.json path (default RUN_DIR/bench.json)")
+    p.add_argument("--markdown", default="BENCHMARKS.md", help="file for the results table")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RedsError as e:
+        print(f"reds {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"reds {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
