@@ -1,0 +1,332 @@
+"""YAML config -> typed, validated dataclasses.
+
+Every error names the file and the key path (``train.epochs``) and says what is
+expected, so a typo never silently falls back to a default: unknown keys are
+errors too. :func:`config_to_dict` gives the resolved config (defaults and CLI
+overrides applied) that the run directory keeps as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reds_tf.errors import ConfigError
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture. ``type`` selects a builder in :mod:`reds_tf.models`."""
+
+    type: str = "dnn"
+    hidden: tuple[int, ...] = (256, 256)  # dnn: widths of the hidden Dense layers
+    dropout: float = 0.0  # dnn: dropout after every hidden layer (training only)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Base training of the full model."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"  # "cosine" (decay to 0 over the run) or "constant"
+    limit: int | None = None  # at most this many training samples (quick runs)
+
+
+@dataclass(frozen=True)
+class ImportanceConfig:
+    """First-order Taylor scores: gradients summed over this many mini-batches."""
+
+    batches: int = 100
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class KnapsackConfig:
+    time_limit: float = 60.0  # seconds per budget for CBC
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Joint fine-tuning of all submodels (one optimiser step updates all)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 5e-4
+    schedule: str = "cosine"
+    distill: bool = True  # smaller submodels also learn from the full model's outputs
+    temperature: float = 1.0  # softening of both distributions in the distillation term
+    alpha: float = 0.5  # weight of the distillation term (1 - alpha for the labels)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    dataset: str
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    budgets: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    block: int = 4
+    train: TrainConfig = field(default_factory=TrainConfig)
+    importance: ImportanceConfig = field(default_factory=ImportanceConfig)
+    knapsack: KnapsackConfig = field(default_factory=KnapsackConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    baseline: str = "none"  # "scratch": also train each submodel architecture alone
+    source: str = field(default="", compare=False)  # file the config came from
+
+
+_SCHEDULES = ("cosine", "constant")
+_BASELINES = ("none", "scratch")
+
+
+class _Reader:
+    """Pops typed values out of one YAML mapping, naming the key path on errors."""
+
+    def __init__(self, src: str, path: str, data: Any):
+        self.src = src
+        self.path = path
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            self.fail(self.path or "the top level", "must be a mapping", data)
+        self.data = dict(data)
+
+    def key(self, k: str) -> str:
+        return f"{self.path}.{k}" if self.path else k
+
+    def fail(self, key: str, what: str, got: Any = dataclasses.MISSING) -> None:
+        msg = f"{self.src}: {key} {what}"
+        if got is not dataclasses.MISSING:
+            msg += f", got {got!r}"
+        raise ConfigError(msg)
+
+    def has(self, k: str) -> bool:
+        return k in self.data
+
+    def raw(self, k: str, default: Any) -> Any:
+        return self.data.pop(k, default)
+
+    def int(self, k: str, default: int | None, *, minimum: int = 1, optional: bool = False) -> Any:
+        if k not in self.data and default is None and not optional:
+            self.fail(self.key(k), "is required (an integer)")
+        v = self.data.pop(k, default)
+        if v is None and optional:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            self.fail(self.key(k), f"must be {kind}", v)
+        return v
+
+    def float(self, k: str, default: float, *, lo: float, hi: float, lo_open: bool) -> float:
+        v = self.data.pop(k, default)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v > lo if lo_open else v >= lo) and v <= hi
+        if not ok:
+            rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+            self.fail(self.key(k), f"must be a number in {rng}", v)
+        return float(v)
+
+    def bool(self, k: str, default: bool) -> bool:
+        v = self.data.pop(k, default)
+        if not isinstance(v, bool):
+            self.fail(self.key(k), "must be true or false", v)
+        return v
+
+    def str(self, k: str, default: str | None, choices: tuple[str, ...] = ()) -> str:
+        if k not in self.data and default is None:
+            self.fail(self.key(k), "is required")
+        v = self.data.pop(k, default)
+        if not isinstance(v, str) or not v:
+            self.fail(self.key(k), "must be a non-empty string", v)
+        if choices and v not in choices:
+            self.fail(self.key(k), f"must be one of {', '.join(choices)}", v)
+        return v
+
+    def sub(self, k: str) -> _Reader:
+        return _Reader(self.src, self.key(k), self.data.pop(k, None))
+
+    def done(self) -> None:
+        """Reject what is left over: an unknown key is almost always a typo."""
+        if self.data:
+            names = ", ".join(self.key(str(k)) for k in self.data)
+            self.fail(names, "unknown key(s) (check the spelling; see configs/fmnist_dnn.yaml)")
+
+
+def _model(r: _Reader) -> ModelConfig:
+    d = ModelConfig()
+    mtype = r.str("type", d.type)
+    # Lazy import: models.py imports TensorFlow, the registry of names does not need it.
+    from reds_tf.models import MODEL_TYPES
+
+    if mtype not in MODEL_TYPES:
+        r.fail(r.key("type"), f"must be one of {', '.join(sorted(MODEL_TYPES))}", mtype)
+    hidden = r.raw("hidden", list(d.hidden))
+    if (
+        not isinstance(hidden, list)
+        or not hidden
+        or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden)
+    ):
+        r.fail(r.key("hidden"), "must be a non-empty list of positive integers", hidden)
+    dropout = r.float("dropout", d.dropout, lo=0.0, hi=0.9, lo_open=False)
+    r.done()
+    return ModelConfig(type=mtype, hidden=tuple(hidden), dropout=dropout)
+
+
+def _budgets(r: _Reader) -> tuple[float, ...]:
+    v = r.raw("budgets", list(Config.budgets))
+    key = r.key("budgets")
+    if not isinstance(v, list) or not v:
+        r.fail(key, "must be a non-empty list of MAC fractions in (0, 1]", v)
+    for b in v:
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 < b <= 1:
+            r.fail(key, "entries must be MAC fractions in (0, 1]", b)
+    if any(b >= a for a, b in zip(v[1:], v, strict=False)):
+        r.fail(key, "must be strictly increasing", v)
+    budgets = tuple(float(b) for b in v)
+    # The full model is always the last submodel.
+    if budgets[-1] != 1.0:
+        budgets += (1.0,)
+    return budgets
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Validate a parsed YAML mapping into a :class:`Config`."""
+    r = _Reader(source, "", data)
+    name = r.str("name", None)
+    if not _NAME_RE.match(name):
+        r.fail("name", "must use only letters, digits, '_', '-', '.' (it names the run dir)", name)
+    dataset = r.str("dataset", None)
+    seed = r.int("seed", 0, minimum=0)
+    model = _model(r.sub("model"))
+    budgets = _budgets(r)
+    block = r.int("block", Config.block)
+
+    t, d = r.sub("train"), TrainConfig()
+    train = TrainConfig(
+        epochs=t.int("epochs", d.epochs),
+        batch_size=t.int("batch_size", d.batch_size),
+        learning_rate=t.float("learning_rate", d.learning_rate, lo=0, hi=1, lo_open=True),
+        schedule=t.str("schedule", d.schedule, _SCHEDULES),
+        limit=t.int("limit", None, optional=True),
+    )
+    t.done()
+
+    i, di = r.sub("importance"), ImportanceConfig()
+    importance = ImportanceConfig(
+        batches=i.int("batches", di.batches), batch_size=i.int("batch_size", di.batch_size)
+    )
+    i.done()
+
+    k, dk = r.sub("knapsack"), KnapsackConfig()
+    knapsack = KnapsackConfig(
+        time_limit=k.float("time_limit", dk.time_limit, lo=0, hi=86400, lo_open=True)
+    )
+    k.done()
+
+    f, df = r.sub("finetune"), FinetuneConfig()
+    finetune = FinetuneConfig(
+        epochs=f.int("epochs", df.epochs, minimum=0),
+        batch_size=f.int("batch_size", df.batch_size),
+        learning_rate=f.float("learning_rate", df.learning_rate, lo=0, hi=1, lo_open=True),
+        schedule=f.str("schedule", df.schedule, _SCHEDULES),
+        distill=f.bool("distill", df.distill),
+        temperature=f.float("temperature", df.temperature, lo=0, hi=100, lo_open=True),
+        alpha=f.float("alpha", df.alpha, lo=0, hi=1, lo_open=False),
+    )
+    f.done()
+
+    baseline = r.str("baseline", "none", _BASELINES)
+    r.done()
+    return Config(
+        name=name,
+        dataset=dataset,
+        seed=seed,
+        model=model,
+        budgets=budgets,
+        block=block,
+        train=train,
+        importance=importance,
+        knapsack=knapsack,
+        finetune=finetune,
+        baseline=baseline,
+        source=source,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = ""
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})"
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the config is empty; see configs/fmnist_dnn.yaml")
+    return parse_config(data, str(path))
+
+
+def with_overrides(cfg: Config, **overrides: Any) -> Config:
+    """Apply CLI overrides (``epochs``, ``finetune_epochs``, ``limit``, ``seed``,
+    ``baseline``); ``None`` means "keep the config value". Values are validated
+    like config values."""
+    data = config_to_dict(cfg)
+    mapping = {
+        "epochs": ("train", "epochs"),
+        "finetune_epochs": ("finetune", "epochs"),
+        "limit": ("train", "limit"),
+        "seed": ("seed",),
+        "baseline": ("baseline",),
+    }
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k not in mapping:
+            raise TypeError(f"unknown override {k}")
+        node = data
+        *parents, leaf = mapping[k]
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    return parse_config(data, f"{cfg.source} (with command-line overrides)")
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain-YAML form of the resolved config (tuples as lists, no ``source``)."""
+
+    def conv(x: Any) -> Any:
+        if dataclasses.is_dataclass(x):
+            return {
+                f.name: conv(getattr(x, f.name))
+                for f in dataclasses.fields(x)
+                if f.name != "source"
+            }
+        if isinstance(x, tuple):
+            return [conv(v) for v in x]
+        return x
+
+    return conv(cfg)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    header = f"# resolved config (from {cfg.source}); defaults and overrides applied\n"
+    return header + yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

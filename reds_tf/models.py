@@ -1,0 +1,203 @@
+"""Architecture builders (tf_keras functional models) and model checks.
+
+Models output LOGITS (no softmax): the int8 export runs logits only and the
+class is the argmax. Layers get stable names (``fc1``, ``fc2``, ..., ``logits``)
+because ``submodels.json`` refers to them by name.
+
+New architectures register a builder in :data:`MODEL_TYPES` under their
+``model.type``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import tf_keras as keras
+
+from reds_tf.errors import RedsError
+
+if TYPE_CHECKING:
+    from reds_tf.config import ModelConfig
+
+Builder = Callable[["ModelConfig", Sequence[int], int], keras.Model]
+MODEL_TYPES: dict[str, Builder] = {}
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    def deco(fn: Builder) -> Builder:
+        MODEL_TYPES[name] = fn
+        return fn
+
+    return deco
+
+
+def dense_name(i: int) -> str:
+    """Name of the i-th hidden Dense layer (0-based): fc1, fc2, ..."""
+    return f"fc{i + 1}"
+
+
+LOGITS = "logits"
+
+
+def dnn(
+    input_shape: Sequence[int],
+    hidden: Sequence[int],
+    num_classes: int,
+    *,
+    dropout: float = 0.0,
+    name: str = "dnn",
+) -> keras.Model:
+    """Input(input_shape) -> Flatten -> [Dense(h, relu) (-> Dropout)]* -> Dense(num_classes).
+
+    Output: logits, shape (batch, num_classes).
+    """
+    x = inp = keras.Input(shape=tuple(input_shape), name="input")
+    x = keras.layers.Flatten(name="flatten")(x)
+    for i, h in enumerate(hidden):
+        x = keras.layers.Dense(int(h), activation="relu", name=dense_name(i))(x)
+        if dropout > 0:
+            x = keras.layers.Dropout(dropout, name=f"dropout{i + 1}")(x)
+    out = keras.layers.Dense(int(num_classes), name=LOGITS)(x)
+    return keras.Model(inp, out, name=name)
+
+
+@register_model("dnn")
+def _build_dnn(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int) -> keras.Model:
+    return dnn(input_shape, cfg.hidden, num_classes, dropout=cfg.dropout)
+
+
+def build_model(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int) -> keras.Model:
+    """Build the full-width model for ``cfg.type`` (weights freshly initialised)."""
+    try:
+        builder = MODEL_TYPES[cfg.type]
+    except KeyError:
+        raise RedsError(
+            f"unknown model.type '{cfg.type}'; known: {', '.join(sorted(MODEL_TYPES))}"
+        ) from None
+    return builder(cfg, input_shape, num_classes)
+
+
+def compile_classifier(model: keras.Model, learning_rate: float | object) -> None:
+    """Adam on sparse categorical cross-entropy from logits, with accuracy."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
+    )
+
+
+# Layers a dense chain may contain besides Dense; they do not change the function
+# at inference time or only reshape.
+_PASSIVE = (keras.layers.InputLayer, keras.layers.Flatten, keras.layers.Dropout)
+
+
+def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
+    """The Dense layers of a supported dense chain, in order; raises otherwise."""
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+
+
+def canonical_dnn(
+    model: keras.Model, input_shape: Sequence[int], num_classes: int, *, source: str = "model"
+) -> keras.Model:
+    """Check that ``model`` is a dense chain this project supports and return an
+    equivalent model in canonical form (layer names fc1.., logits; logits out).
+
+    Supported: Input -> [Flatten] -> Dense(relu)* -> Dense(linear or softmax),
+    with optional Dropout anywhere. A final softmax is dropped (argmax unchanged).
+    """
+    if not isinstance(model, keras.Model):
+        raise RedsError(f"{source}: not a tf_keras model")
+    problems = []
+    try:
+        in_shape = tuple(model.input_shape[1:])
+        out_shape = tuple(model.output_shape[1:])
+    except (AttributeError, ValueError) as e:
+        raise RedsError(f"{source}: cannot read input/output shape ({e})") from e
+    if in_shape != tuple(input_shape):
+        problems.append(f"input shape {in_shape} differs from the data set's {tuple(input_shape)}")
+    if out_shape != (num_classes,):
+        problems.append(f"output shape {out_shape} differs from ({num_classes},)")
+    dense = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense):
+            dense.append(layer)
+        elif isinstance(layer, keras.layers.Flatten) and not dense:
+            continue
+        elif not isinstance(layer, _PASSIVE):
+            problems.append(f"layer '{layer.name}' ({type(layer).__name__}) is not supported")
+    # A chain: each layer has exactly one inbound layer (the previous one).
+    prev = None
+    for layer in model.layers:
+        inbound = list(layer._inbound_nodes)  # no public graph API in tf_keras
+        if len(inbound) > 1:
+            problems.append(f"layer '{layer.name}' is called more than once")
+        srcs = []
+        for node in inbound:
+            il = node.inbound_layers
+            srcs += il if isinstance(il, list) else [il]
+        if prev is not None and [s.name for s in srcs] != [prev.name]:
+            problems.append(f"layer '{layer.name}' is not fed by the previous layer only")
+        prev = layer
+    if len(dense) < 2:
+        problems.append("needs at least one hidden Dense layer and an output Dense layer")
+    for i, layer in enumerate(dense):
+        act = keras.activations.serialize(layer.activation)
+        act = act if isinstance(act, str) else str(act)
+        last = i == len(dense) - 1
+        allowed = ("linear", "softmax") if last else ("relu",)
+        if act not in allowed:
+            problems.append(
+                f"Dense '{layer.name}' has activation '{act}' (supported: {'/'.join(allowed)})"
+            )
+        if not layer.use_bias:
+            problems.append(f"Dense '{layer.name}' has no bias (use_bias=False not supported)")
+    if problems:
+        raise RedsError(
+            f"{source} is not a supported model: "
+            + "; ".join(problems)
+            + ". Supported: Input -> Flatten -> Dense(relu) ... -> Dense(classes, linear/softmax)."
+        )
+    hidden = [layer.units for layer in dense[:-1]]
+    out = dnn(input_shape, hidden, num_classes)
+    for src, dst in zip(dense, dense_layers(out), strict=True):
+        dst.set_weights(src.get_weights())
+    return out
+
+
+def load_base_model(path: str | Path, input_shape: Sequence[int], num_classes: int) -> keras.Model:
+    """Load a user's pretrained ``.keras``/``.h5`` model and canonicalise it."""
+    path = Path(path)
+    if not path.exists():
+        raise RedsError(f"--base: file not found: {path}")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:  # Keras raises many types for unreadable files
+        raise RedsError(
+            f"--base: cannot load {path} as a tf_keras model ({type(e).__name__}: {e})"
+        ) from e
+    return canonical_dnn(model, input_shape, num_classes, source=f"--base {path}")
+
+
+def load_plain_model(path: str | Path) -> keras.Model:
+    """Load a model this project wrote (``base.keras``, ``model.keras``)."""
+    return keras.models.load_model(path, compile=False)
+
+
+def submodel(full: keras.Model, widths: dict[str, int]) -> keras.Model:
+    """A standalone plain model holding the prefix slices ``W[:in_k, :out_k]`` of
+    ``full`` for the given per-layer widths (same names, same function as the
+    nested submodel). Used for the scratch baseline and for checks."""
+    dense = dense_layers(full)
+    hidden = [widths[layer.name] for layer in dense[:-1]]
+    num_classes = dense[-1].units
+    sub = dnn(full.input_shape[1:], hidden, num_classes, name=f"{full.name}_sub")
+    in_w = None
+    for src, dst in zip(dense, dense_layers(sub), strict=True):
+        kernel, bias = src.get_weights()
+        out_w = dst.units
+        in_w = kernel.shape[0] if in_w is None else in_w
+        dst.set_weights([kernel[:in_w, :out_w], bias[:out_w]])
+        in_w = out_w
+    return sub

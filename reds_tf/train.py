@@ -1,0 +1,184 @@
+"""Training: base model, joint fine-tuning of the nested submodels, scratch baseline.
+
+Joint fine-tuning minimises ``sum_i pi_i * L_i`` over the K submodels with the
+paper's weights ``pi_i = sqrt(p_i) / sum_j sqrt(p_j)`` (``p_i`` = fraction of
+the parameters submodel i uses). With distillation on, every submodel but the
+full one uses ``L_i = (1 - alpha) * CE(y, z_i) + alpha * T^2 * KL(q_full || q_i)``
+where ``q = softmax(z / T)`` and the full model's distribution is a constant
+(stop-gradient) target taken from the same forward pass ("in-place"
+distillation): small submodels learn the full model's soft labels, which
+regularises them where they lose most.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from reds_tf.models import compile_classifier
+
+Log = Callable[[str], None]
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow and make TF ops deterministic."""
+    keras.utils.set_random_seed(int(seed))
+    try:
+        tf.config.experimental.enable_op_determinism()
+    except (AttributeError, RuntimeError):  # pragma: no cover - older TF
+        pass
+
+
+def learning_rate(base: float, schedule: str, steps: int) -> float | object:
+    """A constant rate, or cosine decay from ``base`` to 0 over ``steps`` steps."""
+    if schedule == "constant" or steps <= 0:
+        return base
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(base, decay_steps=steps)
+    raise ValueError(f"unknown schedule {schedule}")
+
+
+def _steps(n: int, batch_size: int, epochs: int) -> int:
+    return math.ceil(n / batch_size) * epochs
+
+
+def fit_classifier(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    schedule: str,
+    seed: int,
+    verbose: int | str = "auto",
+) -> keras.callbacks.History:
+    """Train a plain logits classifier with Adam on cross-entropy (in place)."""
+    set_seed(seed)
+    compile_classifier(model, learning_rate(lr, schedule, _steps(len(x), batch_size, epochs)))
+    return model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
+
+
+def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    logits = model.predict(x, batch_size=1024, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=1) == y))
+
+
+def loss_weights(param_fractions: Sequence[float]) -> list[float]:
+    """The paper's ``pi_i = sqrt(p_i) / sum_j sqrt(p_j)``."""
+    r = [math.sqrt(p) for p in param_fractions]
+    s = sum(r)
+    return [v / s for v in r]
+
+
+class JointTrainer(keras.Model):
+    """Wraps a nested model (input -> list of K logits) with the joint loss.
+
+    ``fit`` shows the total loss and each submodel's training accuracy
+    (``acc0`` = smallest).
+    """
+
+    def __init__(
+        self,
+        nested: keras.Model,
+        weights: Sequence[float],
+        *,
+        distill: bool = True,
+        temperature: float = 1.0,
+        alpha: float = 0.5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.nested = nested
+        self.pi = [float(w) for w in weights]
+        self.distill = bool(distill)
+        self.temperature = float(temperature)
+        self.alpha = float(alpha)
+        self.ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accs = [
+            keras.metrics.SparseCategoricalAccuracy(name=f"acc{i}") for i in range(len(self.pi))
+        ]
+
+    def call(self, x: tf.Tensor, training: bool | None = None) -> list[tf.Tensor]:
+        out = self.nested(x, training=training)
+        return out if isinstance(out, (list, tuple)) else [out]
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [self.loss_tracker, *self.accs]
+
+    def joint_loss(self, y: tf.Tensor, logits: Sequence[tf.Tensor]) -> tf.Tensor:
+        """Scalar ``sum_i pi_i * L_i`` (see the module docstring)."""
+        t = self.temperature
+        teacher = tf.stop_gradient(tf.nn.softmax(logits[-1] / t))
+        total = tf.constant(0.0)
+        last = len(logits) - 1
+        for i, (pi, z) in enumerate(zip(self.pi, logits, strict=True)):
+            li = self.ce(y, z)
+            if self.distill and i < last and self.alpha > 0:
+                log_q = tf.nn.log_softmax(z / t)
+                kl = tf.reduce_mean(
+                    tf.reduce_sum(teacher * (tf.math.log(teacher + 1e-12) - log_q), axis=-1)
+                )
+                li = (1.0 - self.alpha) * li + self.alpha * (t * t) * kl
+            total += pi * li
+        return total
+
+    def _update(self, y: tf.Tensor, logits: Sequence[tf.Tensor], loss: tf.Tensor) -> dict:
+        self.loss_tracker.update_state(loss)
+        for m, z in zip(self.accs, logits, strict=True):
+            m.update_state(y, z)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data: tuple) -> dict:
+        x, y = data
+        with tf.GradientTape() as tape:
+            logits = self(x, training=True)
+            loss = self.joint_loss(y, logits)
+        variables = self.nested.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return self._update(y, logits, loss)
+
+    def test_step(self, data: tuple) -> dict:
+        x, y = data
+        logits = self(x, training=False)
+        return self._update(y, logits, self.joint_loss(y, logits))
+
+
+def finetune_joint(
+    nested: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    param_fractions: Sequence[float],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    schedule: str,
+    distill: bool,
+    temperature: float,
+    alpha: float,
+    seed: int,
+    verbose: int | str = "auto",
+) -> keras.callbacks.History | None:
+    """Jointly fine-tune all submodels of ``nested`` in place."""
+    if epochs <= 0:
+        return None
+    set_seed(seed)
+    trainer = JointTrainer(
+        nested,
+        loss_weights(param_fractions),
+        distill=distill,
+        temperature=temperature,
+        alpha=alpha,
+    )
+    steps = _steps(len(x), batch_size, epochs)
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate(lr, schedule, steps)))
+    return trainer.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
