@@ -1,0 +1,180 @@
+"""THE int8 reference in NumPy: TFLite Micro's integer arithmetic, bit for bit.
+
+TFLite Micro requantises with gemmlowp DOUBLE rounding:
+``RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x << left, m), right)``.
+(TF's own ``tf.lite.Interpreter`` rounds once and differs by 1 LSB on a few
+outputs, so never compare against it.) Everything here works on int64 NumPy
+arrays so intermediate products cannot overflow, and then reproduces the int32
+wrap-around/saturation rules explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLite ``QuantizeMultiplier``: ``real ~= m * 2**(shift - 31)``.
+
+    Returns ``(m, shift)`` with ``m`` a Q31 value in ``[2**30, 2**31)`` (or 0) and
+    ``shift`` in TFLite's sign convention (positive = left shift).
+    """
+    if real == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real)  # real = q * 2**shift, q in [0.5, 1)
+    q_fixed = int(math.floor(q * (1 << 31) + 0.5))  # std::round; exact in double
+    if q_fixed == (1 << 31):
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:  # too small to represent: TFLite flushes to zero
+        return 0, 0
+    if shift > 30:
+        raise ValueError(f"requantisation scale {real} too large for int8 kernels")
+    return q_fixed, shift
+
+
+def channel_multipliers(
+    input_scale: float, weight_scales: np.ndarray, output_scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output-channel (multiplier, shift) as TFLM computes them, in double.
+
+    ``weight_scales``: (out,) float32. Returns two (out,) int32 arrays.
+    """
+    mult = np.zeros(len(weight_scales), np.int32)
+    shift = np.zeros(len(weight_scales), np.int32)
+    for c, ws in enumerate(np.asarray(weight_scales, np.float32)):
+        real = float(np.float32(input_scale)) * float(ws) / float(np.float32(output_scale))
+        mult[c], shift[c] = quantize_multiplier(real)
+    return mult, shift
+
+
+def saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """gemmlowp SaturatingRoundingDoublingHighMul on int32 values (as int64 arrays)."""
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    ab = a * b
+    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    s = ab + nudge
+    # Division truncating toward zero (C semantics), not NumPy's floor.
+    q = np.sign(s) * (np.abs(s) >> 31)
+    overflow = (a == b) & (a == INT32_MIN)
+    return np.where(overflow, INT32_MAX, q).astype(np.int64)
+
+
+def rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """gemmlowp RoundingDivideByPOT: divide by 2**exponent, round half away from zero."""
+    x = np.asarray(x, np.int64)
+    exponent = np.asarray(exponent, np.int64)
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def _wrap_int32(x: np.ndarray) -> np.ndarray:
+    return ((np.asarray(x, np.int64) + 2**31) % 2**32) - 2**31
+
+
+def multiply_by_quantized_multiplier(
+    acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
+    """TFLite ``MultiplyByQuantizedMultiplier`` (double rounding), broadcasting.
+
+    ``acc``: int32 values (any shape); ``multiplier``/``shift`` broadcast against it.
+    """
+    shift = np.asarray(shift, np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    shifted = _wrap_int32(np.asarray(acc, np.int64) << left)
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Float -> int8 as the TFLite QUANTIZE op does (round half away from zero, clamp)."""
+    # Divide in float32 like the kernel, then std::round (half away from zero),
+    # which differs from NumPy's round-half-to-even on ties.
+    v = (np.asarray(x, np.float32) / np.float32(scale)).astype(np.float64)
+    q = np.where(v >= 0, np.floor(v + 0.5), np.ceil(v - 0.5))
+    return np.clip(q + zero_point, -128, 127).astype(np.int8)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """int8 -> float32: ``scale * (q - zero_point)``."""
+    return (np.asarray(q, np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+
+def activation_range(
+    activation: str, output_scale: float, output_zero_point: int
+) -> tuple[int, int]:
+    """TFLite ``CalculateActivationRangeQuantized`` for int8 outputs.
+
+    ``activation``: "none", "relu" or "relu6".
+    """
+    qmin, qmax = -128, 127
+    if activation == "none":
+        return qmin, qmax
+
+    def q(v: float) -> int:
+        return output_zero_point + int(round(v / output_scale))
+
+    if activation == "relu":
+        return max(qmin, q(0.0)), qmax
+    if activation == "relu6":
+        return max(qmin, q(0.0)), min(qmax, q(6.0))
+    raise ValueError(f"unsupported fused activation {activation!r}")
+
+
+@dataclass
+class FcQuant:
+    """Integer parameters of one int8 fully connected layer (TFLM int8 rules).
+
+    Shapes: ``weights`` (out, in) int8 (zero point 0), ``bias`` (out,) int32 or
+    None, ``multiplier``/``shift`` (out,) int32.
+    """
+
+    weights: np.ndarray
+    bias: np.ndarray | None
+    multiplier: np.ndarray
+    shift: np.ndarray
+    input_zero_point: int
+    output_zero_point: int
+    act_min: int
+    act_max: int
+
+    def sliced(self, in_width: int, out_width: int) -> FcQuant:
+        """The prefix submodel layer ``W[:out_width, :in_width]``."""
+        return FcQuant(
+            self.weights[:out_width, :in_width],
+            None if self.bias is None else self.bias[:out_width],
+            self.multiplier[:out_width],
+            self.shift[:out_width],
+            self.input_zero_point,
+            self.output_zero_point,
+            self.act_min,
+            self.act_max,
+        )
+
+
+def fc_accumulate(q: FcQuant, x: np.ndarray) -> np.ndarray:
+    """int32 accumulators ``bias + W @ (x - input_zp)``: x (N, in) int8 -> (N, out) int64."""
+    xs = np.asarray(x, np.int64) - q.input_zero_point
+    acc = xs @ np.asarray(q.weights, np.int64).T
+    if q.bias is not None:
+        acc = acc + np.asarray(q.bias, np.int64)[None, :]
+    if np.any(acc > INT32_MAX) or np.any(acc < INT32_MIN):
+        raise OverflowError("int32 accumulator overflow in the int8 reference")
+    return acc
+
+
+def fc_int8(q: FcQuant, x: np.ndarray) -> np.ndarray:
+    """One int8 FULLY_CONNECTED layer as TFLM computes it: (N, in) int8 -> (N, out) int8."""
+    acc = fc_accumulate(q, x)
+    y = multiply_by_quantized_multiplier(acc, q.multiplier[None, :], q.shift[None, :])
+    y = y + q.output_zero_point
+    return np.clip(y, q.act_min, q.act_max).astype(np.int8)
