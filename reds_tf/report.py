@@ -1,0 +1,140 @@
+"""``report.md`` and ``accuracy_vs_macs.png`` from the files of a run directory.
+
+Inputs: ``submodels.json`` (required), ``scratch.json`` (the scratch baseline,
+optional), ``run.json`` (stage times, base accuracy, optional). Both outputs
+are written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from reds_tf.errors import RunDirError
+from reds_tf.fsutil import write_bytes_atomic, write_text_atomic
+
+
+def _load(path: Path, required: bool) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if required:
+            raise RunDirError(f"{path} is missing; run `reds train` first") from None
+        return None
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{path} is unreadable ({e})") from e
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def render_markdown(
+    sub: dict[str, Any], scratch: dict[str, Any] | None, meta: dict[str, Any] | None
+) -> str:
+    """The report text: one table row per submodel, smallest first."""
+    prunable = [layer["name"] for layer in sub["layers"] if layer.get("prunable", True)]
+    full_macs = sub["submodels"][-1]["macs"]
+    lines = [
+        f"# REDS run `{sub['name']}`",
+        "",
+        f"Data set `{sub['dataset']}`, input {tuple(sub['input_shape'])}, "
+        f"{sub['num_classes']} classes; widths in multiples of {sub.get('block', 1)}; "
+        f"full model {full_macs:,} MACs. Accuracies are float32 test accuracy in %.",
+        "",
+    ]
+    head = ["k", "budget", "widths (" + ", ".join(prunable) + ")", "true MACs", "MAC fraction"]
+    head += ["params", "accuracy", "before fine-tune"]
+    if scratch:
+        head += [f"scratch ({scratch['epochs']} ep.)", "REDS - scratch"]
+    head += ["knapsack"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in sub["submodels"]:
+        k = s["index"]
+        row = [
+            str(k),
+            f"{s['budget']:g}",
+            ", ".join(str(s["widths"][n]) for n in prunable),
+            f"{s['macs']:,}",
+            f"{s['macs_fraction']:.4f}",
+            f"{s['params']:,}",
+            _pct(s["accuracy"]),
+            _pct(s["accuracy_before_finetune"]) if "accuracy_before_finetune" in s else "",
+        ]
+        if scratch:
+            sa = scratch["accuracy"][k]
+            row += [_pct(sa), f"{100 * (s['accuracy'] - sa):+.2f}"]
+        status = s.get("knapsack_status", "")
+        secs = s.get("knapsack_seconds")
+        row.append(f"{status}, {secs:.2f} s" if secs is not None else status)
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    if meta:
+        if meta.get("base_accuracy") is not None:
+            src = meta.get("base_model") or "trained here"
+            lines.append(f"Base model ({src}): {_pct(meta['base_accuracy'])} % test accuracy.")
+        stages = meta.get("stages") or {}
+        if stages:
+            parts = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
+            lines.append(f"Stage wall times: {parts}.")
+        lines.append("")
+    lines += [
+        "![accuracy vs MACs](accuracy_vs_macs.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_plot(sub: dict[str, Any], scratch: dict[str, Any] | None) -> bytes:
+    """PNG bytes: accuracy of each submodel against its true MACs."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; also safe in tests and over ssh
+    import matplotlib.pyplot as plt
+
+    subs = sub["submodels"]
+    macs = [s["macs"] for s in subs]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    try:
+        ax.plot(macs, [100 * s["accuracy"] for s in subs], "o-", label="REDS (nested, one model)")
+        if any("accuracy_before_finetune" in s for s in subs):
+            ax.plot(
+                macs,
+                [100 * s.get("accuracy_before_finetune", float("nan")) for s in subs],
+                "x:",
+                label="before joint fine-tuning",
+            )
+        if scratch:
+            ax.plot(macs, [100 * a for a in scratch["accuracy"]], "s--", label="scratch twins")
+        for s in subs:
+            ax.annotate(
+                f"{s['budget']:g}",
+                (s["macs"], 100 * s["accuracy"]),
+                textcoords="offset points",
+                xytext=(4, -12),
+                fontsize=8,
+            )
+        ax.set_xlabel("true MACs per inference")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{sub['name']}: accuracy vs MACs")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(run_dir: str | Path, *, include_scratch: bool = True) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``accuracy_vs_macs.png`` into ``run_dir``."""
+    run = Path(run_dir)
+    sub = _load(run / "submodels.json", required=True)
+    scratch = _load(run / "scratch.json", required=False) if include_scratch else None
+    meta = _load(run / "run.json", required=False)
+    png = write_bytes_atomic(run / "accuracy_vs_macs.png", render_plot(sub, scratch))
+    md = write_text_atomic(run / "report.md", render_markdown(sub, scratch, meta))
+    return md, png
