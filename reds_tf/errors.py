@@ -26,3 +26,7 @@ class InfeasibleBudgetError(RedsError):
 
 class RunDirError(RedsError):
     """A run directory is missing, incomplete or corrupt."""
+
+
+class FirmwareError(RedsError):
+    """A firmware build, upload or serve step cannot run (missing tool, bad board...)."""
