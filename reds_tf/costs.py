@@ -1,0 +1,276 @@
+"""Cost model: MACs and parameters of a network as functions of its layer widths.
+
+A network is described by a list of :class:`CostLayer` in topological order.
+Every layer has an output width (its number of units / channels); its input
+width is the output width of its ``producer`` (or the fixed model input when
+``producer`` is None). Costs are the TRUE costs of a prefix-sliced submodel:
+when a layer keeps ``w_out`` of its units, its consumers' fan-in shrinks to
+``w_out`` as well, so a dense layer costs ``w_in * w_out`` MACs (bilinear).
+
+Layer kinds:
+
+- ``dense``, ``conv``, ``pointwise``: every (input unit, output unit) pair
+  costs ``macs_per_pair`` MACs (dense 1, conv ``kh*kw*H_out*W_out``) and
+  ``params_per_pair`` weights (dense 1, conv ``kh*kw``).
+- ``depthwise``: one filter per input channel, so the output width always
+  equals the input width; each channel costs ``macs_per_pair`` MACs and
+  ``params_per_pair`` weights. Its width is never chosen on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from reds_tf.errors import RedsError
+
+#: Kinds whose cost is bilinear in (input width, output width).
+BILINEAR_KINDS = frozenset({"dense", "conv", "pointwise"})
+#: Kinds whose output width is tied to the input width (cost linear in it).
+TIED_KINDS = frozenset({"depthwise"})
+KINDS = BILINEAR_KINDS | TIED_KINDS
+
+
+@dataclass(frozen=True)
+class CostLayer:
+    """One weight layer as the cost model sees it.
+
+    Attributes:
+        name: Keras layer name.
+        kind: one of :data:`KINDS`.
+        units: full output width.
+        macs_per_pair: MACs per (input unit, output unit) pair; for ``depthwise``
+            MACs per channel.
+        producer: name of the layer whose output width is this layer's input
+            width; None means the fixed model input of ``input_units`` units.
+        input_units: full input width (used when ``producer`` is None).
+        prunable: False keeps the output width at ``units`` (the classifier).
+        use_bias: whether the layer has one bias per output unit.
+        params_per_pair: weights per (input unit, output unit) pair (dense 1,
+            conv ``kh*kw``); for ``depthwise`` weights per channel.
+        out_elems_per_unit: activation elements one output unit produces
+            (dense 1, conv ``H_out*W_out``); used by activation-memory limits.
+    """
+
+    name: str
+    kind: str
+    units: int
+    macs_per_pair: int
+    producer: str | None
+    input_units: int
+    prunable: bool = True
+    use_bias: bool = True
+    params_per_pair: int = 1
+    out_elems_per_unit: int = 1
+
+
+def validate_layers(layers: Sequence[CostLayer]) -> dict[str, CostLayer]:
+    """Check that ``layers`` is a consistent, topologically ordered description.
+
+    Returns:
+        ``{name: layer}`` in the given order.
+
+    Raises:
+        ValueError: on duplicate names, unknown kinds, producers that are not
+            defined earlier, non-positive sizes, or a depthwise layer whose
+            width differs from its input width.
+    """
+    by_name: dict[str, CostLayer] = {}
+    if not layers:
+        raise ValueError("the cost model needs at least one layer")
+    for layer in layers:
+        if layer.name in by_name:
+            raise ValueError(f"duplicate cost layer name {layer.name!r}")
+        if layer.kind not in KINDS:
+            raise ValueError(
+                f"layer {layer.name!r}: unknown kind {layer.kind!r} (known: {sorted(KINDS)})"
+            )
+        if layer.units < 1 or layer.macs_per_pair < 1 or layer.params_per_pair < 1:
+            raise ValueError(
+                f"layer {layer.name!r}: units, macs_per_pair and params_per_pair must be >= 1"
+            )
+        if layer.out_elems_per_unit < 1:
+            raise ValueError(f"layer {layer.name!r}: out_elems_per_unit must be >= 1")
+        if layer.producer is None:
+            if layer.input_units < 1:
+                raise ValueError(f"layer {layer.name!r}: input_units must be >= 1")
+            full_in = layer.input_units
+        else:
+            if layer.producer not in by_name:
+                raise ValueError(
+                    f"layer {layer.name!r}: producer {layer.producer!r} is not an earlier layer"
+                )
+            full_in = by_name[layer.producer].units
+        if layer.kind in TIED_KINDS and layer.units != full_in:
+            raise ValueError(
+                f"depthwise layer {layer.name!r} has {layer.units} units but {full_in} inputs"
+            )
+        by_name[layer.name] = layer
+    return by_name
+
+
+def full_widths(layers: Sequence[CostLayer]) -> dict[str, int]:
+    """Every layer at its full width: ``{name: units}``."""
+    return {layer.name: layer.units for layer in layers}
+
+
+def resolve_widths(layers: Sequence[CostLayer], widths: Mapping[str, int]) -> dict[str, int]:
+    """Complete and check a width assignment.
+
+    ``widths`` must give every prunable bilinear layer; non-prunable layers
+    default to full width and depthwise layers to their input width (if given,
+    they must match).
+
+    Returns:
+        ``{name: width}`` for every layer, in layer order.
+
+    Raises:
+        ValueError: a width is missing, out of ``[1, units]``, contradicts a
+            fixed/tied width, or names an unknown layer.
+    """
+    by_name = validate_layers(layers)
+    unknown = set(widths) - set(by_name)
+    if unknown:
+        raise ValueError(f"widths name unknown layers: {sorted(unknown)}")
+    out: dict[str, int] = {}
+    for layer in layers:
+        if layer.kind in TIED_KINDS:
+            w = layer.input_units if layer.producer is None else out[layer.producer]
+        elif not layer.prunable:
+            w = layer.units
+        elif layer.name in widths:
+            w = int(widths[layer.name])
+        else:
+            raise ValueError(f"no width given for prunable layer {layer.name!r}")
+        if layer.name in widths and int(widths[layer.name]) != w:
+            why = "its input width" if layer.kind in TIED_KINDS else "full width (not prunable)"
+            raise ValueError(
+                f"layer {layer.name!r}: width {widths[layer.name]} given, but it is fixed "
+                f"to {why} = {w}"
+            )
+        if not 1 <= w <= layer.units:
+            raise ValueError(f"layer {layer.name!r}: width {w} outside [1, {layer.units}]")
+        out[layer.name] = w
+    return out
+
+
+def _input_width(layer: CostLayer, widths: Mapping[str, int]) -> int:
+    return layer.input_units if layer.producer is None else widths[layer.producer]
+
+
+def layer_macs(layer: CostLayer, w_in: int, w_out: int) -> int:
+    """MACs of one layer keeping ``w_in`` inputs and ``w_out`` outputs."""
+    if layer.kind in TIED_KINDS:
+        if w_in != w_out:
+            raise ValueError(f"depthwise layer {layer.name!r}: w_in {w_in} != w_out {w_out}")
+        return layer.macs_per_pair * w_out
+    return layer.macs_per_pair * w_in * w_out
+
+
+def layer_params(layer: CostLayer, w_in: int, w_out: int) -> int:
+    """Weights plus biases one layer uses when keeping ``w_in`` x ``w_out``."""
+    bias = w_out if layer.use_bias else 0
+    if layer.kind in TIED_KINDS:
+        if w_in != w_out:
+            raise ValueError(f"depthwise layer {layer.name!r}: w_in {w_in} != w_out {w_out}")
+        return layer.params_per_pair * w_out + bias
+    return layer.params_per_pair * w_in * w_out + bias
+
+
+def model_macs(layers: Sequence[CostLayer], widths: Mapping[str, int]) -> int:
+    """True MACs of the submodel with the given widths (see :func:`resolve_widths`)."""
+    w = resolve_widths(layers, widths)
+    return sum(layer_macs(layer, _input_width(layer, w), w[layer.name]) for layer in layers)
+
+
+def model_params(layers: Sequence[CostLayer], widths: Mapping[str, int]) -> int:
+    """Weights plus biases the submodel with the given widths actually uses."""
+    w = resolve_widths(layers, widths)
+    return sum(layer_params(layer, _input_width(layer, w), w[layer.name]) for layer in layers)
+
+
+def model_activation_elems(layers: Sequence[CostLayer], widths: Mapping[str, int]) -> dict:
+    """Output activation elements of each layer: ``{name: out_elems_per_unit * width}``."""
+    w = resolve_widths(layers, widths)
+    return {layer.name: layer.out_elems_per_unit * w[layer.name] for layer in layers}
+
+
+# Layers that change neither widths nor MACs we count (activations are free,
+# dropout is the identity at inference).
+_IGNORED_KERAS = ("InputLayer", "Dropout", "Activation", "ReLU", "Softmax")
+
+
+def cost_layers_from_keras(model) -> list[CostLayer]:
+    """Describe a tf_keras model made of Flatten/Dense layers in a single chain.
+
+    The flattened model input is the first Dense layer's ``input_units``; each
+    further Dense consumes the previous one. The last Dense (the classifier)
+    is not prunable. Dropout and activation layers are ignored.
+
+    Args:
+        model: a built ``tf_keras`` Model (functional or Sequential) with one input.
+
+    Returns:
+        One :class:`CostLayer` per Dense layer, in order.
+
+    Raises:
+        RedsError: the model has a layer or topology the cost model does not
+            support (the message names the layer).
+    """
+    if len(model.inputs) != 1:
+        raise RedsError(
+            f"model {model.name!r} has {len(model.inputs)} inputs; only single-input models "
+            "are supported"
+        )
+    in_shape = tuple(model.inputs[0].shape[1:])
+    if any(d is None for d in in_shape):
+        raise RedsError(f"model {model.name!r} input shape {in_shape} must be fully known")
+    shape = in_shape
+    prev_out = model.inputs[0]
+    dense: list[tuple[str, int, int | None, int, bool]] = []
+    for layer in model.layers:
+        cls = type(layer).__name__
+        if cls == "InputLayer":
+            continue
+        # Only a single linear chain: each layer must consume the previous output.
+        if len(layer.inbound_nodes) != 1 or layer.input is not prev_out:
+            raise RedsError(
+                f"layer {layer.name!r} ({cls}) is not part of a single chain (shared layer or "
+                "branch); the cost model supports plain Flatten/Dense stacks only"
+            )
+        prev_out = layer.output
+        if cls in _IGNORED_KERAS:
+            continue
+        if cls == "Flatten":
+            shape = (math.prod(shape),)
+            continue
+        if cls == "Dense":
+            if len(shape) != 1:
+                raise RedsError(
+                    f"Dense layer {layer.name!r} gets an input of shape {shape}; put a Flatten "
+                    "before it (only Dense layers on flat inputs are supported)"
+                )
+            producer = dense[-1][0] if dense else None
+            dense.append((layer.name, int(layer.units), producer, int(shape[0]), layer.use_bias))
+            shape = (int(layer.units),)
+            continue
+        raise RedsError(
+            f"layer {layer.name!r} of type {cls} is not supported by the cost model "
+            "(supported: Dense, Flatten, Dropout, Activation)"
+        )
+    if not dense:
+        raise RedsError(f"model {model.name!r} has no Dense layer to count")
+    return [
+        CostLayer(
+            name=name,
+            kind="dense",
+            units=units,
+            macs_per_pair=1,
+            producer=producer,
+            input_units=in_units,
+            prunable=i < len(dense) - 1,
+            use_bias=use_bias,
+        )
+        for i, (name, units, producer, in_units, use_bias) in enumerate(dense)
+    ]

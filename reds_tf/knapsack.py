@@ -1,0 +1,430 @@
+"""Nested width selection: one knapsack per MAC budget, solved bottom-up with PuLP/CBC.
+
+Each prunable layer keeps a prefix of its units (units are sorted by
+importance, so keeping ``w`` units is worth ``sum(scores[:w])``). For every
+budget ``p`` we choose widths maximising the kept importance subject to
+``MACs(widths) <= p * MACs(full)``, where MACs are TRUE costs: a layer costs
+``macs_per_pair * w_in * w_out``, bilinear in the widths of two layers.
+
+Formulation (exact; the linear relaxation is tight):
+
+- one binary ``x[l, a]`` per layer ``l`` and width level ``a`` (a multiple of
+  ``block``, or the full width), with ``sum_a x[l, a] = 1``;
+- for every pair (producer ``p``, consumer ``c``) of chosen widths whose
+  product appears in the cost, continuous ``z[a, b] >= 0`` with
+  ``sum_a z[a, b] = x[c, b]`` and ``sum_b z[a, b] = x[p, a]``. With integral
+  ``x`` the only solution is ``z[a, b] = x[p, a] * x[c, b]``, so
+  ``sum_ab v_a v_b z[a, b]`` is exactly ``w_p * w_c``. These "transport"
+  constraints describe the joint distribution of the two choices, which makes
+  the relaxation much tighter than McCormick inequalities: CBC typically
+  closes the gap at the root.
+
+Nesting is enforced by solving from the smallest budget up and removing every
+level below the width a layer had in the previous submodel.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pulp
+
+from reds_tf.costs import (
+    TIED_KINDS,
+    CostLayer,
+    full_widths,
+    model_macs,
+    resolve_widths,
+    validate_layers,
+)
+from reds_tf.errors import ConfigError, InfeasibleBudgetError, RedsError
+
+# Largest number of width combinations solve_bruteforce will enumerate.
+_BRUTEFORCE_LIMIT = 2_000_000
+
+
+def width_levels(units: int, block: int) -> list[int]:
+    """Allowed widths of a layer: ``block, 2*block, ...`` plus ``units`` if not a multiple.
+
+    A layer narrower than one block has the single level ``units``.
+    """
+    _check_block(block)
+    if units < 1:
+        raise ValueError(f"units must be >= 1, got {units}")
+    levels = list(range(block, units + 1, block))
+    if not levels or levels[-1] != units:
+        levels.append(units)
+    return levels
+
+
+def _check_block(block: int) -> None:
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+        raise ConfigError(f"block must be a positive integer (e.g. 4), got {block!r}")
+
+
+def free_layers(layers: Sequence[CostLayer]) -> list[CostLayer]:
+    """The layers whose width the knapsack chooses (prunable, not depthwise)."""
+    return [layer for layer in layers if layer.prunable and layer.kind not in TIED_KINDS]
+
+
+def min_widths(layers: Sequence[CostLayer], block: int) -> dict[str, int]:
+    """Every chosen width at its smallest level; all layers listed."""
+    validate_layers(layers)
+    return resolve_widths(
+        layers, {layer.name: width_levels(layer.units, block)[0] for layer in free_layers(layers)}
+    )
+
+
+def min_macs_fraction(layers: Sequence[CostLayer], block: int) -> float:
+    """MACs of the smallest admissible submodel as a fraction of the full model's."""
+    return model_macs(layers, min_widths(layers, block)) / model_macs(layers, full_widths(layers))
+
+
+@dataclass
+class KnapsackResult:
+    """One entry per budget, smallest budget first.
+
+    ``widths[k]`` names every layer; ``value[k]`` is the kept importance
+    ``sum_l sum(scores[l][:w_l])``; ``status[k]`` is ``"optimal"``,
+    ``"feasible (time limit)"`` or ``"full model"``; ``seconds[k]`` is the
+    wall time spent on that budget (model building plus solver).
+    """
+
+    budgets: list[float] = field(default_factory=list)
+    widths: list[dict[str, int]] = field(default_factory=list)
+    macs: list[int] = field(default_factory=list)
+    macs_fraction: list[float] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+    status: list[str] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(self.seconds))
+
+    @property
+    def all_optimal(self) -> bool:
+        return all(s in ("optimal", "full model") for s in self.status)
+
+
+@dataclass
+class _Instance:
+    """Pre-processed problem shared by the MILP and the brute force."""
+
+    layers: list[CostLayer]
+    free: list[str]  # names of chosen-width layers, layer order
+    levels: dict[str, list[int]]
+    cum: dict[str, np.ndarray]  # cum[l][a] = sum(scores[l][:levels[l][a]])
+    const: int  # MACs independent of chosen widths
+    lin: dict[str, np.ndarray]  # MACs linear in one chosen width, per level
+    quad: dict[tuple[str, str], int]  # (producer root, consumer root) -> coef of w_p*w_c
+    full_macs: int
+    budgets: list[float]
+
+
+def _prepare(
+    layers: Sequence[CostLayer],
+    scores: Mapping[str, np.ndarray],
+    budgets: Sequence[float],
+    block: int,
+) -> _Instance:
+    layers = list(layers)
+    by_name = validate_layers(layers)
+    _check_block(block)
+    free = [layer.name for layer in free_layers(layers)]
+    levels = {name: width_levels(by_name[name].units, block) for name in free}
+
+    cum: dict[str, np.ndarray] = {}
+    for name in free:
+        if name not in scores:
+            raise ValueError(f"no importance scores for prunable layer {name!r}")
+        s = np.asarray(scores[name], dtype=np.float64)
+        if s.shape != (by_name[name].units,):
+            raise ValueError(
+                f"scores[{name!r}] has shape {s.shape}, expected ({by_name[name].units},)"
+            )
+        if not np.all(np.isfinite(s)):
+            raise ValueError(f"scores[{name!r}] contains NaN or inf")
+        if np.any(np.diff(s) > 1e-12 * max(1.0, float(np.abs(s).max()))):
+            raise ValueError(
+                f"scores[{name!r}] must be sorted descending (permute units before the knapsack)"
+            )
+        prefix = np.concatenate([[0.0], np.cumsum(s)])
+        cum[name] = prefix[np.asarray(levels[name])]
+
+    # Each layer's width is either fixed (an int) or equal to a chosen width (a name).
+    source: dict[str, int | str] = {}
+    for layer in layers:
+        if layer.kind in TIED_KINDS:
+            source[layer.name] = (
+                layer.input_units if layer.producer is None else source[layer.producer]
+            )
+        elif layer.name in levels:
+            source[layer.name] = layer.name
+        else:
+            source[layer.name] = layer.units
+
+    const = 0
+    lin = {name: np.zeros(len(levels[name]), dtype=np.int64) for name in free}
+    quad: dict[tuple[str, str], int] = {}
+    for layer in layers:
+        src_in = layer.input_units if layer.producer is None else source[layer.producer]
+        src_out = source[layer.name]
+        if layer.kind in TIED_KINDS:
+            factors = [src_out]
+        else:
+            factors = [src_in, src_out]
+        coef = layer.macs_per_pair
+        names = []
+        for f in factors:
+            if isinstance(f, str):
+                names.append(f)
+            else:
+                coef *= f
+        if not names:
+            const += coef
+        elif len(names) == 1:
+            lin[names[0]] += coef * np.asarray(levels[names[0]], dtype=np.int64)
+        else:
+            quad[(names[0], names[1])] = quad.get((names[0], names[1]), 0) + coef
+
+    full_macs = model_macs(layers, full_widths(layers))
+
+    if len(budgets) == 0:
+        raise ConfigError("budgets is empty; give at least one fraction, e.g. [0.25, 0.5, 1.0]")
+    clean: list[float] = []
+    for b in budgets:
+        try:
+            fb = float(b)
+        except (TypeError, ValueError):
+            raise ConfigError(f"budget {b!r} is not a number") from None
+        if not math.isfinite(fb) or fb <= 0:
+            raise ConfigError(
+                f"budget {b!r} must be a positive fraction of the full model's MACs (e.g. 0.25)"
+            )
+        clean.append(fb)
+    return _Instance(layers, free, levels, cum, const, lin, quad, full_macs, sorted(clean))
+
+
+def _check_feasible(inst: _Instance, block: int) -> None:
+    smallest = inst.budgets[0]
+    min_macs = model_macs(inst.layers, min_widths(inst.layers, block))
+    if min_macs > math.floor(smallest * inst.full_macs):
+        frac = min_macs / inst.full_macs
+        raise InfeasibleBudgetError(
+            f"budget {smallest:g} is infeasible: the smallest possible submodel (every prunable "
+            f"layer at {block} units, one block) costs {min_macs:,} of {inst.full_macs:,} MACs, "
+            f"a fraction of {frac:.4f}. Raise the smallest entry of `budgets` to at least "
+            f"{math.ceil(frac * 1e4) / 1e4:.4f}, or lower `block` so layers can be narrower."
+        )
+
+
+def _value(inst: _Instance, widths: Mapping[str, int]) -> float:
+    return float(sum(inst.cum[n][inst.levels[n].index(widths[n])] for n in inst.free))
+
+
+def _record(
+    res: KnapsackResult,
+    inst: _Instance,
+    budget: float,
+    chosen: Mapping[str, int],
+    status: str,
+    seconds: float,
+    log: Callable[[str], None] | None,
+) -> dict[str, int]:
+    widths = resolve_widths(inst.layers, chosen)
+    macs = model_macs(inst.layers, widths)
+    if budget < 1.0 and macs > budget * inst.full_macs:
+        # The MILP constraint is on exact integer MACs; this would be a modelling bug.
+        raise RuntimeError(f"knapsack solution for budget {budget:g} exceeds it: {macs:,} MACs")
+    res.budgets.append(budget)
+    res.widths.append(widths)
+    res.macs.append(macs)
+    res.macs_fraction.append(macs / inst.full_macs)
+    res.value.append(_value(inst, widths))
+    res.status.append(status)
+    res.seconds.append(seconds)
+    if log is not None:
+        ws = ", ".join(f"{n}={widths[n]}" for n in inst.free)
+        log(
+            f"knapsack budget {budget:g}: {status} in {seconds:.2f} s, "
+            f"MACs {macs:,}/{inst.full_macs:,} = {macs / inst.full_macs:.4f}, widths {ws}"
+        )
+    return widths
+
+
+def solve_nested(
+    layers: Sequence[CostLayer],
+    scores: Mapping[str, np.ndarray],
+    budgets: Sequence[float],
+    block: int,
+    *,
+    time_limit: float = 60.0,
+    log: Callable[[str], None] | None = print,
+) -> KnapsackResult:
+    """Choose nested per-layer widths for each MAC budget with a MILP (PuLP + CBC).
+
+    Args:
+        layers: the cost model (:func:`reds_tf.costs.cost_layers_from_keras`).
+        scores: for every prunable (non-depthwise) layer a 1-D array of shape
+            ``(units,)`` of per-unit importance, ALREADY sorted descending.
+        budgets: fractions of the full model's true MACs; sorted ascending
+            here; values >= 1 give the full model.
+        block: widths are multiples of ``block`` (at least one block), or the
+            layer's full width.
+        time_limit: CBC time limit per budget in seconds; hitting it is
+            reported in ``status`` (the best solution found is kept).
+        log: called with one line per budget (status, time, MACs fraction);
+            None for silence.
+
+    Returns:
+        A :class:`KnapsackResult`, smallest budget first. Widths are nested:
+        every layer's width never decreases from one submodel to the next.
+
+    Raises:
+        InfeasibleBudgetError: the smallest budget is below
+            :func:`min_macs_fraction`.
+        RedsError: CBC found no solution within ``time_limit``.
+    """
+    inst = _prepare(layers, scores, budgets, block)
+    _check_feasible(inst, block)
+    res = KnapsackResult()
+    prev = {n: inst.levels[n][0] for n in inst.free}
+    # A private folder for CBC's temp files: concurrent runs cannot collide and
+    # files are removed even when the solver fails.
+    with tempfile.TemporaryDirectory(prefix="reds-cbc-") as tmp:
+        for budget in inst.budgets:
+            t0 = time.perf_counter()
+            if budget >= 1.0:
+                chosen = {n: inst.levels[n][-1] for n in inst.free}
+                status = "full model"
+            else:
+                chosen, status = _solve_one(inst, budget, prev, time_limit, tmp)
+            prev = _record(res, inst, budget, chosen, status, time.perf_counter() - t0, log)
+    return res
+
+
+def _solve_one(
+    inst: _Instance,
+    budget: float,
+    prev: Mapping[str, int],
+    time_limit: float,
+    tmp_dir: str,
+) -> tuple[dict[str, int], str]:
+    prob = pulp.LpProblem("reds_knapsack", pulp.LpMaximize)
+    # Allowed level indices per layer: nesting removes levels below the previous width.
+    allowed = {n: [a for a, v in enumerate(inst.levels[n]) if v >= prev[n]] for n in inst.free}
+    x = {
+        n: {a: pulp.LpVariable(f"x_{i}_{a}", cat=pulp.LpBinary) for a in allowed[n]}
+        for i, n in enumerate(inst.free)
+    }
+    # Normalise the objective to about 1 so CBC's tolerances mean the same for any score scale.
+    total = sum(float(inst.cum[n][-1]) for n in inst.free)
+    scale = 1e6 / total if total > 0 else 1.0
+    prob += pulp.lpSum(
+        scale * float(inst.cum[n][a]) * x[n][a] for n in inst.free for a in allowed[n]
+    )
+    for n in inst.free:
+        prob += pulp.lpSum(x[n].values()) == 1
+
+    cost_terms = []
+    z_all = []
+    for n in inst.free:
+        cost_terms += [(x[n][a], int(inst.lin[n][a])) for a in allowed[n] if inst.lin[n][a]]
+    for k, ((p, c), coef) in enumerate(inst.quad.items()):
+        vp, vc = inst.levels[p], inst.levels[c]
+        z = {
+            (a, b): pulp.LpVariable(f"z_{k}_{a}_{b}", lowBound=0)
+            for a in allowed[p]
+            for b in allowed[c]
+        }
+        for b in allowed[c]:
+            prob += pulp.lpSum(z[a, b] for a in allowed[p]) == x[c][b]
+        for a in allowed[p]:
+            prob += pulp.lpSum(z[a, b] for b in allowed[c]) == x[p][a]
+        cost_terms += [(z[a, b], coef * vp[a] * vc[b]) for (a, b) in z]
+        z_all.append((p, c, z))
+    # Integer MACs at any integral point, so flooring the right-hand side is exact.
+    cap = math.floor(budget * inst.full_macs) - inst.const
+    prob += pulp.LpAffineExpression(cost_terms) <= cap
+
+    # Warm start from the previous submodel (feasible: its MACs fit a smaller budget), so a
+    # time limit always leaves a valid, nested answer.
+    start = {n: inst.levels[n].index(prev[n]) for n in inst.free}
+    for n in inst.free:
+        for a, var in x[n].items():
+            var.setInitialValue(1 if a == start[n] else 0)
+    for p, c, z in z_all:
+        for (a, b), var in z.items():
+            var.setInitialValue(1 if (a == start[p] and b == start[c]) else 0)
+    solver = pulp.PULP_CBC_CMD(
+        msg=False, timeLimit=time_limit, gapRel=1e-7, gapAbs=0.0, warmStart=True
+    )
+    solver.tmpDir = tmp_dir
+    prob.solve(solver)
+    if prob.sol_status == pulp.LpSolutionOptimal:
+        status = "optimal"
+    elif prob.sol_status == pulp.LpSolutionIntegerFeasible:
+        status = f"feasible (time limit {time_limit:g} s, not proven optimal)"
+    elif prob.sol_status == pulp.LpSolutionInfeasible:
+        raise InfeasibleBudgetError(
+            f"budget {budget:g}: CBC reports the knapsack infeasible; raise the budget"
+        )
+    else:
+        raise RedsError(
+            f"knapsack for budget {budget:g} found no solution within {time_limit:g} s "
+            f"(CBC status {pulp.LpStatus[prob.status]!r}); raise the knapsack time limit or "
+            "use a larger `block` (fewer width levels)"
+        )
+    chosen = {}
+    for n in inst.free:
+        a = max(allowed[n], key=lambda a, n=n: x[n][a].value() or 0.0)
+        chosen[n] = inst.levels[n][a]
+    return chosen, status
+
+
+def solve_bruteforce(
+    layers: Sequence[CostLayer],
+    scores: Mapping[str, np.ndarray],
+    budgets: Sequence[float],
+    block: int,
+) -> KnapsackResult:
+    """Exhaustive search with the same nesting rule as :func:`solve_nested`; small instances only.
+
+    Each budget takes the highest-value admissible widths (ties: fewer MACs,
+    then the first in enumeration order); the next budget starts from them.
+    """
+    inst = _prepare(layers, scores, budgets, block)
+    _check_feasible(inst, block)
+    n_comb = math.prod(len(inst.levels[n]) for n in inst.free)
+    if n_comb > _BRUTEFORCE_LIMIT:
+        raise ValueError(f"{n_comb} width combinations is too many for brute force")
+    res = KnapsackResult()
+    prev = {n: inst.levels[n][0] for n in inst.free}
+    for budget in inst.budgets:
+        t0 = time.perf_counter()
+        if budget >= 1.0:
+            full = {n: inst.levels[n][-1] for n in inst.free}
+            prev = _record(res, inst, budget, full, "full model", time.perf_counter() - t0, None)
+            continue
+        cap = budget * inst.full_macs
+        best: tuple[float, int] | None = None
+        best_w: dict[str, int] = {}
+        choices = [[v for v in inst.levels[n] if v >= prev[n]] for n in inst.free]
+        for combo in itertools.product(*choices):
+            w = dict(zip(inst.free, combo, strict=True))
+            macs = model_macs(inst.layers, w)
+            if macs > cap:
+                continue
+            key = (_value(inst, w), -macs)
+            if best is None or key > best:
+                best, best_w = key, w
+        assert best is not None  # prev is always admissible (budgets ascending)
+        prev = _record(res, inst, budget, best_w, "optimal", time.perf_counter() - t0, None)
+    return res
