@@ -1,0 +1,1 @@
+"""C++ runtime generation: the layer plan (plan) and Jinja2 rendering (render)."""

@@ -1,0 +1,83 @@
+"""Render the C++ runtime from ``templates/`` with Jinja2 (StrictUndefined).
+
+All C++ text lives in the templates; Python only supplies the plan and two
+value formatters (C array bodies and float literals).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from reds_tf.codegen.plan import ModelPlan
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+
+# Rendered file -> template; the DSP kernel is optional (added when its template exists).
+SOURCES = {
+    "reds_model.h": "reds_model.h.j2",
+    "reds_model.cpp": "reds_model.cpp.j2",
+    "reds_weights.h": "reds_weights.h.j2",
+    "reds_weights.cpp": "reds_weights.cpp.j2",
+    "reds_kernels.h": "reds_kernels.h.j2",
+    "reds_kernels.cpp": "reds_kernels.cpp.j2",
+}
+DSP_SOURCE = ("reds_kernels_dsp.cpp", "reds_kernels_dsp.cpp.j2")
+
+
+def carray(values: np.ndarray, per_line: int = 16) -> str:
+    """Body of a C array initialiser: comma-separated integers, indented lines."""
+    flat = [int(v) for v in np.asarray(values).ravel()]
+    lines = []
+    for i in range(0, len(flat), per_line):
+        lines.append("    " + ", ".join(str(v) for v in flat[i : i + per_line]) + ",")
+    return "\n".join(lines)
+
+
+def cfloat(value: float) -> str:
+    """A float literal that round-trips the float32 value exactly."""
+    return f"{float(np.float32(value))!r}f"
+
+
+def environment(templates_dir: str | os.PathLike | None = None) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir or TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["carray"] = carray
+    env.filters["cfloat"] = cfloat
+    return env
+
+
+def render_sources(
+    plan: ModelPlan, templates_dir: str | os.PathLike | None = None
+) -> dict[str, str]:
+    """File name -> rendered text for every runtime source."""
+    env = environment(templates_dir)
+    root = Path(templates_dir or TEMPLATES_DIR)
+    files = dict(SOURCES)
+    has_dsp = (root / DSP_SOURCE[1]).is_file()
+    if has_dsp:
+        files[DSP_SOURCE[0]] = DSP_SOURCE[1]
+    fc_layers = [ly for ly in plan.layers if ly.kind == "fully_connected"]
+    ctx = {"plan": plan, "fc_layers": fc_layers, "has_fc_dsp": has_dsp}
+    return {name: env.get_template(tpl).render(**ctx) for name, tpl in files.items()}
+
+
+def write_sources(plan: ModelPlan, out_dir: str | os.PathLike) -> list[Path]:
+    """Render into ``out_dir`` (created); returns the written paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in render_sources(plan).items():
+        p = out / name
+        p.write_text(text)
+        paths.append(p)
+    return paths

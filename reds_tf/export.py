@@ -1,0 +1,249 @@
+"""``reds export RUN_DIR``: int8 .tflite per submodel, manifest and the C++ runtime.
+
+Writes ``RUN_DIR/export/`` atomically (a failure leaves no partial folder):
+``model.tflite`` (full int8 model), ``submodel_<k>.tflite`` (prefix slices of
+the SAME int8 weights), ``manifest.json`` and ``src/`` (rendered runtime). The
+int8 accuracy of every submodel is measured with TFLite Micro and written to
+the manifest and to a section of ``report.md`` beside the float accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reds_tf.errors import RedsError, RunDirError
+from reds_tf.fsutil import atomic_dir, write_json_atomic, write_text_atomic
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CALIBRATION_SAMPLES = 500
+REPORT_BEGIN = "<!-- reds export: begin -->"
+REPORT_END = "<!-- reds export: end -->"
+
+
+def load_submodels(run_dir: Path) -> dict[str, Any]:
+    """Read and sanity-check ``submodels.json`` (the training contract)."""
+    path = run_dir / "submodels.json"
+    try:
+        sub = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(f"{path} is missing; run `reds train` first") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{path} is corrupt ({e}); re-run `reds train`") from e
+    if not isinstance(sub, dict):
+        raise RunDirError(f"{path} is not a JSON object; re-run `reds train`")
+    for key in ("name", "dataset", "input_shape", "num_classes", "layers", "submodels"):
+        if key not in sub:
+            raise RunDirError(f"{path} has no '{key}'; re-run `reds train`")
+    names = [ly.get("name") for ly in sub["layers"]]
+    for s in sub["submodels"]:
+        missing = [n for n in names if n not in s.get("widths", {})]
+        if missing:
+            raise RunDirError(f"{path}: submodel {s.get('index')} has no width for {missing}")
+    return sub
+
+
+def load_model(run_dir: Path):
+    """The plain full-width tf_keras model ``model.keras``."""
+    import tf_keras as keras
+
+    path = run_dir / "model.keras"
+    if not path.is_file():
+        raise RunDirError(f"{path} is missing; run `reds train` first")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # Keras raises many types on a damaged file
+        raise RunDirError(f"{path} cannot be loaded ({e}); re-run `reds train`") from e
+
+
+def dense_chain(model, sub: dict[str, Any]) -> list[tuple[str, np.ndarray, np.ndarray, str]]:
+    """(name, kernel (in, out), bias (out,), activation) per dense layer of ``sub``."""
+    out = []
+    for spec in sub["layers"]:
+        if spec.get("type") != "dense":
+            raise RedsError(
+                f"layer {spec['name']}: type {spec.get('type')!r} is not supported by export "
+                "yet (dense only)"
+            )
+        try:
+            layer = model.get_layer(spec["name"])
+        except ValueError as e:
+            raise RunDirError(f"model.keras has no layer {spec['name']!r}") from e
+        kernel, bias = layer.get_weights()
+        act = layer.activation.__name__
+        if act not in ("relu", "linear"):
+            raise RedsError(f"layer {spec['name']}: activation {act!r} unsupported")
+        out.append((spec["name"], kernel, bias, act))
+    return out
+
+
+def float_logits(chain, widths: dict[str, int], x: np.ndarray) -> np.ndarray:
+    """Float32 logits of a prefix submodel: x (N, *input_shape) -> (N, classes)."""
+    h = x.reshape(len(x), -1).astype(np.float32)
+    for name, kernel, bias, act in chain:
+        o = widths[name]
+        h = h @ kernel[: h.shape[1], :o] + bias[:o]
+        if act == "relu":
+            h = np.maximum(h, 0.0)
+    return h
+
+
+def _fc_widths(sub: dict[str, Any], k: int) -> list[int]:
+    return [int(sub["submodels"][k]["widths"][ly["name"]]) for ly in sub["layers"]]
+
+
+def _report_section(manifest: dict[str, Any], n_test: int, qat: bool) -> str:
+    lines = [
+        REPORT_BEGIN,
+        "## int8 export",
+        "",
+        f"Written by `reds export`{' --qat' if qat else ''}: int8 accuracy from TFLite Micro on "
+        f"`export/submodel_<k>.tflite` ({n_test} test samples), float accuracy of the same "
+        "submodel on the same samples. Weights stored once: "
+        f"{manifest['weight_bytes']:,} bytes; arena {manifest['arena_bytes']:,} bytes.",
+        "",
+        "| k | MACs | float accuracy | int8 accuracy | int8 - float |",
+        "|---|---|---|---|---|",
+    ]
+    for s in manifest["submodels"]:
+        d = 100 * (s["int8_accuracy"] - s["float_accuracy"])
+        lines.append(
+            f"| {s['index']} | {s['macs']:,} | {100 * s['float_accuracy']:.2f} | "
+            f"{100 * s['int8_accuracy']:.2f} | {d:+.2f} |"
+        )
+    lines += [REPORT_END, ""]
+    return "\n".join(lines)
+
+
+def update_report(run_dir: Path, section: str) -> None:
+    """Replace (or append) the export section of ``report.md`` atomically."""
+    path = run_dir / "report.md"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    pattern = re.compile(re.escape(REPORT_BEGIN) + r".*?" + re.escape(REPORT_END) + r"\n?", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section, text)
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + section
+    write_text_atomic(path, text)
+
+
+def run_export(
+    run_dir: str | os.PathLike,
+    *,
+    qat: bool = False,
+    qat_epochs: int = 2,
+    limit: int | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Export ``run_dir`` (see module doc); returns the ``export/`` path.
+
+    ``limit``: evaluate accuracies on at most this many test samples.
+    """
+    from reds_tf.codegen.plan import build_plan
+    from reds_tf.codegen.render import render_sources
+    from reds_tf.data import load_dataset
+    from reds_tf.quant import numerics
+    from reds_tf.quant.convert import convert_int8, qat_finetune
+    from reds_tf.quant.slicer import slice_model
+    from reds_tf.quant.tflm import run_tflm
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise RunDirError(f"run directory {run} does not exist; run `reds train` first")
+    if limit is not None and limit <= 0:
+        raise RedsError(f"--limit must be positive, got {limit}")
+    sub = load_submodels(run)
+    model = load_model(run)
+    chain = dense_chain(model, sub)
+    data = load_dataset(sub["dataset"])
+    if list(data.input_shape) != list(sub["input_shape"]):
+        raise RunDirError(
+            f"data set input {data.input_shape} differs from submodels.json {sub['input_shape']}"
+        )
+    rng = np.random.default_rng(0)
+    rep = data.x_train[rng.choice(len(data.x_train), CALIBRATION_SAMPLES, replace=False)]
+
+    to_convert = model
+    if qat:
+        log(f"export: quantisation-aware fine-tuning, {qat_epochs} epoch(s)")
+        to_convert = qat_finetune(model, data.x_train, data.y_train, epochs=qat_epochs)
+        chain = dense_chain(_strip_qat(to_convert, model), sub)
+    full = convert_int8(to_convert, rep)
+    plan = build_plan(full, sub)  # rejects unsupported ops before anything is written
+    K = plan.num_submodels
+
+    n_test = len(data.x_test) if limit is None else min(limit, len(data.x_test))
+    x_test, y_test = data.x_test[:n_test], data.y_test[:n_test]
+    xq = numerics.quantize(x_test, plan.input_scale, plan.input_zero_point)
+
+    export = run / "export"
+    with atomic_dir(export) as tmp:
+        (tmp / "model.tflite").write_bytes(full)
+        entries = []
+        for k, s in enumerate(sub["submodels"]):
+            name = f"submodel_{k}.tflite"
+            buf = slice_model(full, _fc_widths(sub, k))
+            (tmp / name).write_bytes(buf)
+            res = run_tflm(buf, xq)
+            int8_acc = float(np.mean(np.argmax(res.outputs, axis=1) == y_test))
+            float_acc = float(
+                np.mean(np.argmax(float_logits(chain, s["widths"], x_test), axis=1) == y_test)
+            )
+            log(f"export: submodel {k}: float {float_acc:.4f}, int8 (TFLM) {int8_acc:.4f}")
+            entries.append(
+                {
+                    "index": int(s.get("index", k)),
+                    "budget": s.get("budget"),
+                    "widths": s["widths"],
+                    "macs": plan.macs(k),
+                    "tflite": name,
+                    "float_accuracy": float_acc,
+                    "int8_accuracy": int8_acc,
+                }
+            )
+        src = tmp / "src"
+        src.mkdir()
+        for fname, text in render_sources(plan).items():
+            (src / fname).write_text(text)
+        manifest = {
+            "name": plan.name,
+            "input_shape": plan.input_shape,
+            "num_classes": plan.num_classes,
+            "input_scale": plan.input_scale,
+            "input_zero_point": plan.input_zero_point,
+            "output_scale": plan.output_scale,
+            "output_zero_point": plan.output_zero_point,
+            "weight_bytes": plan.weight_bytes,
+            "arena_bytes": plan.arena_bytes,
+            "num_submodels": K,
+            "qat": qat,
+            "eval_samples": n_test,
+            "submodels": entries,
+        }
+        write_json_atomic(tmp / "manifest.json", manifest)
+    update_report(run, _report_section(manifest, n_test, qat))
+    log(f"export: wrote {export} ({K} submodels, {plan.weight_bytes:,} weight bytes)")
+    return export
+
+
+def _strip_qat(qat_model, model):
+    """Float weights of the QAT model copied back into a plain model (for the
+    float accuracy of what was actually quantised)."""
+    import tf_keras as keras
+
+    plain = keras.models.clone_model(model)
+    for layer in plain.layers:
+        if not layer.weights:
+            continue
+        wrapped = qat_model.get_layer("quant_" + layer.name)
+        plain.get_layer(layer.name).set_weights(
+            [w.numpy() for w in wrapped.layer.weights[: len(layer.weights)]]
+        )
+    return plain
