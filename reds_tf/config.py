@@ -307,7 +307,10 @@ def with_overrides(cfg: Config, **overrides: Any) -> Config:
         for p in parents:
             node = node[p]
         node[leaf] = v
-    return parse_config(data, f"{cfg.source} (with command-line overrides)")
+    changed = any(v is not None for v in overrides.values())
+    return parse_config(
+        data, f"{cfg.source} (with command-line overrides)" if changed else cfg.source
+    )
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -139,6 +139,8 @@ def to_plain(nested: keras.Model, full: keras.Model) -> keras.Model:
 def predict_nested(nested: keras.Model, x: np.ndarray, batch_size: int = 1024) -> list[np.ndarray]:
     """Logits of all K submodels: list of K arrays (N, num_classes)."""
     outs = nested.predict(x, batch_size=batch_size, verbose=0)
+    if not isinstance(outs, (list, tuple)):  # Keras unwraps a one-element output list
+        outs = [outs]
     return [np.asarray(o) for o in outs]
 
 

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from reds_tf.models import dnn, submodel
+from reds_tf.nested import build_nested, nested_accuracy, predict_nested, to_plain
+from reds_tf.train import JointTrainer, finetune_joint, loss_weights
+
+WIDTHS = [{"fc1": 4, "fc2": 3}, {"fc1": 8, "fc2": 6}, {"fc1": 12, "fc2": 10}]
+
+
+def _model(seed=0):
+    keras.utils.set_random_seed(seed)
+    m = dnn((5, 5, 1), [12, 10], 4)
+    rng = np.random.default_rng(seed)
+    for layer in m.layers:
+        if layer.get_weights():
+            layer.set_weights(
+                [rng.normal(size=w.shape).astype(np.float32) * 0.4 for w in layer.get_weights()]
+            )
+    return m
+
+
+def _x(n=32, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, 5, 5, 1)).astype(np.float32)
+
+
+def test_one_pass_returns_every_submodel():
+    m = _model()
+    nested = build_nested(m, WIDTHS)
+    x = _x()
+    outs = predict_nested(nested, x)
+    assert len(outs) == 3
+    for w, o in zip(WIDTHS, outs, strict=True):
+        sub = submodel(m, {**w, "logits": 4})
+        np.testing.assert_allclose(o, sub.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(outs[-1], m.predict(x, verbose=0), atol=1e-5)
+
+
+def test_single_submodel_and_accuracy():
+    m = _model(1)
+    nested = build_nested(m, [{}])
+    x = _x()
+    y = np.argmax(m.predict(x, verbose=0), axis=1)
+    assert nested_accuracy(nested, x, y) == [1.0]
+
+
+def test_branch_gradient_touches_only_its_prefix():
+    m = _model(2)
+    nested = build_nested(m, WIDTHS)
+    x = tf.constant(_x(8))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(nested(x)[0])  # smallest submodel only
+    g1, g2 = tape.gradient(loss, [nested.get_layer("fc1").kernel, nested.get_layer("fc2").kernel])
+    assert np.all(g1.numpy()[:, 4:] == 0) and np.any(g1.numpy()[:, :4] != 0)
+    assert np.all(g2.numpy()[4:, :] == 0) and np.all(g2.numpy()[:, 3:] == 0)
+
+
+def test_to_plain_round_trip_carries_trained_weights():
+    m = _model(3)
+    nested = build_nested(m, WIDTHS)
+    k, b = nested.get_layer("fc2").get_weights()
+    nested.get_layer("fc2").set_weights([k + 1.0, b])
+    plain = to_plain(nested, m)
+    assert not any(isinstance(layer, type(nested.get_layer("fc2"))) for layer in plain.layers)
+    np.testing.assert_array_equal(plain.get_layer("fc2").kernel.numpy(), k + 1.0)
+    np.testing.assert_array_equal(m.get_layer("fc2").kernel.numpy(), k)  # template untouched
+
+
+def test_loss_weights_formula():
+    p = [0.1, 0.4, 1.0]
+    w = loss_weights(p)
+    s = sum(math.sqrt(v) for v in p)
+    assert w == pytest.approx([math.sqrt(v) / s for v in p])
+    assert sum(w) == pytest.approx(1.0)
+
+
+def test_joint_loss_without_distillation_is_weighted_ce():
+    m = _model(4)
+    nested = build_nested(m, WIDTHS)
+    tr = JointTrainer(nested, [0.2, 0.3, 0.5], distill=False)
+    x, y = _x(16), np.arange(16) % 4
+    logits = tr(x)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    want = sum(w * float(ce(y, z)) for w, z in zip([0.2, 0.3, 0.5], logits, strict=True))
+    assert float(tr.joint_loss(tf.constant(y), logits)) == pytest.approx(want, rel=1e-5)
+    # Distillation changes only the smaller submodels' terms (teacher = full model).
+    td = JointTrainer(nested, [0.0, 0.0, 1.0], distill=True, alpha=0.7)
+    assert float(td.joint_loss(tf.constant(y), logits)) == pytest.approx(float(ce(y, logits[-1])))
+
+
+def test_joint_finetuning_lowers_the_loss():
+    m = _model(5)
+    x = _x(256, seed=1)
+    y = np.argmax(x.reshape(256, -1)[:, :4], axis=1)  # learnable labels
+    nested = build_nested(m, WIDTHS)
+    before = nested_accuracy(nested, x, y)
+    hist = finetune_joint(
+        nested,
+        x,
+        y,
+        [0.2, 0.5, 1.0],
+        epochs=5,
+        batch_size=32,
+        lr=1e-2,
+        schedule="cosine",
+        distill=True,
+        temperature=2.0,
+        alpha=0.5,
+        seed=0,
+        verbose=0,
+    )
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    assert set(hist.history) >= {"acc0", "acc1", "acc2"}
+    after = nested_accuracy(nested, x, y)
+    assert sum(after) > sum(before)

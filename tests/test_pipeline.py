@@ -1,0 +1,237 @@
+"""End to end: `reds train` on the default config (briefly), resume, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DEFAULT_CONFIG, REPO, TINY
+
+from reds_tf.cli import main
+from reds_tf.costs import cost_layers_from_keras, model_macs
+from reds_tf.errors import ConfigError, DataError, InfeasibleBudgetError, RedsError, RunDirError
+from reds_tf.models import load_plain_model, submodel
+from reds_tf.pipeline import STAGE_FILES, run_training
+from reds_tf.train import accuracy
+
+
+def _direct_macs(model, widths: dict[str, int]) -> int:
+    """MACs counted straight from the Keras Dense kernels' sliced shapes."""
+    total, fan_in = 0, None
+    for layer in model.layers:
+        if hasattr(layer, "kernel"):
+            fan_in = layer.kernel.shape[0] if fan_in is None else fan_in
+            out = widths[layer.name]
+            total += fan_in * out
+            fan_in = out
+    return total
+
+
+def test_submodels_json_contract(trained_run: Path):
+    doc = json.loads((trained_run / "submodels.json").read_text())
+    assert doc["name"] == "fmnist_dnn" and doc["dataset"] == "fashion_mnist"
+    assert doc["input_shape"] == [28, 28, 1] and doc["num_classes"] == 10 and doc["block"] == 4
+    assert [(la["name"], la["units"], la["prunable"]) for la in doc["layers"]] == [
+        ("fc1", 256, True),
+        ("fc2", 256, True),
+        ("logits", 10, False),
+    ]
+    subs = doc["submodels"]
+    assert [s["index"] for s in subs] == [0, 1, 2, 3]
+    assert [s["budget"] for s in subs] == [0.25, 0.5, 0.75, 1.0]
+    model = load_plain_model(trained_run / "model.keras")
+    full = _direct_macs(model, {"fc1": 256, "fc2": 256, "logits": 10})
+    assert subs[-1]["macs"] == full == 784 * 256 + 256 * 256 + 256 * 10
+    layers = cost_layers_from_keras(model)
+    prev = None
+    for s in subs:
+        w = s["widths"]
+        assert set(w) == {"fc1", "fc2", "logits"} and w["logits"] == 10
+        assert all(w[n] % 4 == 0 and 4 <= w[n] <= 256 for n in ("fc1", "fc2"))
+        if prev is not None:  # nested: widths never shrink
+            assert all(w[n] >= prev[n] for n in w)
+        prev = w
+        assert s["macs"] == _direct_macs(model, w) == model_macs(layers, w)
+        assert s["macs_fraction"] == pytest.approx(s["macs"] / full)
+        # TRUE MACs within [budget - 2 %, budget]
+        assert s["budget"] - 0.02 <= s["macs_fraction"] <= s["budget"]
+        assert s["params"] == s["macs"] + w["fc1"] + w["fc2"] + 10  # weights + biases
+        assert 0.0 <= s["accuracy"] <= 1.0
+        assert s["knapsack_status"] in ("optimal", "full model")
+    assert subs[-1]["widths"] == {"fc1": 256, "fc2": 256, "logits": 10}
+    assert subs[-1]["accuracy"] > 0.5  # even one brief epoch learns something
+
+
+def test_reported_accuracy_is_that_of_the_saved_model(trained_run: Path):
+    from reds_tf.data import load_dataset
+
+    doc = json.loads((trained_run / "submodels.json").read_text())
+    model = load_plain_model(trained_run / "model.keras")
+    data = load_dataset("fashion_mnist")
+    s = doc["submodels"][0]
+    sub = submodel(model, s["widths"])
+    assert accuracy(sub, data.x_test, data.y_test) == pytest.approx(s["accuracy"], abs=1e-4)
+
+
+def test_run_dir_files(trained_run: Path):
+    for f in (*[v for k, v in STAGE_FILES.items() if k != "scratch"], "config.yaml", "run.json"):
+        assert (trained_run / f).is_file(), f
+    assert (trained_run / "accuracy_vs_macs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (trained_run / "report.md").read_text()
+    assert report.count("\n| ") == 5  # header + 4 submodels
+    assert "| 0 | 0.25 |" in report
+    assert "epochs: 1" in (trained_run / "config.yaml").read_text()
+    assert not [p for p in trained_run.iterdir() if p.name.startswith(".")]  # no temp files
+    with np.load(trained_run / "importance.npz") as z:
+        assert sorted(z.files) == ["fc1", "fc2"] and z["fc1"].shape == (256,)
+
+
+def test_rerun_resumes_and_changed_config_is_refused(trained_run: Path):
+    before = {p.name: p.stat().st_mtime_ns for p in trained_run.iterdir() if p.suffix != ".yaml"}
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    run_training(DEFAULT_CONFIG, out_dir=trained_run, verbose=0, log=lines.append, **TINY)
+    assert time.perf_counter() - t0 < 30
+    assert sum("already done, skipped" in line for line in lines) == 7
+    after = {p.name: p.stat().st_mtime_ns for p in trained_run.iterdir() if p.suffix != ".yaml"}
+    assert {k: v for k, v in after.items() if k != "run.json"} == {
+        k: v for k, v in before.items() if k != "run.json"
+    }
+    with pytest.raises(RunDirError, match=r"different config \(train.epochs was 1, now 2\)"):
+        run_training(
+            DEFAULT_CONFIG,
+            out_dir=trained_run,
+            verbose=0,
+            log=lines.append,
+            **{**TINY, "epochs": 2},
+        )
+
+
+def _config(tmp_path: Path, **changes) -> Path:
+    import yaml
+
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data.update(changes)
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def _train(cfg: Path, out: Path, **kw):
+    return run_training(cfg, out_dir=out, verbose=0, log=lambda _m: None, **{**TINY, **kw})
+
+
+def test_budget_below_minimum(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(InfeasibleBudgetError) as e:
+        _train(_config(tmp_path, budgets=[0.001, 0.5, 1.0]), out)
+    msg = str(e.value)
+    assert "budgets: 0.001 is below the smallest achievable submodel" in msg
+    assert "raise the smallest budget to at least 0.0119" in msg  # 3192/268800 MACs
+    assert not out.exists()
+
+
+def test_unknown_dataset(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match="unknown dataset 'mnist_fashion'; known: .*fashion_mnist"):
+        _train(_config(tmp_path, dataset="mnist_fashion"), out)
+    assert not out.exists()
+
+
+def test_malformed_yaml(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndataset: fashion_mnist\nbudgets: [0.25, 0.5\n")
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        _train(bad, out)
+    assert not out.exists()
+
+
+def test_missing_data(tmp_path, monkeypatch):
+    from reds_tf.data import fashion_mnist
+
+    monkeypatch.setenv("REDS_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(fashion_mnist, "KERAS_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(fashion_mnist, "DOWNLOAD_URL", (tmp_path / "no-server").as_uri() + "/")
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        _train(_config(tmp_path), out)
+    assert not out.exists()
+
+
+def test_unsupported_base_model(tmp_path):
+    import tf_keras as keras
+
+    m = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
+    m.save(tmp_path / "conv.keras")
+    out = tmp_path / "run"
+    with pytest.raises(RedsError, match="Conv2D.*not supported"):
+        _train(DEFAULT_CONFIG, out, base_model=tmp_path / "conv.keras")
+    assert not out.exists()
+
+
+def test_foreign_out_dir_is_refused(tmp_path):
+    out = tmp_path / "stuff"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="not a reds run directory"):
+        _train(DEFAULT_CONFIG, out)
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_cli_prints_error_and_exits_2(tmp_path, capsys):
+    cfg = _config(tmp_path, train={"epochs": "abc"})
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "reds train: error:" in err and "train.epochs must be a positive integer, got 'abc'" in err
+    )
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_end_to_end_from_base_model(trained_run: Path, tmp_path):
+    """`reds train --base` as a user runs it: a few thousand samples, well under 2 minutes."""
+    out = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "reds_tf",
+        "train",
+        "--config",
+        str(DEFAULT_CONFIG),
+        "--out",
+        str(out),
+        "--base",
+        str(trained_run / "model.keras"),
+        "--limit",
+        "2000",
+        "--finetune-epochs",
+        "1",
+    ]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    elapsed = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert elapsed < 120
+    assert "stage 1/7 base training: done" in r.stdout
+    assert "stage 7/7 report: done" in r.stdout
+    doc = json.loads((out / "submodels.json").read_text())
+    assert len(doc["submodels"]) == 4
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["base_model"].endswith("model.keras")
