@@ -1,0 +1,526 @@
+"""``reds bench``: instruction counts, flash and RAM of the generated runtime on a
+Cortex-M4, measured under QEMU.
+
+The exported runtime (``RUN_DIR/export/src``) is linked twice with the bench
+build in ``firmware/bench`` (a bare-metal program for QEMU's ``mps2-an386``,
+a Cortex-M4F): once with the DSP kernels and once with ``-DREDS_NO_DSP`` (the
+portable reference kernels). Each ELF runs under ``qemu-system-arm`` with a
+TCG plugin built here from ``reds_tf/qemu_plugin/icount.c``: it counts every
+executed instruction and records the count whenever the firmware enters
+``reds_bench_mark``. From the marks we get instructions per switch and per
+inference for every submodel (exact and repeatable: QEMU's translation is
+deterministic and the plugin counts instructions, not time). Each ELF runs
+twice and the counts must match. The firmware then prints every submodel's
+output for a set of inputs on UART0; both builds must agree with each other
+and with the host simulation (``reds_tf.sim``) byte for byte.
+
+Latency is ESTIMATED as instructions / 64 MHz (1 instruction ~ 1 cycle on a
+Cortex-M4; QEMU models no cycles). Results go to ``RUN_DIR/bench.json`` and to
+a section of ``BENCHMARKS.md`` delimited by HTML comments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reds_tf.errors import RedsError, RunDirError
+from reds_tf.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH_FW_DIR = REPO_ROOT / "firmware" / "bench"
+PLUGIN_SOURCE = Path(__file__).resolve().parent / "qemu_plugin" / "icount.c"
+
+CLOCK_HZ = 64_000_000  # Arduino Nano 33 BLE (nRF52840) core clock, for the estimate
+NUM_INPUTS = 8  # inputs run through every submodel for the output check
+INPUT_SEED = 20261125
+IO_ADDRESS = 0x20300000  # REDS_BENCH_IO region in firmware/bench/bench.ld
+BENCH_MAGIC = 0x48434E42  # "BNCH", see bench_io.h
+QEMU_TIMEOUT_S = 300
+
+CPU_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+CC_FLAGS = CPU_FLAGS + ["-O2", "-ffunction-sections", "-fdata-sections", "-Wall", "-Wextra"]
+CXX_ONLY = ["-fno-exceptions", "-fno-rtti", "-fno-threadsafe-statics", "-fno-use-cxa-atexit"]
+LINK_FLAGS = CPU_FLAGS + [
+    "-nostartfiles",
+    "--specs=nano.specs",
+    "--specs=nosys.specs",
+    "-Wl,--gc-sections",
+]
+VARIANTS = {"dsp": [], "portable": ["-DREDS_NO_DSP"]}
+
+# Acceptance targets reported in the table (docs: issue "Cortex-M4 speed").
+TARGET_INSTR_PER_MAC = 1.5
+TARGET_SWITCH_INSTR = 100
+TARGET_PROPORTIONALITY = 0.10
+
+MD_BEGIN = "<!-- reds bench: cortex-m4 begin -->"
+MD_END = "<!-- reds bench: cortex-m4 end -->"
+
+_APT_HINT = (
+    "install the Arm toolchain and QEMU, e.g. on Debian/Ubuntu: sudo apt-get install "
+    "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc"
+)
+
+
+class BenchError(RedsError):
+    """The benchmark cannot run (missing tools, a failed build or emulator run)
+    or its results are invalid (outputs differ between kernels)."""
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise BenchError(f"`{name}` not found on PATH; {_APT_HINT}")
+    return path
+
+
+def _run(cmd: list[str], what: str, timeout: float = 600, **kw: Any) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{what} timed out after {timeout:.0f} s: {' '.join(cmd)}") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout or "").strip()[-3000:]
+        raise BenchError(f"{what} failed (exit {proc.returncode}):\n{tail}")
+    return proc
+
+
+def cache_dir() -> Path:
+    """Folder for the built plugin (``$REDS_CACHE_DIR`` or ``~/.cache/reds_tf``)."""
+    root = os.environ.get("REDS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "reds_tf"
+    )
+    return Path(root) / "qemu_plugin"
+
+
+def build_plugin() -> Path:
+    """Compile the instruction-count plugin with the host C compiler (cached by
+    the hash of its source); returns the shared library."""
+    cc = _tool("gcc")
+    src = PLUGIN_SOURCE.read_bytes()
+    flags = ["-shared", "-fPIC", "-O2", "-Wall", "-Wextra"]
+    digest = hashlib.sha256(src + " ".join(flags).encode()).hexdigest()[:16]
+    lib = cache_dir() / f"icount-{digest}.so"
+    if lib.is_file():
+        return lib
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".icount.", suffix=".so", dir=lib.parent)
+    os.close(fd)
+    try:
+        _run([cc, *flags, "-o", tmp, str(PLUGIN_SOURCE)], "building the QEMU plugin")
+        os.replace(tmp, lib)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib
+
+
+def build_elf(src_dir: Path, build_dir: Path, variant: str) -> Path:
+    """Link the exported runtime with the bench firmware; returns the ELF path.
+
+    ``variant`` is ``dsp`` (DSP kernels) or ``portable`` (``-DREDS_NO_DSP``)."""
+    gcc = _tool("arm-none-eabi-gcc")
+    sources = sorted(src_dir.glob("*.cpp")) + sorted(BENCH_FW_DIR.glob("*.c"))
+    sources += sorted(BENCH_FW_DIR.glob("*.cpp"))
+    obj_dir = build_dir / f"obj_{variant}"
+    obj_dir.mkdir(parents=True, exist_ok=True)
+    includes = [f"-I{src_dir}", f"-I{BENCH_FW_DIR}"]
+    procs, objs = [], []
+    for s in sources:
+        obj = obj_dir / (s.name + ".o")
+        lang = ["-std=c++11", *CXX_ONLY] if s.suffix == ".cpp" else ["-std=c11"]
+        cmd = [gcc, *CC_FLAGS, *lang, *VARIANTS[variant], *includes, "-c", str(s), "-o", str(obj)]
+        procs.append((s, cmd))
+        objs.append(obj)
+    # Two compilers at a time: the weights file dominates and the machine is shared.
+    running: list[tuple[Path, subprocess.Popen]] = []
+    for s, cmd in procs:
+        while len(running) >= 2:
+            _wait_compile(running.pop(0))
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        running.append((s, p))
+    for item in running:
+        _wait_compile(item)
+    elf = build_dir / f"bench_{variant}.elf"
+    tmp = build_dir / f".bench_{variant}.elf.tmp"
+    ld = ["-T", str(BENCH_FW_DIR / "bench.ld"), f"-Wl,-Map,{build_dir / f'bench_{variant}.map'}"]
+    _run([gcc, *LINK_FLAGS, *ld, "-o", str(tmp), *map(str, objs), "-lc", "-lgcc"], "linking")
+    os.replace(tmp, elf)
+    return elf
+
+
+def _wait_compile(item: tuple[Path, subprocess.Popen]) -> None:
+    src, proc = item
+    _, err = proc.communicate(timeout=600)
+    if proc.returncode != 0:
+        raise BenchError(f"compiling {src.name} for the Cortex-M4 failed:\n{err.strip()[-3000:]}")
+
+
+def symbol_address(elf: Path, name: str) -> int:
+    """Address of a function symbol (Thumb bit cleared)."""
+    out = _run([_tool("arm-none-eabi-nm"), str(elf)], "reading ELF symbols").stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == name:
+            return int(parts[0], 16) & ~1
+    raise BenchError(f"symbol {name} not found in {elf}")
+
+
+def elf_sections(elf: Path) -> dict[str, int]:
+    """Section name -> size in bytes (``arm-none-eabi-size -A``)."""
+    out = _run([_tool("arm-none-eabi-size"), "-A", str(elf)], "reading ELF sizes").stdout
+    sizes = {}
+    for line in out.splitlines():
+        m = re.match(r"^(\.\S+)\s+(\d+)\s+(\d+)", line.strip())
+        if m:
+            sizes[m.group(1)] = int(m.group(2))
+    return sizes
+
+
+def memory_use(sections: dict[str, int], stack_used: int) -> dict[str, int]:
+    """Flash = everything stored in flash (vector table, code, constants, the
+    initial values of .data); RAM = .data + .bss + the stack high-water mark."""
+    flash_secs = (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".init_array", ".data")
+    code = sum(sections.get(s, 0) for s in (".isr_vector", ".text", ".ARM.exidx", ".init_array"))
+    return {
+        "text_bytes": code,
+        "rodata_bytes": sections.get(".rodata", 0),
+        "data_bytes": sections.get(".data", 0),
+        "bss_bytes": sections.get(".bss", 0),
+        "stack_bytes": stack_used,
+        "flash_bytes": sum(sections.get(s, 0) for s in flash_secs),
+        "ram_bytes": sections.get(".data", 0) + sections.get(".bss", 0) + stack_used,
+    }
+
+
+def qemu_version() -> str:
+    out = _run([_tool("qemu-system-arm"), "--version"], "qemu-system-arm --version").stdout
+    m = re.search(r"version (\S+)", out)
+    return m.group(1) if m else out.strip().splitlines()[0]
+
+
+def run_qemu(elf: Path, plugin: Path, inputs_bin: Path, work: Path) -> tuple[list[int], list[str]]:
+    """Run one bench ELF to completion; returns (instruction count at every
+    mark, UART lines)."""
+    marker = symbol_address(elf, "reds_bench_mark")
+    work.mkdir(parents=True, exist_ok=True)
+    marks_file, uart_file = work / "marks.txt", work / "uart.txt"
+    for f in (marks_file, uart_file):
+        f.unlink(missing_ok=True)
+    cmd = [
+        _tool("qemu-system-arm"),
+        "-M", "mps2-an386",
+        "-display", "none",
+        "-monitor", "none",
+        "-serial", f"file:{uart_file}",
+        "-semihosting-config", "enable=on,target=native",
+        "-kernel", str(elf),
+        "-device", f"loader,file={inputs_bin},addr={IO_ADDRESS:#x},force-raw=on",
+        "-plugin", f"{plugin},marker={marker:#x},out={marks_file}",
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=QEMU_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"QEMU did not finish within {QEMU_TIMEOUT_S} s running {elf}") from None
+    uart = uart_file.read_text(errors="replace").splitlines() if uart_file.exists() else []
+    if proc.returncode != 0:
+        raise BenchError(
+            f"QEMU run of {elf.name} failed (exit {proc.returncode}): "
+            f"{(proc.stderr.strip() or '; '.join(uart[-5:]))[-2000:]}"
+        )
+    if not marks_file.exists():
+        raise BenchError(f"the QEMU plugin wrote no counts for {elf.name}: {proc.stderr.strip()}")
+    marks = [int(s) for s in marks_file.read_text().split("\n") if s.strip().isdigit()]
+    return marks, uart
+
+
+def parse_marks(marks: list[int], num_submodels: int) -> dict[str, Any]:
+    """Turn the mark sequence of bench_main.cpp into per-submodel counts.
+
+    The empty region's count (the marks' own call and return) is subtracted
+    from every measured region."""
+    expected = 2 + 4 * num_submodels
+    if len(marks) != expected:
+        raise BenchError(f"expected {expected} marks from the bench firmware, got {len(marks)}")
+    overhead = marks[1] - marks[0]
+    switch, invoke = [], []
+    for k in range(num_submodels):
+        m = marks[2 + 4 * k : 6 + 4 * k]
+        switch.append(m[1] - m[0] - overhead)
+        invoke.append(m[3] - m[2] - overhead)
+    return {"mark_overhead": overhead, "switch": switch, "invoke": invoke}
+
+
+def parse_uart(lines: list[str], num_inputs: int, num_submodels: int, out_size: int) -> dict:
+    """Outputs ((num_inputs, K, out_size) int8) and the stack high-water mark."""
+    outputs = np.zeros((num_inputs, num_submodels, out_size), np.int8)
+    seen = np.zeros((num_inputs, num_submodels), bool)
+    stack, variant, done = None, None, False
+    for line in lines:
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "out" and len(parts) == 4:
+            j, k = int(parts[1]), int(parts[2])
+            outputs[j, k] = np.frombuffer(bytes.fromhex(parts[3]), np.int8)
+            seen[j, k] = True
+        elif parts[0] == "stack":
+            stack = int(parts[1])
+        elif parts[0] == "variant":
+            variant = parts[1]
+        elif parts[0] == "done":
+            done = True
+    if not done or stack is None or not seen.all():
+        raise BenchError("the bench firmware output is incomplete:\n" + "\n".join(lines[-10:]))
+    return {"outputs": outputs, "stack_bytes": stack, "variant": variant}
+
+
+def make_inputs(input_size: int, count: int = NUM_INPUTS) -> np.ndarray:
+    """Deterministic int8 inputs (count, input_size) spanning the whole range."""
+    rng = np.random.default_rng(INPUT_SEED)
+    return rng.integers(-128, 128, size=(count, input_size), dtype=np.int8)
+
+
+def inputs_blob(x: np.ndarray) -> bytes:
+    header = np.array([BENCH_MAGIC, x.shape[0], x.shape[1]], dtype="<u4").tobytes()
+    return header + np.ascontiguousarray(x, dtype=np.int8).tobytes()
+
+
+def _load_manifest(run_dir: Path) -> dict:
+    from reds_tf.sim import load_manifest
+
+    manifest = load_manifest(run_dir)
+    src = run_dir / "export" / "src"
+    if not (src / "reds_model.h").is_file():
+        raise RunDirError(f"{src} has no generated runtime; run `reds export {run_dir}` first")
+    return manifest
+
+
+def summarise(
+    manifest: dict, counts: dict[str, dict[str, Any]], memory: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    """Per-submodel table and acceptance checks from the measured counts."""
+    subs = manifest["submodels"]
+    macs = [int(s["macs"]) for s in subs]
+    dsp, ref = counts["dsp"], counts["portable"]
+    full = len(subs) - 1
+    rows = []
+    for k, s in enumerate(subs):
+        mac_frac = macs[k] / macs[full]
+        instr_frac = dsp["invoke"][k] / dsp["invoke"][full]
+        rows.append(
+            {
+                "index": k,
+                "budget": s.get("budget"),
+                "widths": s.get("widths"),
+                "macs": macs[k],
+                "macs_fraction": round(mac_frac, 6),
+                "instructions_dsp": dsp["invoke"][k],
+                "instructions_portable": ref["invoke"][k],
+                "instr_per_mac_dsp": round(dsp["invoke"][k] / macs[k], 4),
+                "instr_per_mac_portable": round(ref["invoke"][k] / macs[k], 4),
+                "portable_over_dsp": round(ref["invoke"][k] / dsp["invoke"][k], 3),
+                "switch_instructions_dsp": dsp["switch"][k],
+                "switch_instructions_portable": ref["switch"][k],
+                "latency_us_est_dsp": round(dsp["invoke"][k] / CLOCK_HZ * 1e6, 1),
+                "latency_us_est_portable": round(ref["invoke"][k] / CLOCK_HZ * 1e6, 1),
+                "instructions_fraction": round(instr_frac, 6),
+                "proportionality_error": round(instr_frac / mac_frac - 1.0, 4),
+            }
+        )
+    worst = max(abs(r["proportionality_error"]) for r in rows)
+    max_switch = max(max(dsp["switch"]), max(ref["switch"]))
+    full_ipm = rows[full]["instr_per_mac_dsp"]
+    checks = {
+        "full_width_instr_per_mac_dsp": full_ipm,
+        "full_width_instr_per_mac_portable": rows[full]["instr_per_mac_portable"],
+        "full_width_portable_over_dsp": rows[full]["portable_over_dsp"],
+        "instr_per_mac_ok": full_ipm <= TARGET_INSTR_PER_MAC,
+        "max_switch_instructions": max_switch,
+        "switch_ok": max_switch <= TARGET_SWITCH_INSTR,
+        "max_proportionality_error": worst,
+        "proportionality_ok": worst <= TARGET_PROPORTIONALITY,
+    }
+    return {"submodels": rows, "checks": checks, "memory": memory}
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """The Cortex-M4 section of BENCHMARKS.md (between the begin/end markers)."""
+    c = result["checks"]
+    mem = result["memory"]
+    lines = [
+        MD_BEGIN,
+        f"## Cortex-M4: `{result['name']}` (`reds bench {result['run_dir']}`)",
+        "",
+        f"Measured under QEMU {result['qemu']} (`-M mps2-an386`, Cortex-M4F) with the "
+        "project's instruction-count plugin; compiler "
+        f"`{result['compiler']}`. Counts are exact executed instructions (two runs per build "
+        f"gave identical counts: {'yes' if result['repeatable'] else 'NO'}). Latency is an "
+        f"**estimate**: instructions / {CLOCK_HZ // 1_000_000} MHz, i.e. 1 instruction ~ 1 "
+        "cycle (QEMU models no cycles; loads, SMLAD and branches cost 1-3 cycles on real "
+        "silicon).",
+        "",
+        "| k | widths | MACs | instr/inference DSP | instr/MAC DSP | instr/inference portable "
+        "| instr/MAC portable | portable / DSP | switch instr | est. latency @64 MHz DSP "
+        "| instr(k)/instr(full) vs MACs(k)/MACs(full) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in result["submodels"]:
+        widths = ", ".join(f"{v}" for v in (r["widths"] or {}).values())
+        lines.append(
+            f"| {r['index']} | {widths} | {r['macs']:,} | {r['instructions_dsp']:,} "
+            f"| {r['instr_per_mac_dsp']:.3f} | {r['instructions_portable']:,} "
+            f"| {r['instr_per_mac_portable']:.3f} | {r['portable_over_dsp']:.2f}x "
+            f"| {r['switch_instructions_dsp']} | {r['latency_us_est_dsp']:,.0f} us "
+            f"| {r['instructions_fraction']:.3f} vs {r['macs_fraction']:.3f} "
+            f"({r['proportionality_error']:+.1%}) |"
+        )
+
+    def ok(flag: bool) -> str:
+        return "met" if flag else "NOT met"
+
+    lines += [
+        "",
+        f"- Full width: {c['full_width_instr_per_mac_dsp']:.3f} instructions per MAC with the "
+        f"DSP kernels (target <= {TARGET_INSTR_PER_MAC}: {ok(c['instr_per_mac_ok'])}), "
+        f"{c['full_width_instr_per_mac_portable']:.3f} with the portable kernels: "
+        f"{c['full_width_portable_over_dsp']:.2f}x. Whole `reds_invoke`, all layers included.",
+        f"- Switch (`reds_set_submodel`, call included): at most {c['max_switch_instructions']} "
+        f"instructions, about {c['max_switch_instructions'] / CLOCK_HZ * 1e6:.2f} us at 64 MHz "
+        f"(target <= {TARGET_SWITCH_INSTR}: {ok(c['switch_ok'])}).",
+        f"- Latency follows MACs: largest deviation {c['max_proportionality_error']:.1%} "
+        f"(target <= {TARGET_PROPORTIONALITY:.0%}: {ok(c['proportionality_ok'])}).",
+        f"- Outputs: DSP and portable kernels in QEMU and the host simulation agree bit for "
+        f"bit on {result['num_inputs']} inputs x {len(result['submodels'])} submodels: "
+        f"{'yes' if result['outputs_identical'] else 'NO'}.",
+        "",
+        "| build | flash (text + rodata + data init) | RAM (data + bss + stack high-water) "
+        "| of which stack |",
+        "|---|---:|---:|---:|",
+    ]
+    for v, m in mem.items():
+        lines.append(
+            f"| {v} | {m['flash_bytes']:,} B | {m['ram_bytes']:,} B | {m['stack_bytes']:,} B |"
+        )
+    lines += [
+        "",
+        f"Model share: {result['weight_bytes']:,} B of weights and biases (stored once for all "
+        f"submodels), a {result['arena_bytes']:,} B activation arena. The bench build is the "
+        "runtime plus a minimal harness (`firmware/bench`), no serial protocol.",
+        MD_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def update_markdown(path: Path, section: str) -> None:
+    """Replace the Cortex-M4 section of ``path`` (or append it), atomically."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if MD_BEGIN in text and MD_END in text:
+        head, rest = text.split(MD_BEGIN, 1)
+        _, tail = rest.split(MD_END, 1)
+        text = head + section.rstrip("\n") + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    write_text_atomic(path, text)
+
+
+def run_bench(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    markdown: str | os.PathLike | None = "BENCHMARKS.md",
+) -> dict[str, Any]:
+    """Benchmark the exported runtime of ``run_dir`` under QEMU.
+
+    Writes ``bench.json`` (default ``RUN_DIR/bench.json``) and, unless
+    ``markdown`` is None, the Cortex-M4 section of that Markdown file. Returns
+    the result dict. Raises BenchError when a tool is missing, a build or run
+    fails, the counts are not repeatable or the kernels' outputs differ."""
+    t0 = time.monotonic()
+    run_dir = Path(run_dir)
+    manifest = _load_manifest(run_dir)
+    src_dir = run_dir / "export" / "src"
+    if not (BENCH_FW_DIR / "bench.ld").is_file():
+        raise BenchError(f"bench firmware sources not found in {BENCH_FW_DIR}")
+    num_k = len(manifest["submodels"])
+    plugin = build_plugin()
+    build_dir = run_dir / ".bench"
+    build_dir.mkdir(parents=True, exist_ok=True)
+
+    from reds_tf.sim import load_runtime
+
+    runtime = load_runtime(run_dir)
+    x = make_inputs(runtime.input_size)
+    inputs_bin = build_dir / "inputs.bin"
+    write_bytes_atomic(inputs_bin, inputs_blob(x))
+    xs = x.reshape((len(x), *runtime.input_shape))
+    host = np.stack([runtime.predict(xs, k) for k in range(num_k)], axis=1)
+
+    counts: dict[str, dict[str, Any]] = {}
+    memory: dict[str, dict[str, int]] = {}
+    outputs: dict[str, np.ndarray] = {}
+    repeatable = True
+    for variant in VARIANTS:
+        elf = build_elf(src_dir, build_dir, variant)
+        runs = []
+        for rep in range(2):
+            marks, uart = run_qemu(elf, plugin, inputs_bin, build_dir / f"qemu_{variant}_{rep}")
+            runs.append((marks, parse_uart(uart, len(x), num_k, runtime.output_size)))
+        if runs[0][0] != runs[1][0]:
+            repeatable = False
+        parsed = runs[0][1]
+        if parsed["variant"] != variant:
+            raise BenchError(f"the {variant} build reports variant {parsed['variant']!r}")
+        counts[variant] = parse_marks(runs[0][0], num_k)
+        outputs[variant] = parsed["outputs"]
+        memory[variant] = memory_use(elf_sections(elf), parsed["stack_bytes"])
+
+    for variant, got in outputs.items():
+        if not np.array_equal(got, host):
+            bad = np.argwhere((got != host).any(axis=2))
+            raise BenchError(
+                f"{variant} kernels in QEMU differ from the host simulation on "
+                f"{len(bad)} (input, submodel) pairs, first {bad[0].tolist()}"
+            )
+    if not repeatable:
+        raise BenchError("two QEMU runs of the same ELF gave different instruction counts")
+
+    gcc_version = _run([_tool("arm-none-eabi-gcc"), "-dumpversion"], "gcc version").stdout
+    result: dict[str, Any] = {
+        "name": manifest.get("name", run_dir.name),
+        "run_dir": str(run_dir),
+        "qemu": qemu_version(),
+        "machine": "mps2-an386 (Cortex-M4F)",
+        "compiler": f"arm-none-eabi-gcc {gcc_version.strip()} {' '.join(CPU_FLAGS[:1])} -O2",
+        "clock_hz_for_estimate": CLOCK_HZ,
+        "num_inputs": len(x),
+        "repeatable": repeatable,
+        "outputs_identical": True,
+        "weight_bytes": manifest.get("weight_bytes"),
+        "arena_bytes": manifest.get("arena_bytes"),
+        "counts": counts,
+    }
+    result.update(summarise(manifest, counts, memory))
+    result["seconds"] = round(time.monotonic() - t0, 1)
+    out_path = Path(out) if out is not None else run_dir / "bench.json"
+    write_json_atomic(out_path, result)
+    if markdown is not None:
+        update_markdown(Path(markdown), render_markdown(result))
+    c = result["checks"]
+    print(
+        f"bench {result['name']}: full width {c['full_width_instr_per_mac_dsp']:.3f} instr/MAC "
+        f"(DSP), {c['full_width_instr_per_mac_portable']:.3f} (portable); switch <= "
+        f"{c['max_switch_instructions']} instr; latency vs MACs within "
+        f"{c['max_proportionality_error']:.1%}; outputs identical; {result['seconds']} s "
+        f"-> {out_path}"
+    )
+    return result
