@@ -1,0 +1,22 @@
+"""SCons build script of the local native-host dev-platform: the firmware as a
+host program built with the system gcc/g++ (serves the protocol on stdin/stdout)."""
+
+import sys
+
+from SCons.Script import Default, DefaultEnvironment
+
+env = DefaultEnvironment()
+
+for tool in ("gcc", "g++"):
+    if not env.WhereIs(tool):
+        sys.stderr.write("Error: %s not found on PATH (Debian: sudo apt-get install g++)\n" % tool)
+        env.Exit(1)
+
+env.Replace(AR="ar", AS="gcc", CC="gcc", CXX="g++", LINK="g++", RANLIB="ranlib", PROGSUFFIX="")
+env.Append(
+    CCFLAGS=["-O2"],
+    CXXFLAGS=["-fno-exceptions", "-fno-rtti"],
+    CPPDEFINES=["REDS_BOARD_NATIVE"],
+)
+
+Default([env.BuildProgram()])

@@ -1,0 +1,50 @@
+/* REDS firmware core: the serial protocol, the latency budget policy and the
+ * timing, portable across boards. It knows the model only through the
+ * generated C API in reds_model.h.
+ *
+ * A board layer provides the two functions below, calls reds_fw_init() once
+ * and then feeds every received byte to reds_fw_feed(). Replies leave through
+ * reds_board_write(), one JSON object per line.
+ *
+ * Protocol (ASCII lines ending in '\n', a trailing '\r' is ignored):
+ *   info        -> {"ok":true,"model":..,"submodels":K,"active":k,"macs":[..],
+ *                   "input_size":N,"input_scale":s,"input_zero_point":z,
+ *                   "weight_bytes":..,"arena_bytes":..}
+ *   use K       -> {"ok":true,"active":K,"switch_us":t}
+ *   infer HEX   -> {"ok":true,"active":k,"class":c,"output":[..],"latency_us":t}
+ *   bench       -> {"ok":true,"latency_us":[..one per submodel..],"switch_us":t}
+ *   budget US   -> {"ok":true,"active":k,"latency_us":t}  (largest submodel whose
+ *                   measured latency is <= US microseconds)
+ *   anything else -> {"ok":false,"error":"..."}, state unchanged
+ */
+#ifndef REDS_FW_H
+#define REDS_FW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- provided by the board layer ---- */
+/* Write n bytes to the serial port (blocking until accepted). */
+void reds_board_write(const char *data, size_t n);
+/* Free-running microsecond clock; only differences are used, so wrapping at
+ * 2^32 is fine. */
+uint32_t reds_board_micros(void);
+
+/* ---- provided by the core ---- */
+/* Reset the protocol state, activate the largest submodel and measure the
+ * latency table the budget policy uses (one bench run). */
+void reds_fw_init(void);
+/* Feed one received byte; a complete line is answered before returning. */
+void reds_fw_feed(uint8_t byte);
+/* Answer one complete line (without '\n'); used by reds_fw_feed and by tests. */
+void reds_fw_handle_line(const char *line, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* REDS_FW_H */
