@@ -25,8 +25,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import threading
+import time
 import tty
 from collections.abc import Iterator
 from dataclasses import dataclass
