@@ -29,6 +29,7 @@ import itertools
 import math
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -318,12 +319,26 @@ def _solve_one(
     tmp_dir: str,
 ) -> tuple[dict[str, int], str]:
     prob = pulp.LpProblem("reds_knapsack", pulp.LpMaximize)
+    cap = math.floor(budget * inst.full_macs)
     # Allowed level indices per layer: nesting removes levels below the previous width.
     allowed = {n: [a for a, v in enumerate(inst.levels[n]) if v >= prev[n]] for n in inst.free}
+    # MACs never decrease when a width grows, so a level (or a pair of levels) that
+    # exceeds the budget with every other layer at its narrowest allowed width can
+    # never be chosen: drop it. This is exact and shrinks the model a lot at small budgets.
+    low = {n: allowed[n][0] for n in inst.free}
+    allowed = {
+        n: [a for a in allowed[n] if _macs_at(inst, {**low, n: a}) <= cap] for n in inst.free
+    }
     x = {
-        n: {a: pulp.LpVariable(f"x_{i}_{a}", cat=pulp.LpBinary) for a in allowed[n]}
+        n: {a: _var(prob, f"x_{i}_{a}", 0, 1, pulp.LpContinuous) for a in allowed[n]}
         for i, n in enumerate(inst.free)
     }
+    # Branch on thresholds "width >= level a" rather than on single levels: each
+    # branch then halves a layer's width range, which closes the gap much faster.
+    for i, n in enumerate(inst.free):
+        for a in allowed[n][1:]:
+            u = _var(prob, f"u_{i}_{a}", 0, 1, pulp.LpBinary)
+            prob += u == pulp.lpSum(x[n][b] for b in allowed[n] if b >= a)
     # Normalise the objective to about 1 so CBC's tolerances mean the same for any score scale.
     total = sum(float(inst.cum[n][-1]) for n in inst.free)
     scale = 1e6 / total if total > 0 else 1.0
@@ -340,19 +355,24 @@ def _solve_one(
     for k, ((p, c), coef) in enumerate(inst.quad.items()):
         vp, vc = inst.levels[p], inst.levels[c]
         z = {
-            (a, b): pulp.LpVariable(f"z_{k}_{a}_{b}", lowBound=0)
+            (a, b): _var(prob, f"z_{k}_{a}_{b}", 0, None, pulp.LpContinuous)
             for a in allowed[p]
             for b in allowed[c]
+            if _macs_at(inst, {**low, p: a, c: b}) <= cap
         }
+        rows: dict[int, list] = {a: [] for a in allowed[p]}
+        cols: dict[int, list] = {b: [] for b in allowed[c]}
+        for (a, b), var in z.items():
+            rows[a].append(var)
+            cols[b].append(var)
         for b in allowed[c]:
-            prob += pulp.lpSum(z[a, b] for a in allowed[p]) == x[c][b]
+            prob += pulp.lpSum(cols[b]) == x[c][b]
         for a in allowed[p]:
-            prob += pulp.lpSum(z[a, b] for b in allowed[c]) == x[p][a]
+            prob += pulp.lpSum(rows[a]) == x[p][a]
         cost_terms += [(z[a, b], coef * vp[a] * vc[b]) for (a, b) in z]
         z_all.append((p, c, z))
     # Integer MACs at any integral point, so flooring the right-hand side is exact.
-    cap = math.floor(budget * inst.full_macs) - inst.const
-    prob += pulp.LpAffineExpression(cost_terms) <= cap
+    prob += pulp.LpAffineExpression(cost_terms) <= cap - inst.const
 
     # Warm start from the previous submodel (feasible: its MACs fit a smaller budget), so a
     # time limit always leaves a valid, nested answer.
@@ -363,9 +383,12 @@ def _solve_one(
     for p, c, z in z_all:
         for (a, b), var in z.items():
             var.setInitialValue(1 if (a == start[p] and b == start[c]) else 0)
-    solver = pulp.PULP_CBC_CMD(
-        msg=False, timeLimit=time_limit, gapRel=1e-7, gapAbs=0.0, warmStart=True
-    )
+    with warnings.catch_warnings():
+        # PuLP 3.3 announces that the bundled CBC moves to an extra in 4.0; we pin 3.x.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        solver = pulp.PULP_CBC_CMD(
+            msg=False, timeLimit=time_limit, gapRel=1e-7, gapAbs=0.0, warmStart=True
+        )
     solver.tmpDir = tmp_dir
     prob.solve(solver)
     if prob.sol_status == pulp.LpSolutionOptimal:
@@ -387,6 +410,21 @@ def _solve_one(
         a = max(allowed[n], key=lambda a, n=n: x[n][a].value() or 0.0)
         chosen[n] = inst.levels[n][a]
     return chosen, status
+
+
+def _macs_at(inst: _Instance, level_index: Mapping[str, int]) -> int:
+    """MACs when every chosen-width layer ``n`` sits at level ``level_index[n]``."""
+    w = {n: inst.levels[n][a] for n, a in level_index.items()}
+    total = inst.const + sum(int(inst.lin[n][a]) for n, a in level_index.items())
+    return total + sum(coef * w[p] * w[c] for (p, c), coef in inst.quad.items())
+
+
+def _var(prob: pulp.LpProblem, name: str, low, up, cat: str) -> pulp.LpVariable:
+    # PuLP >= 3.3 wants variables created through the problem; older versions lack it.
+    add = getattr(prob, "add_variable", None)
+    if add is not None:
+        return add(name, low, up, cat)
+    return pulp.LpVariable(name, low, up, cat)
 
 
 def solve_bruteforce(

@@ -1,0 +1,221 @@
+"""Nested knapsack: optimal vs brute force, nested, within budget, fast on the default model."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+
+import numpy as np
+import pytest
+
+from reds_tf.costs import CostLayer, full_widths, model_macs
+from reds_tf.errors import ConfigError, InfeasibleBudgetError
+from reds_tf.knapsack import (
+    free_layers,
+    min_macs_fraction,
+    solve_bruteforce,
+    solve_nested,
+    width_levels,
+)
+
+
+def _sorted_scores(rng, layers, *, decay=None):
+    """Random positive per-unit scores, sorted descending, for every chosen-width layer."""
+    out = {}
+    for layer in free_layers(layers):
+        s = rng.exponential(1.0, layer.units)
+        if decay is not None:
+            s *= np.exp(-np.arange(layer.units) / decay)
+        out[layer.name] = np.sort(s)[::-1] * 10 ** rng.uniform(-4, 1)
+    return out
+
+
+def _default_layers():
+    return [
+        CostLayer("fc1", "dense", 256, 1, None, 784),
+        CostLayer("fc2", "dense", 256, 1, "fc1", 256),
+        CostLayer("logits", "dense", 10, 1, "fc2", 256, prunable=False),
+    ]
+
+
+def _random_instance(rng):
+    """2-3 prunable layers with few levels; sometimes a non-chain topology or a depthwise layer."""
+    n = int(rng.integers(2, 4))
+    block = int(rng.integers(2, 5))
+    layers = []
+    prev = None
+    for i in range(n):
+        units = int(rng.integers(block, 6 * block + 1))  # 1..6 levels, maybe a ragged last one
+        kind = str(rng.choice(["dense", "conv"]))
+        mpp = 1 if kind == "dense" else int(rng.integers(2, 20))
+        in_units = int(rng.integers(3, 40))
+        # Occasionally consume the model input again (two layers sharing a producer).
+        producer = prev if (prev is None or rng.random() > 0.2) else None
+        layers.append(CostLayer(f"l{i}", kind, units, mpp, producer, in_units))
+        prev = f"l{i}"
+        if kind == "conv" and rng.random() < 0.4:
+            layers.append(
+                CostLayer(f"dw{i}", "depthwise", units, int(rng.integers(1, 30)), prev, 0)
+            )
+            prev = f"dw{i}"
+    layers.append(CostLayer("out", "dense", int(rng.integers(2, 11)), 1, prev, 0, prunable=False))
+    lo = min_macs_fraction(layers, block)
+    budgets = sorted(rng.uniform(lo, 1.0, size=int(rng.integers(2, 5))).tolist()) + [1.0]
+    return layers, block, budgets
+
+
+def _assert_valid(layers, block, res):
+    full = model_macs(layers, full_widths(layers))
+    assert res.budgets == sorted(res.budgets)
+    for k, b in enumerate(res.budgets):
+        w = res.widths[k]
+        assert set(w) == {layer.name for layer in layers}
+        assert res.macs[k] == model_macs(layers, w)
+        assert res.macs_fraction[k] == pytest.approx(res.macs[k] / full)
+        if b < 1.0:
+            assert res.macs[k] <= b * full
+        else:
+            assert w == full_widths(layers)
+        for layer in free_layers(layers):
+            assert w[layer.name] in width_levels(layer.units, block)
+            if k > 0:
+                assert w[layer.name] >= res.widths[k - 1][layer.name], "nesting violated"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_matches_bruteforce_on_small_instances(seed):
+    rng = np.random.default_rng(seed)
+    layers, block, budgets = _random_instance(rng)
+    scores = _sorted_scores(rng, layers)
+    milp = solve_nested(layers, scores, budgets, block, log=None)
+    brute = solve_bruteforce(layers, scores, budgets, block)
+    _assert_valid(layers, block, milp)
+    _assert_valid(layers, block, brute)
+    assert milp.budgets == brute.budgets
+    assert all(s == "optimal" for s in milp.status[:-1]) and milp.status[-1] == "full model"
+    # Ties could give different widths; the optimal values must agree.
+    np.testing.assert_allclose(milp.value, brute.value, rtol=1e-9, atol=0)
+
+
+def test_matches_bruteforce_on_the_default_model():
+    layers = _default_layers()
+    rng = np.random.default_rng(7)
+    scores = _sorted_scores(rng, layers, decay=60.0)
+    budgets = [0.1, 0.25, 0.5, 0.75, 1.0]
+    milp = solve_nested(layers, scores, budgets, 4, log=None)
+    brute = solve_bruteforce(layers, scores, budgets, 4)
+    np.testing.assert_allclose(milp.value, brute.value, rtol=1e-9, atol=0)
+
+
+def test_bruteforce_respects_nesting_rule():
+    # Greedy-nested optimum differs from the independent optimum: layer a is worth
+    # much more per MAC at the small budget, layer b at the larger one.
+    layers = [
+        CostLayer("a", "dense", 4, 1, None, 10),
+        CostLayer("b", "dense", 4, 1, "a", 4),
+        CostLayer("o", "dense", 1, 1, "b", 4, prunable=False),
+    ]
+    scores = {"a": np.array([10.0, 5.0, 0.1, 0.1]), "b": np.array([1.0, 1.0, 1.0, 1.0])}
+    res = solve_bruteforce(layers, scores, [0.3, 0.6], 1)
+    milp = solve_nested(layers, scores, [0.3, 0.6], 1, log=None)
+    _assert_valid(layers, 1, res)
+    np.testing.assert_allclose(milp.value, res.value, rtol=1e-12)
+
+
+def test_default_model_speed_and_budget_use():
+    """The acceptance numbers: all budgets < 2 s, every submodel in [budget - 2 %, budget]."""
+    layers = _default_layers()
+    lines: list[str] = []
+    for seed in range(3):
+        rng = np.random.default_rng(100 + seed)
+        scores = _sorted_scores(rng, layers, decay=float(rng.uniform(40, 150)))
+        res = solve_nested(layers, scores, [0.5, 1.0, 0.25, 0.75], 4, log=lines.append)
+        _assert_valid(layers, 4, res)
+        assert res.budgets == [0.25, 0.5, 0.75, 1.0]
+        assert res.total_seconds < 2.0, res.seconds
+        assert res.all_optimal
+        for b, f in zip(res.budgets[:-1], res.macs_fraction[:-1], strict=True):
+            assert b - 0.02 <= f <= b, (b, f)
+        assert res.macs_fraction[-1] == 1.0
+    assert len(lines) == 12
+    assert "budget 0.25: optimal in" in lines[0] and "MACs" in lines[0]
+    assert "full model" in lines[3]
+
+
+def test_infeasible_budget_names_minimum_and_fix():
+    layers = _default_layers()
+    lo = min_macs_fraction(layers, 4)
+    assert lo == pytest.approx((784 * 4 + 4 * 4 + 4 * 10) / (784 * 256 + 256 * 256 + 2560))
+    scores = _sorted_scores(np.random.default_rng(0), layers)
+    with pytest.raises(InfeasibleBudgetError) as e:
+        solve_nested(layers, scores, [0.5, 0.01, 1.0], 4, log=None)
+    msg = str(e.value)
+    assert "budget 0.01" in msg and f"{lo:.4f}" in msg and "block" in msg and "budgets" in msg
+    with pytest.raises(InfeasibleBudgetError):
+        solve_bruteforce(layers, scores, [0.01], 4)
+    # Exactly at the minimum is feasible and gives the minimum widths.
+    res = solve_nested(layers, scores, [lo], 4, log=None)
+    assert res.widths[0] == {"fc1": 4, "fc2": 4, "logits": 10}
+
+
+def test_bad_inputs():
+    layers = _default_layers()
+    scores = _sorted_scores(np.random.default_rng(0), layers)
+    with pytest.raises(ConfigError, match="block"):
+        solve_nested(layers, scores, [0.5], 0, log=None)
+    with pytest.raises(ConfigError, match="budget"):
+        solve_nested(layers, scores, [0.5, -0.1], 4, log=None)
+    with pytest.raises(ConfigError, match="empty"):
+        solve_nested(layers, scores, [], 4, log=None)
+    with pytest.raises(ValueError, match="sorted descending"):
+        solve_nested(layers, {**scores, "fc1": scores["fc1"][::-1]}, [0.5], 4, log=None)
+    with pytest.raises(ValueError, match="shape"):
+        solve_nested(layers, {**scores, "fc2": scores["fc2"][:10]}, [0.5], 4, log=None)
+    with pytest.raises(ValueError, match="fc2"):
+        solve_nested(layers, {"fc1": scores["fc1"]}, [0.5], 4, log=None)
+
+
+def test_width_levels():
+    assert width_levels(16, 4) == [4, 8, 12, 16]
+    assert width_levels(10, 4) == [4, 8, 10]
+    assert width_levels(3, 4) == [3]
+    assert width_levels(5, 1) == [1, 2, 3, 4, 5]
+    with pytest.raises(ConfigError):
+        width_levels(8, 0)
+
+
+def test_time_limit_is_reported_not_hidden():
+    # Four 256-wide layers: takes seconds to prove optimal, more than the 0.2 s allowed.
+    layers = [CostLayer("h0", "dense", 256, 1, None, 784)]
+    layers += [CostLayer(f"h{i}", "dense", 256, 1, f"h{i - 1}", 256) for i in range(1, 4)]
+    layers.append(CostLayer("out", "dense", 10, 1, "h3", 256, prunable=False))
+    scores = _sorted_scores(np.random.default_rng(0), layers, decay=80.0)
+    lines: list[str] = []
+    res = solve_nested(layers, scores, [0.25], 4, time_limit=0.2, log=lines.append)
+    _assert_valid(layers, 4, res)
+    assert "time limit" in res.status[0] and not res.all_optimal
+    assert "not proven optimal" in lines[0]
+
+
+def test_concurrent_solves_do_not_collide(monkeypatch, tmp_path):
+    # Both solves share one temp root: CBC files must stay apart and be cleaned up.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    layers = _default_layers()
+    results = {}
+
+    def run(seed):
+        scores = _sorted_scores(np.random.default_rng(seed), layers, decay=50.0)
+        results[seed] = (
+            solve_nested(layers, scores, [0.25, 0.5], 4, log=None),
+            solve_bruteforce(layers, scores, [0.25, 0.5], 4),
+        )
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for milp, brute in results.values():
+        np.testing.assert_allclose(milp.value, brute.value, rtol=1e-9)
+    assert len(results) == 2
+    assert list(tmp_path.iterdir()) == []
