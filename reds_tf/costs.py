@@ -51,6 +51,8 @@ class CostLayer:
             conv ``kh*kw``); for ``depthwise`` weights per channel.
         out_elems_per_unit: activation elements one output unit produces
             (dense 1, conv ``H_out*W_out``); used by activation-memory limits.
+        input_elems_per_unit: activation elements per input unit when
+            ``producer`` is None (dense 1, conv ``H_in*W_in``).
     """
 
     name: str
@@ -63,6 +65,7 @@ class CostLayer:
     use_bias: bool = True
     params_per_pair: int = 1
     out_elems_per_unit: int = 1
+    input_elems_per_unit: int = 1
 
 
 def validate_layers(layers: Sequence[CostLayer]) -> dict[str, CostLayer]:
@@ -90,8 +93,10 @@ def validate_layers(layers: Sequence[CostLayer]) -> dict[str, CostLayer]:
             raise ValueError(
                 f"layer {layer.name!r}: units, macs_per_pair and params_per_pair must be >= 1"
             )
-        if layer.out_elems_per_unit < 1:
-            raise ValueError(f"layer {layer.name!r}: out_elems_per_unit must be >= 1")
+        if layer.out_elems_per_unit < 1 or layer.input_elems_per_unit < 1:
+            raise ValueError(
+                f"layer {layer.name!r}: out_elems_per_unit and input_elems_per_unit must be >= 1"
+            )
         if layer.producer is None:
             if layer.input_units < 1:
                 raise ValueError(f"layer {layer.name!r}: input_units must be >= 1")
@@ -190,10 +195,36 @@ def model_params(layers: Sequence[CostLayer], widths: Mapping[str, int]) -> int:
     return sum(layer_params(layer, _input_width(layer, w), w[layer.name]) for layer in layers)
 
 
-def model_activation_elems(layers: Sequence[CostLayer], widths: Mapping[str, int]) -> dict:
-    """Output activation elements of each layer: ``{name: out_elems_per_unit * width}``."""
+def layer_activation_elems(
+    layer: CostLayer, w_in: int, w_out: int, producer: CostLayer | None
+) -> int:
+    """Input plus output activation elements live while ``layer`` runs.
+
+    ``producer`` is the layer named by ``layer.producer`` (None for the model input).
+    """
+    per_in = layer.input_elems_per_unit if producer is None else producer.out_elems_per_unit
+    return per_in * w_in + layer.out_elems_per_unit * w_out
+
+
+def model_activation_elems(
+    layers: Sequence[CostLayer], widths: Mapping[str, int]
+) -> dict[str, int]:
+    """Per layer, input plus output activation elements: ``{name: elems}``.
+
+    The peak of these is a lower bound on the activation arena a runtime
+    needs (it must hold a layer's input and output at once).
+    """
+    by_name = validate_layers(layers)
     w = resolve_widths(layers, widths)
-    return {layer.name: layer.out_elems_per_unit * w[layer.name] for layer in layers}
+    return {
+        layer.name: layer_activation_elems(
+            layer,
+            _input_width(layer, w),
+            w[layer.name],
+            None if layer.producer is None else by_name[layer.producer],
+        )
+        for layer in layers
+    }
 
 
 # Layers that change neither widths nor MACs we count (activations are free,

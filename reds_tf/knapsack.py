@@ -40,6 +40,7 @@ from reds_tf.costs import (
     TIED_KINDS,
     CostLayer,
     full_widths,
+    model_activation_elems,
     model_macs,
     resolve_widths,
     validate_layers,
@@ -127,6 +128,9 @@ class _Instance:
     quad: dict[tuple[str, str], int]  # (producer root, consumer root) -> coef of w_p*w_c
     full_macs: int
     budgets: list[float]
+    # Per layer: activation elements = const + sum coef * width(free layer).
+    act: list[tuple[str, int, dict[str, int]]]
+    max_act: int | None
 
 
 def _prepare(
@@ -134,6 +138,7 @@ def _prepare(
     scores: Mapping[str, np.ndarray],
     budgets: Sequence[float],
     block: int,
+    max_act: int | None,
 ) -> _Instance:
     layers = list(layers)
     by_name = validate_layers(layers)
@@ -195,6 +200,23 @@ def _prepare(
         else:
             quad[(names[0], names[1])] = quad.get((names[0], names[1]), 0) + coef
 
+    act: list[tuple[str, int, dict[str, int]]] = []
+    for layer in layers:
+        if layer.producer is None:
+            terms = [(layer.input_elems_per_unit, layer.input_units)]
+        else:
+            terms = [(by_name[layer.producer].out_elems_per_unit, source[layer.producer])]
+        terms.append((layer.out_elems_per_unit, source[layer.name]))
+        a_const, a_lin = 0, {}
+        for per, src in terms:
+            if isinstance(src, str):
+                a_lin[src] = a_lin.get(src, 0) + per
+            else:
+                a_const += per * src
+        act.append((layer.name, a_const, a_lin))
+    if max_act is not None and (isinstance(max_act, bool) or int(max_act) != max_act):
+        raise ConfigError(f"the activation limit must be a whole number, got {max_act!r}")
+
     full_macs = model_macs(layers, full_widths(layers))
 
     if len(budgets) == 0:
@@ -210,11 +232,29 @@ def _prepare(
                 f"budget {b!r} must be a positive fraction of the full model's MACs (e.g. 0.25)"
             )
         clean.append(fb)
-    return _Instance(layers, free, levels, cum, const, lin, quad, full_macs, sorted(clean))
+    return _Instance(
+        layers, free, levels, cum, const, lin, quad, full_macs, sorted(clean), act, max_act
+    )
 
 
 def _check_feasible(inst: _Instance, block: int) -> None:
     smallest = inst.budgets[0]
+    if inst.max_act is not None:
+        low = {n: 0 for n in inst.free}
+        need = _act_at(inst, low)
+        if need > inst.max_act:
+            raise InfeasibleBudgetError(
+                f"activation limit {inst.max_act:,} elements is infeasible: even with every "
+                f"prunable layer at one block of {block} units some layer needs {need:,} "
+                "input+output elements. Raise the limit or lower `block`."
+            )
+        top = {n: len(inst.levels[n]) - 1 for n in inst.free}
+        if inst.budgets[-1] >= 1.0 and _act_at(inst, top) > inst.max_act:
+            raise ConfigError(
+                f"the full model (budget {inst.budgets[-1]:g}) needs {_act_at(inst, top):,} "
+                f"activation elements, above the limit of {inst.max_act:,}; raise the limit or "
+                "use only budgets below 1"
+            )
     min_macs = model_macs(inst.layers, min_widths(inst.layers, block))
     if min_macs > math.floor(smallest * inst.full_macs):
         frac = min_macs / inst.full_macs
@@ -268,6 +308,7 @@ def solve_nested(
     *,
     time_limit: float = 60.0,
     log: Callable[[str], None] | None = print,
+    max_activation_elems: int | None = None,
 ) -> KnapsackResult:
     """Choose nested per-layer widths for each MAC budget with a MILP (PuLP + CBC).
 
@@ -283,6 +324,10 @@ def solve_nested(
             reported in ``status`` (the best solution found is kept).
         log: called with one line per budget (status, time, MACs fraction);
             None for silence.
+        max_activation_elems: optional memory bound: in every submodel, each
+            layer's input plus output activation elements (see
+            :func:`reds_tf.costs.model_activation_elems`) stay at or below it.
+            Multiply by the bytes per element yourself (1 for int8).
 
     Returns:
         A :class:`KnapsackResult`, smallest budget first. Widths are nested:
@@ -293,7 +338,7 @@ def solve_nested(
             :func:`min_macs_fraction`.
         RedsError: CBC found no solution within ``time_limit``.
     """
-    inst = _prepare(layers, scores, budgets, block)
+    inst = _prepare(layers, scores, budgets, block, max_activation_elems)
     _check_feasible(inst, block)
     res = KnapsackResult()
     prev = {n: inst.levels[n][0] for n in inst.free}
@@ -326,9 +371,7 @@ def _solve_one(
     # exceeds the budget with every other layer at its narrowest allowed width can
     # never be chosen: drop it. This is exact and shrinks the model a lot at small budgets.
     low = {n: allowed[n][0] for n in inst.free}
-    allowed = {
-        n: [a for a in allowed[n] if _macs_at(inst, {**low, n: a}) <= cap] for n in inst.free
-    }
+    allowed = {n: [a for a in allowed[n] if _fits(inst, {**low, n: a}, cap)] for n in inst.free}
     x = {
         n: {a: _var(prob, f"x_{i}_{a}", 0, 1, pulp.LpContinuous) for a in allowed[n]}
         for i, n in enumerate(inst.free)
@@ -358,7 +401,7 @@ def _solve_one(
             (a, b): _var(prob, f"z_{k}_{a}_{b}", 0, None, pulp.LpContinuous)
             for a in allowed[p]
             for b in allowed[c]
-            if _macs_at(inst, {**low, p: a, c: b}) <= cap
+            if _fits(inst, {**low, p: a, c: b}, cap)
         }
         rows: dict[int, list] = {a: [] for a in allowed[p]}
         cols: dict[int, list] = {b: [] for b in allowed[c]}
@@ -373,6 +416,17 @@ def _solve_one(
         z_all.append((p, c, z))
     # Integer MACs at any integral point, so flooring the right-hand side is exact.
     prob += pulp.LpAffineExpression(cost_terms) <= cap - inst.const
+    if inst.max_act is not None:
+        for _name, a_const, a_lin in inst.act:
+            if a_lin:
+                prob += (
+                    pulp.lpSum(
+                        per * inst.levels[n][a] * x[n][a]
+                        for n, per in a_lin.items()
+                        for a in allowed[n]
+                    )
+                    <= inst.max_act - a_const
+                )
 
     # Warm start from the previous submodel (feasible: its MACs fit a smaller budget), so a
     # time limit always leaves a valid, nested answer.
@@ -419,6 +473,20 @@ def _macs_at(inst: _Instance, level_index: Mapping[str, int]) -> int:
     return total + sum(coef * w[p] * w[c] for (p, c), coef in inst.quad.items())
 
 
+def _act_at(inst: _Instance, level_index: Mapping[str, int]) -> int:
+    """Largest per-layer input+output activation elements at the given levels."""
+    return max(
+        c + sum(per * inst.levels[n][level_index[n]] for n, per in lin.items())
+        for _name, c, lin in inst.act
+    )
+
+
+def _fits(inst: _Instance, level_index: Mapping[str, int], cap: int) -> bool:
+    if _macs_at(inst, level_index) > cap:
+        return False
+    return inst.max_act is None or _act_at(inst, level_index) <= inst.max_act
+
+
 def _var(prob: pulp.LpProblem, name: str, low, up, cat: str) -> pulp.LpVariable:
     # PuLP >= 3.3 wants variables created through the problem; older versions lack it.
     add = getattr(prob, "add_variable", None)
@@ -432,13 +500,15 @@ def solve_bruteforce(
     scores: Mapping[str, np.ndarray],
     budgets: Sequence[float],
     block: int,
+    *,
+    max_activation_elems: int | None = None,
 ) -> KnapsackResult:
     """Exhaustive search with the same nesting rule as :func:`solve_nested`; small instances only.
 
     Each budget takes the highest-value admissible widths (ties: fewer MACs,
     then the first in enumeration order); the next budget starts from them.
     """
-    inst = _prepare(layers, scores, budgets, block)
+    inst = _prepare(layers, scores, budgets, block, max_activation_elems)
     _check_feasible(inst, block)
     n_comb = math.prod(len(inst.levels[n]) for n in inst.free)
     if n_comb > _BRUTEFORCE_LIMIT:
@@ -459,6 +529,10 @@ def solve_bruteforce(
             w = dict(zip(inst.free, combo, strict=True))
             macs = model_macs(inst.layers, w)
             if macs > cap:
+                continue
+            if max_activation_elems is not None and (
+                max(model_activation_elems(inst.layers, w).values()) > max_activation_elems
+            ):
                 continue
             key = (_value(inst, w), -macs)
             if best is None or key > best:

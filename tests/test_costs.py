@@ -14,6 +14,7 @@ from reds_tf.costs import (
     full_widths,
     layer_macs,
     layer_params,
+    model_activation_elems,
     model_macs,
     model_params,
     resolve_widths,
@@ -205,3 +206,13 @@ def test_width_and_layer_validation():
         validate_layers([CostLayer("a", "lstm", 4, 1, None, 4)])
     with pytest.raises(ValueError, match="depthwise"):
         validate_layers([CostLayer("a", "depthwise", 4, 1, None, 3)])
+
+
+def test_activation_elems_by_hand():
+    layers = [
+        CostLayer("c1", "conv", 8, 9 * 36, None, 3, out_elems_per_unit=36, input_elems_per_unit=64),
+        CostLayer("dw", "depthwise", 8, 9 * 9, "c1", 8, out_elems_per_unit=9),
+        CostLayer("fc", "dense", 5, 1, "dw", 8, prunable=False),
+    ]
+    acts = model_activation_elems(layers, {"c1": 4})
+    assert acts == {"c1": 64 * 3 + 36 * 4, "dw": 36 * 4 + 9 * 4, "fc": 9 * 4 + 5}

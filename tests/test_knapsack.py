@@ -8,11 +8,12 @@ import threading
 import numpy as np
 import pytest
 
-from reds_tf.costs import CostLayer, full_widths, model_macs
+from reds_tf.costs import CostLayer, full_widths, model_activation_elems, model_macs
 from reds_tf.errors import ConfigError, InfeasibleBudgetError
 from reds_tf.knapsack import (
     free_layers,
     min_macs_fraction,
+    min_widths,
     solve_bruteforce,
     solve_nested,
     width_levels,
@@ -219,3 +220,32 @@ def test_concurrent_solves_do_not_collide(monkeypatch, tmp_path):
         np.testing.assert_allclose(milp.value, brute.value, rtol=1e-9)
     assert len(results) == 2
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_activation_limit_matches_bruteforce(seed):
+    rng = np.random.default_rng(1000 + seed)
+    layers, block, budgets = _random_instance(rng)
+    budgets = [b for b in budgets if b < 1.0]
+    scores = _sorted_scores(rng, layers)
+    lo = max(model_activation_elems(layers, min_widths(layers, block)).values())
+    hi = max(model_activation_elems(layers, full_widths(layers)).values())
+    limit = int(lo + rng.uniform(0.1, 0.6) * (hi - lo))
+    milp = solve_nested(layers, scores, budgets, block, log=None, max_activation_elems=limit)
+    brute = solve_bruteforce(layers, scores, budgets, block, max_activation_elems=limit)
+    _assert_valid(layers, block, milp)
+    for w in milp.widths:
+        assert max(model_activation_elems(layers, w).values()) <= limit
+    np.testing.assert_allclose(milp.value, brute.value, rtol=1e-9, atol=0)
+
+
+def test_activation_limit_errors():
+    layers = _default_layers()
+    scores = _sorted_scores(np.random.default_rng(0), layers)
+    # fc1 reads the 784-element input and writes at least 4: 788 is the floor.
+    with pytest.raises(InfeasibleBudgetError, match="activation limit 787"):
+        solve_nested(layers, scores, [0.5], 4, log=None, max_activation_elems=787)
+    with pytest.raises(ConfigError, match="full model"):
+        solve_nested(layers, scores, [0.5, 1.0], 4, log=None, max_activation_elems=900)
+    res = solve_nested(layers, scores, [0.25, 0.5], 4, log=None, max_activation_elems=900)
+    assert all(w["fc1"] <= 900 - 784 for w in res.widths)
