@@ -209,10 +209,14 @@ def qemu_version() -> str:
     return m.group(1) if m else out.strip().splitlines()[0]
 
 
-def run_qemu(elf: Path, plugin: Path, inputs_bin: Path, work: Path) -> tuple[list[int], list[str]]:
-    """Run one bench ELF to completion; returns (instruction count at every
-    mark, UART lines)."""
-    marker = symbol_address(elf, "reds_bench_mark")
+def run_qemu(
+    elf: Path, plugin: Path, inputs_bin: Path, work: Path, marker: str | None = "reds_bench_mark"
+) -> tuple[list[int], list[str]]:
+    """Run one bench ELF to completion with ``inputs_bin`` at the I/O address;
+    returns (instruction count at every entry of function ``marker``, UART lines)."""
+    plugin_args = f"out={work / 'marks.txt'}"
+    if marker is not None:
+        plugin_args += f",marker={symbol_address(elf, marker):#x}"
     work.mkdir(parents=True, exist_ok=True)
     marks_file, uart_file = work / "marks.txt", work / "uart.txt"
     for f in (marks_file, uart_file):
@@ -226,7 +230,7 @@ def run_qemu(elf: Path, plugin: Path, inputs_bin: Path, work: Path) -> tuple[lis
         "-semihosting-config", "enable=on,target=native",
         "-kernel", str(elf),
         "-device", f"loader,file={inputs_bin},addr={IO_ADDRESS:#x},force-raw=on",
-        "-plugin", f"{plugin},marker={marker:#x},out={marks_file}",
+        "-plugin", f"{plugin},{plugin_args}",
     ]  # fmt: skip
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=QEMU_TIMEOUT_S)
