@@ -1,0 +1,215 @@
+"""``reds monitor``: talk to REDS firmware over a serial port.
+
+Interactive: a prompt that sends each line as a command and prints the JSON
+reply. ``--demo RUN_DIR``: quantise test samples of the run's data set, run
+them through every submodel on the device and print accuracy, latency and
+switch time per submodel, then show the latency budget policy at work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from reds_tf.errors import RedsError, RunDirError
+from reds_tf.serial_protocol import CommandError, RedsClient
+
+HELP = """commands (one per line, the firmware answers each with one JSON line):
+  info          model, submodels, MACs, input quantisation, memory
+  use K         switch to submodel K (0 = smallest)
+  infer HEX     run the active submodel; HEX = 2 hex digits per int8 input byte
+  bench         measure every submodel's latency on the device
+  budget US     activate the largest submodel whose latency fits US microseconds
+  help, quit"""
+
+
+@dataclass
+class DemoRow:
+    """Device results of one submodel over the demo samples."""
+
+    submodel: int
+    macs: int
+    samples: int
+    accuracy: float  # on the device, these samples
+    int8_accuracy: float | None  # from the export manifest (its evaluation set)
+    latency_us: float  # mean of the infer replies
+    switch_us: int  # from the `use` reply
+    outputs: np.ndarray  # (samples, classes) int8, as returned by the device
+
+
+def demo_inputs(run_dir: str | os.PathLike, samples: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The first ``samples`` test inputs of the run's data set quantised like the
+    exported model's input: returns (x int8 (N, *input_shape), labels (N,), manifest)."""
+    from reds_tf.data import load_dataset
+    from reds_tf.export import load_submodels
+    from reds_tf.quant import numerics
+    from reds_tf.sim import load_manifest
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} does not exist")
+    manifest = load_manifest(run_dir)
+    data = load_dataset(load_submodels(run_dir)["dataset"])
+    if samples < 1:
+        raise RedsError(f"--samples must be at least 1, got {samples}")
+    n = min(samples, len(data.x_test))
+    x = numerics.quantize(data.x_test[:n], manifest["input_scale"], manifest["input_zero_point"])
+    return x, np.asarray(data.y_test[:n]), manifest
+
+
+def run_demo(
+    client: RedsClient,
+    run_dir: str | os.PathLike,
+    samples: int = 100,
+    progress: Callable[[str], None] | None = None,
+) -> list[DemoRow]:
+    """Send ``samples`` test inputs through every submodel; restores nothing
+    (the largest submodel is active afterwards)."""
+    x, y, manifest = demo_inputs(run_dir, samples)
+    info = client.info()
+    if info["input_size"] != int(np.prod(x.shape[1:])) or info["submodels"] != len(
+        manifest["submodels"]
+    ):
+        raise RedsError(
+            f"the firmware runs model {info['model']!r} ({info['submodels']} submodels, input "
+            f"size {info['input_size']}) but {run_dir} exported {manifest['name']!r} "
+            f"({len(manifest['submodels'])} submodels): flash this run's firmware first"
+        )
+    rows = []
+    for k in range(info["submodels"]):
+        switch = client.use(k)["switch_us"]
+        outs, lat = [], []
+        for i in range(len(x)):
+            r = client.infer(x[i])
+            outs.append(r["output"])
+            lat.append(r["latency_us"])
+        out = np.asarray(outs, np.int8)
+        acc = float(np.mean(np.argmax(out, axis=1) == y))
+        rows.append(
+            DemoRow(
+                submodel=k,
+                macs=int(info["macs"][k]),
+                samples=len(x),
+                accuracy=acc,
+                int8_accuracy=manifest["submodels"][k].get("int8_accuracy"),
+                latency_us=float(np.mean(lat)),
+                switch_us=int(switch),
+                outputs=out,
+            )
+        )
+        if progress:
+            progress(f"submodel {k}: {len(x)} samples done")
+    return rows
+
+
+def format_demo(rows: list[DemoRow]) -> str:
+    """The demo table as aligned text."""
+    head = ["submodel", "MACs", "accuracy", "int8 acc (export)", "latency us", "switch us"]
+    body = [
+        [
+            str(r.submodel),
+            f"{r.macs:,}",
+            f"{r.accuracy:.3f} ({r.samples})",
+            "-" if r.int8_accuracy is None else f"{r.int8_accuracy:.3f}",
+            f"{r.latency_us:.0f}",
+            str(r.switch_us),
+        ]
+        for r in rows
+    ]
+    widths = [max(len(c) for c in col) for col in zip(head, *body, strict=True)]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
+
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)])
+
+
+def budget_demo(client: RedsClient) -> list[tuple[int, dict]]:
+    """Ask for each submodel's measured latency as a budget (and one below the
+    fastest): returns (budget, reply) pairs; replies may be errors."""
+    lat = client.bench()["latency_us"]
+    budgets = sorted({max(0, min(lat) - 1), *lat})
+    return [(b, client.command(f"budget {b}")) for b in budgets]
+
+
+def _interactive(client: RedsClient, stdin: IO[str], stdout: IO[str]) -> int:
+    info = client.info_cache
+    print(
+        f"connected to {client.port}: model {info.get('model')}, {info.get('submodels')} "
+        f"submodels, active {info.get('active')}. Type 'help' for commands.",
+        file=stdout,
+    )
+    interactive = stdin.isatty()
+    while True:
+        if interactive:
+            try:
+                line = input("reds> ")
+            except EOFError:
+                print(file=stdout)
+                return 0
+        else:
+            line = stdin.readline()
+            if not line:
+                return 0
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("quit", "exit"):
+            return 0
+        if line == "help":
+            print(HELP, file=stdout)
+            continue
+        try:
+            reply = client.command(line)
+        except RedsError as e:
+            print(f"error: {e}", file=stdout)
+            continue
+        print(json.dumps(reply), file=stdout, flush=True)
+
+
+def run_monitor(
+    port: str,
+    baud: int = 115200,
+    demo: str | os.PathLike | None = None,
+    samples: int = 100,
+    timeout: float = 10.0,
+    *,
+    stdin: IO[str] | None = None,
+    stdout: IO[str] | None = None,
+) -> int:
+    """``reds monitor``: interactive prompt, or with ``demo`` the per-submodel table."""
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    with RedsClient(port, baud, timeout) as client:
+        if demo is None:
+            return _interactive(client, stdin, stdout)
+        info = client.info_cache
+        print(
+            f"{info['model']} on {port}: {info['submodels']} submodels, "
+            f"{info['weight_bytes']} weight bytes, {info['arena_bytes']} arena bytes",
+            file=stdout,
+            flush=True,
+        )
+        rows = run_demo(client, demo, samples)
+        print(format_demo(rows), file=stdout)
+        print("\nlatency budget policy (budget US -> active submodel):", file=stdout)
+        for b, reply in budget_demo(client):
+            if reply["ok"]:
+                print(
+                    f"  budget {b:>8} us -> submodel {reply['active']} ({reply['latency_us']} us)",
+                    file=stdout,
+                )
+            else:
+                print(f"  budget {b:>8} us -> {reply['error']}", file=stdout)
+        stdout.flush()
+        return 0
+
+
+__all__ = ["CommandError", "DemoRow", "run_demo", "run_monitor", "format_demo", "budget_demo"]
