@@ -1,0 +1,85 @@
+/* reds_model.cpp: layer table, submodel switch and inference for "tiny".
+ * Generated from templates/reds_model.cpp.j2 by `reds export`; do not edit. */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "reds_kernels.h"
+#include "reds_model.h"
+#include "reds_weights.h"
+
+const uint32_t reds_submodel_macs[REDS_NUM_SUBMODELS] = {155u, 323u, 470u};
+
+/* Active widths of every layer, per submodel. */
+static const uint16_t reds_fc1_in_width[REDS_NUM_SUBMODELS] = {25, 25, 25};
+static const uint16_t reds_fc1_out_width[REDS_NUM_SUBMODELS] = {5, 9, 12};
+static const uint16_t reds_fc2_in_width[REDS_NUM_SUBMODELS] = {5, 9, 12};
+static const uint16_t reds_fc2_out_width[REDS_NUM_SUBMODELS] = {3, 7, 10};
+static const uint16_t reds_logits_in_width[REDS_NUM_SUBMODELS] = {3, 7, 10};
+static const uint16_t reds_logits_out_width[REDS_NUM_SUBMODELS] = {5, 5, 5};
+/* The layer table: fully connected layers in execution order. */
+static const reds_fc_layer reds_fc_layers[3] = {
+    /* fc1: activation relu */
+    {reds_fc1_weights, reds_fc1_bias, reds_fc1_multiplier,
+     reds_fc1_shift, reds_fc1_in_width, reds_fc1_out_width,
+     128, -128, -128, 127},
+    /* fc2: activation relu */
+    {reds_fc2_weights, NULL, reds_fc2_multiplier,
+     reds_fc2_shift, reds_fc2_in_width, reds_fc2_out_width,
+     128, -128, -128, 127},
+    /* logits: activation none */
+    {reds_logits_weights, reds_logits_bias, reds_logits_multiplier,
+     reds_logits_shift, reds_logits_in_width, reds_logits_out_width,
+     128, -3, -128, 127},
+};
+
+/* The one static arena, sized for the largest submodel:
+ * [0, 12) activations a | [12, 24) activations b | [24, 128) kernel scratch. */
+static int32_t reds_arena[REDS_ARENA_BYTES / 4];
+
+/* The whole submodel switch: one store. */
+static int reds_active = REDS_NUM_SUBMODELS - 1;
+
+int reds_num_submodels(void) { return REDS_NUM_SUBMODELS; }
+
+int reds_set_submodel(int k) {
+    if (k < 0 || k >= REDS_NUM_SUBMODELS) {
+        return 1;
+    }
+    reds_active = k;
+    return 0;
+}
+
+int reds_get_submodel(void) { return reds_active; }
+
+int reds_invoke(const int8_t *input, int8_t *output) {
+    if (input == NULL || output == NULL) {
+        return 1;
+    }
+    const int k = reds_active;
+    int8_t *const a = (int8_t *)reds_arena + 0;
+    int8_t *const b = (int8_t *)reds_arena + 12;
+    int32_t *const scratch = reds_arena + 6;
+    (void)a;
+    (void)b;
+    /* reshape: same int8 bytes in a new shape, nothing to do */
+    /* fc1: input -> a */
+    REDS_FC(&reds_fc_layers[0], k, input, a, scratch);
+    /* fc2: a -> b */
+    REDS_FC(&reds_fc_layers[1], k, a, b, scratch);
+    /* logits: b -> output */
+    REDS_FC(&reds_fc_layers[2], k, b, output, scratch);
+    return 0;
+}
+
+const char *reds_model_name(void) { return REDS_MODEL_NAME; }
+int reds_input_size(void) { return REDS_INPUT_SIZE; }
+int reds_output_size(void) { return REDS_OUTPUT_SIZE; }
+float reds_input_scale(void) { return REDS_INPUT_SCALE; }
+int reds_input_zero_point(void) { return REDS_INPUT_ZERO_POINT; }
+float reds_output_scale(void) { return REDS_OUTPUT_SCALE; }
+int reds_output_zero_point(void) { return REDS_OUTPUT_ZERO_POINT; }
+uint32_t reds_macs(int k) {
+    return (k >= 0 && k < REDS_NUM_SUBMODELS) ? reds_submodel_macs[k] : 0u;
+}
+uint32_t reds_weight_bytes(void) { return REDS_WEIGHT_BYTES; }
+uint32_t reds_arena_bytes(void) { return REDS_ARENA_BYTES; }
