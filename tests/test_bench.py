@@ -1,0 +1,142 @@
+"""``reds bench``: mark parsing, memory accounting, the Markdown section, and one
+real benchmark of the default model under QEMU (DSP and portable builds)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reds_tf import bench
+from reds_tf.errors import RedsError
+
+TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-nm", "arm-none-eabi-size", "qemu-system-arm", "gcc")
+needs_tools = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in TOOLS),
+    reason="needs gcc-arm-none-eabi and qemu-system-arm (make setup installs them)",
+)
+
+
+def test_parse_marks_subtracts_mark_overhead() -> None:
+    # empty region 3; k=0: switch 10+3, invoke 1000+3; k=1: switch 11+3, invoke 2000+3
+    marks = [100, 103, 200, 213, 300, 1303, 1400, 1414, 1500, 3503]
+    got = bench.parse_marks(marks, 2)
+    assert got == {"mark_overhead": 3, "switch": [10, 11], "invoke": [1000, 2000]}
+    with pytest.raises(RedsError, match="expected 10 marks"):
+        bench.parse_marks(marks[:-1], 2)
+
+
+def test_parse_uart_outputs_and_stack() -> None:
+    lines = ["variant dsp", "submodels 2", "out 0 0 00ff", "out 0 1 7f80", "stack 256", "done"]
+    got = bench.parse_uart(lines, 1, 2, 2)
+    assert got["variant"] == "dsp" and got["stack_bytes"] == 256
+    np.testing.assert_array_equal(got["outputs"][0], [[0, -1], [127, -128]])
+    with pytest.raises(RedsError, match="incomplete"):
+        bench.parse_uart(lines[:3] + lines[4:], 1, 2, 2)  # one output missing
+
+
+def test_memory_use_counts_flash_and_ram() -> None:
+    sections = {".isr_vector": 64, ".text": 1000, ".rodata": 5000, ".data": 16, ".bss": 300}
+    m = bench.memory_use({**sections, ".stack": 65536, ".comment": 50}, stack_used=200)
+    assert m["flash_bytes"] == 64 + 1000 + 5000 + 16
+    assert m["ram_bytes"] == 16 + 300 + 200  # the reserved stack does not count, its use does
+    assert m["rodata_bytes"] == 5000 and m["stack_bytes"] == 200
+
+
+def _manifest() -> dict:
+    subs = [
+        {"index": 0, "budget": 0.5, "widths": {"fc": 2}, "macs": 500},
+        {"index": 1, "budget": 1.0, "widths": {"fc": 4}, "macs": 1000},
+    ]
+    return {"name": "toy", "submodels": subs, "weight_bytes": 10, "arena_bytes": 20}
+
+
+def _result(counts: dict) -> dict:
+    mem = {"dsp": bench.memory_use({".text": 10}, 4), "portable": bench.memory_use({}, 8)}
+    result = {
+        "name": "toy",
+        "run_dir": "runs/toy",
+        "qemu": "7.2",
+        "compiler": "gcc",
+        "repeatable": True,
+        "outputs_identical": True,
+        "num_inputs": 8,
+        "weight_bytes": 10,
+        "arena_bytes": 20,
+    }
+    result.update(bench.summarise(_manifest(), counts, mem))
+    return result
+
+
+def test_summarise_checks_and_markdown_section(tmp_path: Path) -> None:
+    counts = {
+        "dsp": {"switch": [8, 9], "invoke": [660, 1200]},
+        "portable": {"switch": [8, 9], "invoke": [2600, 5000]},
+    }
+    r = _result(counts)
+    rows, c = r["submodels"], r["checks"]
+    assert rows[1]["instr_per_mac_dsp"] == 1.2 and rows[1]["instr_per_mac_portable"] == 5.0
+    assert rows[1]["portable_over_dsp"] == pytest.approx(5000 / 1200, abs=1e-3)
+    assert rows[0]["proportionality_error"] == pytest.approx((660 / 1200) / 0.5 - 1, abs=1e-4)
+    assert c["instr_per_mac_ok"] and c["switch_ok"] and c["proportionality_ok"]
+    assert c["max_switch_instructions"] == 9
+    # 15 % off proportional, too slow and a slow switch: every check fails
+    bad = _result({**counts, "dsp": {"switch": [8, 150], "invoke": [1150, 1600]}})["checks"]
+    assert not (bad["instr_per_mac_ok"] or bad["switch_ok"] or bad["proportionality_ok"])
+
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\n## Host\n\nkeep me\n")
+    bench.update_markdown(md, bench.render_markdown(r))
+    first = md.read_text()
+    assert "keep me" in first and first.count(bench.MD_BEGIN) == 1
+    assert "| 1 | 4 | 1,000 | 1,200 | 1.200 |" in first
+    assert "estimate" in first
+    # a second run replaces the section instead of appending another one
+    r2 = _result({**counts, "dsp": {"switch": [8, 9], "invoke": [700, 1300]}})
+    bench.update_markdown(md, bench.render_markdown(r2))
+    second = md.read_text()
+    assert second.count(bench.MD_BEGIN) == 1 and "keep me" in second
+    assert "| 1 | 4 | 1,000 | 1,300 |" in second and "1,200 |" not in second
+
+
+def test_missing_export_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(RedsError, match="reds export"):
+        bench.run_bench(tmp_path, markdown=None)
+
+
+@pytest.fixture(scope="module")
+def bench_run_dir(request: pytest.FixtureRequest) -> Path:
+    """An exported run of the default model (the shared fixture when it exists)."""
+    try:
+        return Path(request.getfixturevalue("exported_run"))
+    except pytest.FixtureLookupError:
+        from reds_tf.export import run_export
+
+        run = Path(request.getfixturevalue("trained_run"))
+        if not (run / "export" / "manifest.json").exists():
+            run_export(run, limit=500, log=lambda _msg: None)
+        return run
+
+
+@needs_tools
+def test_bench_default_model(bench_run_dir: Path, tmp_path: Path) -> None:
+    out, md = tmp_path / "bench.json", tmp_path / "BENCHMARKS.md"
+    result = bench.run_bench(bench_run_dir, out=out, markdown=md)
+    saved = json.loads(out.read_text())
+    assert saved["checks"] == result["checks"]
+    assert saved["repeatable"] and saved["outputs_identical"]
+    c = result["checks"]
+    assert c["instr_per_mac_ok"], c
+    assert c["switch_ok"], c
+    # the DSP build must really be faster, on every submodel
+    for row in result["submodels"]:
+        assert row["instructions_dsp"] < row["instructions_portable"] / 2, row
+        assert row["latency_us_est_dsp"] == pytest.approx(row["instructions_dsp"] / 64, abs=0.1)
+    mem = result["memory"]["dsp"]
+    assert mem["flash_bytes"] > result["weight_bytes"]
+    assert 0 < mem["stack_bytes"] < 65536
+    assert mem["ram_bytes"] >= result["arena_bytes"] + mem["stack_bytes"]
+    assert bench.MD_BEGIN in md.read_text()
