@@ -19,6 +19,9 @@ The run directory appears only once the first stage has finished (it is
 built under a temp name and renamed), so a run that fails early - bad config,
 infeasible budget, missing data - leaves nothing behind. Re-running resumes
 after the last finished stage; once a stage runs, every later stage runs too.
+If the config changed since, the first stage that depends on a changed key is
+redone (e.g. new ``finetune`` settings keep the base model, ranking and
+knapsack); a changed base (dataset, model, train, seed) needs ``--force``.
 ``run.json`` keeps per-stage wall times.
 """
 
@@ -63,8 +66,22 @@ STAGE_TITLES = {
     "scratch": "scratch baseline",
     "report": "report",
 }
-# Keys whose change does not invalidate finished stages when resuming.
-_RESUME_FREE_KEYS = ("baseline",)
+# Top-level config key -> first stage whose result depends on it. On resume a
+# changed key re-runs that stage and everything after it; None: no stage
+# depends on it (``baseline`` only adds or drops the scratch stage).
+_KEY_STAGE: dict[str, str | None] = {
+    "dataset": "base",
+    "seed": "base",
+    "model": "base",
+    "train": "base",
+    "importance": "rank",
+    "budgets": "select",
+    "block": "select",
+    "knapsack": "select",
+    "finetune": "finetune",
+    "name": "evaluate",
+    "baseline": None,
+}
 
 
 def _log_default(msg: str) -> None:
@@ -118,7 +135,7 @@ def run_training(
     if base_model is not None:
         base_model = str(base_model)
 
-    resume = _check_run_dir(run, cfg, force, base_model)
+    resume, redo_from = _check_run_dir(run, cfg, force, base_model)
 
     # Everything that can fail because of user input is checked here, before
     # any training and before the run directory exists.
@@ -136,11 +153,14 @@ def run_training(
     ctx.meta = _read_json(run / "run.json") if resume else {"stages": {}}
     if resume:
         log(f"resuming {run} (use --force to start over)")
+    if redo_from is not None:
+        log(f"config changed since the last run: redoing from stage '{redo_from}' on")
     wanted = [s for s in STAGES if s != "scratch" or cfg.baseline == "scratch"]
     redo = False
     for i, stage in enumerate(wanted, 1):
         done = (run / STAGE_FILES[stage]).exists()
         title = STAGE_TITLES[stage]
+        redo = redo or stage == redo_from
         if done and not redo:
             log(f"stage {i}/{len(wanted)} {title}: already done, skipped")
             continue
@@ -162,14 +182,18 @@ def run_training(
 # ---------------------------------------------------------------- checks
 
 
-def _check_run_dir(run: Path, cfg: Config, force: bool, base_model: str | None) -> bool:
-    """True if ``run`` holds a compatible earlier run to resume."""
+def _check_run_dir(
+    run: Path, cfg: Config, force: bool, base_model: str | None
+) -> tuple[bool, str | None]:
+    """Whether ``run`` holds an earlier run to resume, and the first stage to
+    redo because the config changed since (None: just continue)."""
+    fresh = (False, None)
     if not run.exists():
-        return False
+        return fresh
     if not run.is_dir():
         raise RunDirError(f"{run} exists and is not a directory; choose another --out")
     if force:
-        return False  # replaced atomically once the first stage has finished
+        return fresh  # replaced atomically once the first stage has finished
     cfg_file = run / "config.yaml"
     if not cfg_file.exists() or not (run / STAGE_FILES["base"]).exists():
         if any(run.iterdir()):
@@ -177,33 +201,38 @@ def _check_run_dir(run: Path, cfg: Config, force: bool, base_model: str | None) 
                 f"{run} exists but is not a reds run directory (no config.yaml/base.keras); "
                 "choose another --out, or pass --force to replace it"
             )
-        return False
+        return fresh
     try:
         old = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
         raise RunDirError(f"{cfg_file} is unreadable ({e}); pass --force to start over") from e
-    new = config_to_dict(cfg)
-    diffs = _diff(old, new)
-    diffs = [d for d in diffs if d.split(" ")[0] not in _RESUME_FREE_KEYS]
-    if diffs:
-        raise RunDirError(
-            f"{run} was trained with a different config ({'; '.join(diffs[:5])}); "
-            "pass --force to start over, or --out to train into another directory"
-        )
     if base_model is not None:
         raise RunDirError(
             f"{run} already has a base model; pass --force to start over from --base {base_model}"
         )
-    return True
+    diffs = _diff(old if isinstance(old, dict) else {}, config_to_dict(cfg))
+    first: str | None = None
+    for key, _msg in diffs:
+        stage = _KEY_STAGE.get(key.split(".")[0], "base")
+        if stage is not None and (first is None or STAGES.index(stage) < STAGES.index(first)):
+            first = stage
+    if first == "base":
+        changed = "; ".join(m for k, m in diffs if _KEY_STAGE.get(k.split(".")[0], "base"))
+        raise RunDirError(
+            f"{run} was trained with a different base config ({changed}); pass --force to "
+            "start over, or --out to train into another directory"
+        )
+    return True, first
 
 
-def _diff(old: Any, new: Any, path: str = "") -> list[str]:
+def _diff(old: Any, new: Any, path: str = "") -> list[tuple[str, str]]:
+    """``(key path, "key was X, now Y")`` for every leaf that differs."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in sorted(set(old) | set(new), key=str):
             out += _diff(old.get(k), new.get(k), f"{path}.{k}" if path else str(k))
         return out
-    return [] if old == new else [f"{path} was {old!r}, now {new!r}"]
+    return [] if old == new else [(path, f"{path} was {old!r}, now {new!r}")]
 
 
 def _base_or_fresh_model(ctx: _Ctx):

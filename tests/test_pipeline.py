@@ -103,7 +103,7 @@ def test_rerun_resumes_and_changed_config_is_refused(trained_run: Path):
     assert {k: v for k, v in after.items() if k != "run.json"} == {
         k: v for k, v in before.items() if k != "run.json"
     }
-    with pytest.raises(RunDirError, match=r"different config \(train.epochs was 1, now 2\)"):
+    with pytest.raises(RunDirError, match=r"different base config \(train.epochs was 1, now 2\)"):
         run_training(
             DEFAULT_CONFIG,
             out_dir=trained_run,
@@ -111,6 +111,24 @@ def test_rerun_resumes_and_changed_config_is_refused(trained_run: Path):
             log=lines.append,
             **{**TINY, "epochs": 2},
         )
+
+
+def test_changed_finetune_config_redoes_only_later_stages(trained_run: Path, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run)
+    stamp = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    cfg = _config(tmp_path, finetune={"epochs": 10, "distill": True, "alpha": 0.25})
+    lines: list[str] = []
+    run_training(cfg, out_dir=run, verbose=0, log=lines.append, **TINY)
+    assert any("redoing from stage 'finetune'" in line for line in lines)
+    assert sum("already done, skipped" in line for line in lines) == 4  # base .. select
+    for f in ("base.keras", "importance.npz", "permuted.keras", "knapsack.json"):
+        assert run.joinpath(f).stat().st_mtime_ns == stamp[f]
+    for f in ("model.keras", "submodels.json", "report.md"):
+        assert run.joinpath(f).stat().st_mtime_ns > stamp[f]
+    assert "alpha: 0.25" in (run / "config.yaml").read_text()
 
 
 def _config(tmp_path: Path, **changes) -> Path:
