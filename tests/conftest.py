@@ -29,3 +29,17 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("trained") / "fmnist_dnn"
     return run_training(DEFAULT_CONFIG, out_dir=out, verbose=0, log=lambda _msg: None, **TINY)
+
+
+@pytest.fixture(scope="session")
+def exported_run(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of ``trained_run`` after ``reds export`` (int8 accuracy on 2000 test
+    samples); a copy so that tests of the trained run see it unchanged."""
+    import shutil
+
+    from reds_tf.export import run_export
+
+    out = tmp_path_factory.mktemp("exported") / trained_run.name
+    shutil.copytree(trained_run, out)
+    run_export(out, limit=2000, log=lambda _msg: None)
+    return out
