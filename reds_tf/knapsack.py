@@ -45,7 +45,7 @@ from reds_tf.costs import (
     resolve_widths,
     validate_layers,
 )
-from reds_tf.errors import ConfigError, InfeasibleBudgetError, RedsError
+from reds_tf.errors import ConfigError, InfeasibleBudgetError
 
 # Largest number of width combinations solve_bruteforce will enumerate.
 _BRUTEFORCE_LIMIT = 2_000_000
@@ -321,7 +321,9 @@ def solve_nested(
         block: widths are multiples of ``block`` (at least one block), or the
             layer's full width.
         time_limit: CBC time limit per budget in seconds; hitting it is
-            reported in ``status`` (the best solution found is kept).
+            reported in ``status`` and ``log`` (the best solution found is
+            kept; if CBC found none, the previous submodel's widths grown
+            greedily within the budget).
         log: called with one line per budget (status, time, MACs fraction);
             None for silence.
         max_activation_elems: optional memory bound: in every submodel, each
@@ -336,7 +338,6 @@ def solve_nested(
     Raises:
         InfeasibleBudgetError: the smallest budget is below
             :func:`min_macs_fraction`.
-        RedsError: CBC found no solution within ``time_limit``.
     """
     inst = _prepare(layers, scores, budgets, block, max_activation_elems)
     _check_feasible(inst, block)
@@ -352,6 +353,7 @@ def solve_nested(
                 status = "full model"
             else:
                 chosen, status = _solve_one(inst, budget, prev, time_limit, tmp)
+                chosen = _fill(inst, chosen, math.floor(budget * inst.full_macs))
             prev = _record(res, inst, budget, chosen, status, time.perf_counter() - t0, log)
     return res
 
@@ -449,16 +451,16 @@ def _solve_one(
         status = "optimal"
     elif prob.sol_status == pulp.LpSolutionIntegerFeasible:
         status = f"feasible (time limit {time_limit:g} s, not proven optimal)"
-    elif prob.sol_status == pulp.LpSolutionInfeasible:
-        raise InfeasibleBudgetError(
-            f"budget {budget:g}: CBC reports the knapsack infeasible; raise the budget"
-        )
     else:
-        raise RedsError(
-            f"knapsack for budget {budget:g} found no solution within {time_limit:g} s "
-            f"(CBC status {pulp.LpStatus[prob.status]!r}); raise the knapsack time limit or "
-            "use a larger `block` (fewer width levels)"
+        # The warm start is feasible by construction, so CBC ending without a
+        # solution means it ran out of time before even reading it (seen under
+        # load with sub-second limits). Fall back to it, and say so.
+        status = (
+            f"no CBC solution within the time limit {time_limit:g} s "
+            f"(status {pulp.LpStatus[prob.status]!r}): previous widths grown greedily, "
+            "not optimal"
         )
+        return {n: inst.levels[n][start[n]] for n in inst.free}, status
     chosen = {}
     for n in inst.free:
         a = max(allowed[n], key=lambda a, n=n: x[n][a].value() or 0.0)
@@ -485,6 +487,33 @@ def _fits(inst: _Instance, level_index: Mapping[str, int], cap: int) -> bool:
     if _macs_at(inst, level_index) > cap:
         return False
     return inst.max_act is None or _act_at(inst, level_index) <= inst.max_act
+
+
+def _fill(inst: _Instance, widths: Mapping[str, int], cap: int) -> dict[str, int]:
+    """Grow widths one level at a time while the budget allows and no value is lost.
+
+    Scores are usually >= 0, so an optimum may leave budget unused only on units
+    worth nothing (dead units score exactly 0); spending it on them keeps the
+    value optimal and gives fine-tuning that capacity. Each step takes the move
+    with the largest gain, then the cheapest in MACs.
+    """
+    idx = {n: inst.levels[n].index(widths[n]) for n in inst.free}
+    while True:
+        best = None
+        for n in inst.free:
+            a = idx[n]
+            if a + 1 >= len(inst.levels[n]):
+                continue
+            gain = float(inst.cum[n][a + 1] - inst.cum[n][a])
+            trial = {**idx, n: a + 1}
+            if gain < 0 or not _fits(inst, trial, cap):
+                continue
+            key = (gain, -_macs_at(inst, trial))
+            if best is None or key > best[0]:
+                best = (key, n)
+        if best is None:
+            return {n: inst.levels[n][a] for n, a in idx.items()}
+        idx[best[1]] += 1
 
 
 def _var(prob: pulp.LpProblem, name: str, low, up, cat: str) -> pulp.LpVariable:
@@ -538,5 +567,6 @@ def solve_bruteforce(
             if best is None or key > best:
                 best, best_w = key, w
         assert best is not None  # prev is always admissible (budgets ascending)
+        best_w = _fill(inst, best_w, math.floor(cap))
         prev = _record(res, inst, budget, best_w, "optimal", time.perf_counter() - t0, None)
     return res

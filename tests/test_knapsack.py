@@ -195,7 +195,33 @@ def test_time_limit_is_reported_not_hidden():
     res = solve_nested(layers, scores, [0.25], 4, time_limit=0.2, log=lines.append)
     _assert_valid(layers, 4, res)
     assert "time limit" in res.status[0] and not res.all_optimal
-    assert "not proven optimal" in lines[0]
+    assert "time limit" in lines[0] and "optimal" in lines[0]
+
+
+def test_no_solver_solution_falls_back_to_previous_widths(monkeypatch):
+    # CBC can stop before reading the warm start; simulate it deterministically.
+    import pulp
+
+    def no_solution(self, solver=None, **kwargs):
+        self.status, self.sol_status = pulp.LpStatusNotSolved, pulp.LpSolutionNoSolutionFound
+        return self.status
+
+    layers = _default_layers()
+    scores = _sorted_scores(np.random.default_rng(5), layers, decay=60.0)
+    good = solve_nested(layers, scores, [0.25], 4, log=None)
+    monkeypatch.setattr(pulp.LpProblem, "solve", no_solution)
+    lines: list[str] = []
+    res = solve_nested(layers, scores, [0.25, 0.5, 1.0], 4, log=lines.append)
+    _assert_valid(layers, 4, res)
+    assert res.status[0].startswith("no CBC solution") and "not optimal" in lines[0]
+    assert res.status[2] == "full model" and not res.all_optimal
+    assert res.value[0] <= good.value[0]
+    # Grown greedily from the minimum: no layer can grow one more level.
+    full = model_macs(layers, full_widths(layers))
+    for name in ("fc1", "fc2"):
+        w = res.widths[0]
+        if w[name] < 256:
+            assert model_macs(layers, {**w, name: w[name] + 4}) > 0.25 * full
 
 
 def test_concurrent_solves_do_not_collide(monkeypatch, tmp_path):
@@ -249,3 +275,24 @@ def test_activation_limit_errors():
         solve_nested(layers, scores, [0.5, 1.0], 4, log=None, max_activation_elems=900)
     res = solve_nested(layers, scores, [0.25, 0.5], 4, log=None, max_activation_elems=900)
     assert all(w["fc1"] <= 900 - 784 for w in res.widths)
+
+
+def test_dead_units_do_not_waste_budget():
+    # Real Taylor scores contain exact zeros (dead ReLUs). Ties in value must still be
+    # broken towards using the budget: afterwards no layer can grow one level.
+    layers = _default_layers()
+    rng = np.random.default_rng(3)
+    scores = _sorted_scores(rng, layers, decay=80.0)
+    scores = {n: np.where(np.arange(256) < 150, s, 0.0) for n, s in scores.items()}
+    budgets = [0.25, 0.5, 0.75, 1.0]
+    milp = solve_nested(layers, scores, budgets, 4, log=None)
+    brute = solve_bruteforce(layers, scores, budgets, 4)
+    np.testing.assert_allclose(milp.value, brute.value, rtol=1e-9)
+    full = model_macs(layers, full_widths(layers))
+    for res in (milp, brute):
+        _assert_valid(layers, 4, res)
+        for b, w in zip(res.budgets[:-1], res.widths[:-1], strict=True):
+            assert model_macs(layers, w) >= (b - 0.02) * full
+            for name in ("fc1", "fc2"):
+                if w[name] < 256:
+                    assert model_macs(layers, {**w, name: w[name] + 4}) > b * full
