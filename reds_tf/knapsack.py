@@ -6,21 +6,30 @@ budget ``p`` we choose widths maximising the kept importance subject to
 ``MACs(widths) <= p * MACs(full)``, where MACs are TRUE costs: a layer costs
 ``macs_per_pair * w_in * w_out``, bilinear in the widths of two layers.
 
-Formulation (exact; the linear relaxation is tight):
+Formulation (exact):
 
-- one binary ``x[l, a]`` per layer ``l`` and width level ``a`` (a multiple of
-  ``block``, or the full width), with ``sum_a x[l, a] = 1``;
+- per chosen-width layer ``l`` and width level ``a`` (a multiple of
+  ``block``, or the full width) a selector ``x[l, a] in [0, 1]`` with
+  ``sum_a x[l, a] = 1``, made integral by binaries ``u[l, a] = sum_{a' >= a}
+  x[l, a']`` ("width >= level a"). Branching on thresholds halves a layer's
+  width range per branch, much better balanced than branching on one level.
 - for every pair (producer ``p``, consumer ``c``) of chosen widths whose
   product appears in the cost, continuous ``z[a, b] >= 0`` with
   ``sum_a z[a, b] = x[c, b]`` and ``sum_b z[a, b] = x[p, a]``. With integral
   ``x`` the only solution is ``z[a, b] = x[p, a] * x[c, b]``, so
   ``sum_ab v_a v_b z[a, b]`` is exactly ``w_p * w_c``. These "transport"
-  constraints describe the joint distribution of the two choices, which makes
-  the relaxation much tighter than McCormick inequalities: CBC typically
-  closes the gap at the root.
+  constraints describe the joint distribution of the two choices, a tighter
+  relaxation than McCormick inequalities.
+- MACs are monotone in every width, so levels and level pairs that exceed the
+  budget even with all other layers at their narrowest are dropped before
+  solving (exact, and it shrinks small-budget models several-fold).
+- the budget row uses the exact integer MACs and ``floor(p * MACs(full))``.
 
 Nesting is enforced by solving from the smallest budget up and removing every
-level below the width a layer had in the previous submodel.
+level below the width a layer had in the previous submodel; that submodel is
+also CBC's warm start, so a time limit still leaves a valid nested answer.
+When the optimum leaves budget unused only because the next units are worth
+nothing (dead units score 0), the widths are grown into it (value unchanged).
 """
 
 from __future__ import annotations
@@ -339,6 +348,10 @@ def solve_nested(
         InfeasibleBudgetError: the smallest budget is below
             :func:`min_macs_fraction`.
     """
+    if not (isinstance(time_limit, (int, float)) and time_limit > 0):
+        raise ConfigError(
+            f"knapsack time_limit must be a positive number of seconds, got {time_limit!r}"
+        )
     inst = _prepare(layers, scores, budgets, block, max_activation_elems)
     _check_feasible(inst, block)
     res = KnapsackResult()

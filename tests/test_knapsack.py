@@ -179,6 +179,8 @@ def test_bad_inputs():
         solve_nested(layers, scores, [0.5], 0, log=None)
     with pytest.raises(ConfigError, match="budget"):
         solve_nested(layers, scores, [0.5, -0.1], 4, log=None)
+    with pytest.raises(ConfigError, match="time_limit"):
+        solve_nested(layers, scores, [0.5], 4, log=None, time_limit=0)
     with pytest.raises(ConfigError, match="empty"):
         solve_nested(layers, scores, [], 4, log=None)
     with pytest.raises(ValueError, match="sorted descending"):
