@@ -1,0 +1,281 @@
+"""The firmware's serial protocol, end to end: the default model's generated
+runtime built for the native and qemu boards with PlatformIO (offline), served
+on a pseudo-terminal and driven with pyserial. Outputs must equal the host
+simulation of the same generated code (reds_tf.sim)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reds_tf import firmware
+from reds_tf.errors import FirmwareError, RunDirError
+from reds_tf.monitor import demo_inputs
+from reds_tf.serial_protocol import RedsClient
+from reds_tf.sim import load_manifest, load_runtime
+
+SAMPLES = 100
+# 10,000 random lines through the native firmware; QEMU's UART moves about
+# 20 KB/s, so it gets a few hundred (with the same length distribution).
+RANDOM_LINES = {"native": 10_000, "qemu": 200}
+
+needs_arm = pytest.mark.skipif(
+    shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+    reason="needs gcc-arm-none-eabi and qemu-system-arm (make setup installs them)",
+)
+BOARDS = ["native", pytest.param("qemu", marks=needs_arm)]
+
+
+@pytest.fixture(scope="module")
+def builds(exported_run: Path) -> dict[str, tuple[firmware.FirmwareBuild, str]]:
+    """Both firmwares of the default model, built once, with their build logs."""
+    out = {}
+    for board in ("native", "qemu"):
+        if board == "qemu" and shutil.which("arm-none-eabi-gcc") is None:
+            continue
+        log = io.StringIO()
+        out[board] = (firmware.build_firmware(exported_run, board, log=log), log.getvalue())
+    return out
+
+
+@pytest.fixture(scope="module", params=BOARDS)
+def client(request: pytest.FixtureRequest, builds: dict) -> Iterator[tuple[str, RedsClient]]:
+    board = request.param
+    with firmware.ServedFirmware(builds[board][0]) as fw:
+        with RedsClient(fw.port, timeout=20) as c:
+            yield board, c
+
+
+def _expected_budget_pick(lat: list[int], budget: int) -> int | None:
+    fits = [k for k, t in enumerate(lat) if t <= budget]
+    return max(fits) if fits else None
+
+
+def test_builds_are_warning_free_and_qemu_fits_the_nano(builds: dict) -> None:
+    for board, (build, log) in builds.items():
+        assert "warning:" not in log.lower(), f"{board} build has warnings:\n{log}"
+        assert build.program.is_file()
+    if "qemu" in builds:
+        build, log = builds["qemu"]
+        assert "firmware size (qemu): flash" in log
+        flash, ram = firmware.elf_sizes(build.program)
+        assert (flash, ram) == (build.flash_bytes, build.ram_bytes)
+        # the default model must fit the Nano 33 BLE (960 KB flash, 256 KB RAM)
+        assert flash < firmware.NANO33BLE_FLASH and ram < firmware.NANO33BLE_RAM
+        assert json.loads((build.build_dir / "size.json").read_text())["flash_bytes"] == flash
+
+
+def test_info_matches_the_export(client, exported_run: Path) -> None:
+    _, c = client
+    rt = load_runtime(exported_run)
+    manifest = load_manifest(exported_run)
+    info = c.info()
+    assert info["ok"] is True
+    assert info["model"] == rt.name == manifest["name"]
+    assert info["submodels"] == rt.num_submodels == len(manifest["submodels"])
+    assert info["macs"] == [rt.macs(k) for k in range(rt.num_submodels)]
+    assert info["input_size"] == rt.input_size
+    # the float is printed without printf: it must read back as the same float32
+    assert np.float32(info["input_scale"]) == np.float32(rt.input_scale)
+    assert info["input_zero_point"] == rt.input_zero_point
+    assert info["weight_bytes"] == rt.weight_bytes == manifest["weight_bytes"]
+    assert info["arena_bytes"] == rt.arena_bytes
+    assert 0 <= info["active"] < info["submodels"]
+
+
+def test_use_every_submodel(client) -> None:
+    _, c = client
+    k_max = c.info()["submodels"]
+    for k in [*range(k_max), 0, k_max - 1]:
+        r = c.use(k)
+        assert r == {"ok": True, "active": k, "switch_us": r["switch_us"]}
+        assert isinstance(r["switch_us"], int) and r["switch_us"] >= 0
+        assert c.info()["active"] == k
+
+
+def test_infer_matches_host_simulation(client, exported_run: Path) -> None:
+    _, c = client
+    x, _, _ = demo_inputs(exported_run, SAMPLES)
+    rt = load_runtime(exported_run)
+    for k in range(rt.num_submodels):
+        expected = rt.predict(x, k)
+        c.use(k)
+        for i in range(len(x)):
+            r = c.infer(x[i])
+            assert r["active"] == k
+            assert r["output"] == expected[i].tolist(), f"submodel {k} sample {i}"
+            assert r["class"] == int(np.argmax(expected[i]))
+            assert isinstance(r["latency_us"], int) and r["latency_us"] >= 0
+
+
+def test_bench_and_budget_policy(client) -> None:
+    board, c = client
+    k_max = c.info()["submodels"]
+    bench = c.bench()
+    lat = bench["latency_us"]
+    assert len(lat) == k_max and all(isinstance(t, int) and t >= 0 for t in lat)
+    if board == "qemu":
+        # instruction-driven clock: bigger submodels are strictly slower
+        assert lat == sorted(lat) and lat[0] < lat[-1] and lat[0] > 0
+    for budget in sorted({*lat, *(t + 1 for t in lat), max(lat) * 10}):
+        r = c.budget(budget)
+        pick = _expected_budget_pick(lat, budget)
+        assert r == {"ok": True, "active": pick, "latency_us": lat[pick]}
+        assert c.info()["active"] == pick
+    if min(lat) > 0:
+        c.use(1)
+        r = c.command(f"budget {min(lat) - 1}")
+        assert r["ok"] is False and "fits" in r["error"]
+        assert c.info()["active"] == 1
+
+
+def _malformed_lines(input_size: int, k_max: int) -> list[bytes]:
+    good_hex = b"00" * input_size
+    bad_digit = bytearray(good_hex)
+    bad_digit[7] = ord("g")
+    return [
+        b"",
+        b"\r",
+        b"   ",
+        b"foo",
+        b"INFO",
+        b"info x",
+        b"bench now",
+        b"use",
+        b"use -1",
+        b"use x",
+        b"use 1.0",
+        b"use 0x1",
+        f"use {k_max}".encode(),
+        b"use 99999999999",
+        b"use 1 2",
+        b"infer",
+        b"infer 0",
+        b"infer " + good_hex[:-1],
+        b"infer " + good_hex[:-2],
+        b"infer " + good_hex + b"00",
+        b"infer " + bytes(bad_digit),
+        b"infer " + good_hex + b" 00",
+        b"infer " + good_hex[:-2] + b"\xff\xfe",
+        b"budget",
+        b"budget -5",
+        b"budget abc",
+        b"budget 99999999999",
+        b"\x00info",
+        b"info\x00",
+        b"\xff\xfe\x80\x01garbage\x7f",
+        b"a" * (2 * input_size + 33),  # just over the line buffer
+        b"infer " + good_hex * 3,  # a valid prefix, then too long
+        bytes(range(256)).replace(b"\n", b""),
+    ]
+
+
+def test_malformed_lines_get_one_error_and_change_nothing(client) -> None:
+    _, c = client
+    info = c.info()
+    for line in _malformed_lines(info["input_size"], info["submodels"]):
+        c.use(1)
+        r = c.command(line)
+        assert r["ok"] is False and isinstance(r["error"], str) and r["error"], line[:40]
+        assert set(r) == {"ok", "error"}
+        # exactly one reply: the next reply must be the info we ask for now
+        after = c.info()
+        assert after["active"] == 1, line[:40]
+
+
+def test_random_lines_do_not_crash_or_hang(client) -> None:
+    board, c = client
+    rng = random.Random(1234)
+    n = RANDOM_LINES[board]
+    c.use(2)
+    t0 = time.monotonic()
+    lines = []
+    for _ in range(n):
+        # log-uniform lengths 0..4096: many short lines, some far over the buffer
+        length = int(math.exp(rng.uniform(0, math.log(4097)))) - 1
+        lines.append(rng.randbytes(length).replace(b"\n", b"\x0b"))
+    batch = 8  # a few lines in flight; replies are short, so nothing blocks
+    for i in range(0, n, batch):
+        chunk = lines[i : i + batch]
+        c.serial.write(b"".join(line + b"\n" for line in chunk))
+        for line in chunk:
+            r = c.read_reply()
+            assert r["ok"] is False, line[:40]
+    assert c.info()["active"] == 2
+    elapsed = time.monotonic() - t0
+    print(f"{board}: {n} random lines in {elapsed:.1f} s")
+
+
+def test_reconnect_keeps_serving(client) -> None:
+    _, c = client
+    c.use(0)
+    c.serial.close()
+    c.serial.open()
+    fresh = c.sync()
+    assert fresh["active"] == 0
+
+
+def test_serve_cli_prints_port_first_and_stops_on_interrupt(exported_run: Path, builds) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reds_tf",
+            "firmware",
+            str(exported_run),
+            "--board",
+            "native",
+            "--serve",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("PORT /dev/"), first
+        with RedsClient(first.split()[1], timeout=20) as c:
+            assert c.info()["submodels"] >= 1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_user_errors(tmp_path: Path, exported_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(RunDirError, match="does not exist"):
+        firmware.run_firmware(tmp_path / "nope", board="native")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(RunDirError, match="reds export"):
+        firmware.run_firmware(tmp_path / "run", board="native")
+    with pytest.raises(FirmwareError, match="--upload is for nano33ble"):
+        firmware.run_firmware(exported_run, board="qemu", upload=True)
+    with pytest.raises(FirmwareError, match="--serve runs qemu or native"):
+        firmware.run_firmware(exported_run, board="nano33ble", serve=True)
+    with pytest.raises(FirmwareError, match="unknown board"):
+        firmware.build_firmware(exported_run, "uno")
+    r = subprocess.run(
+        [sys.executable, "-m", "reds_tf", "firmware", str(tmp_path / "run"), "--board", "qemu"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "reds export" in r.stderr and "Traceback" not in r.stderr
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(FirmwareError, match="arm-none-eabi-gcc not found"):
+        firmware.build_firmware(exported_run, "qemu")
