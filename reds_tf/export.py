@@ -242,8 +242,11 @@ def _strip_qat(qat_model, model):
     for layer in plain.layers:
         if not layer.weights:
             continue
-        wrapped = qat_model.get_layer("quant_" + layer.name)
+        wrapper = qat_model.get_layer("quant_" + layer.name)
+        # The wrapper swaps the layer's kernel for a fake-quantised tensor; the
+        # float variables are among the wrapper's weights, found by name.
+        by_name = {w.name.split("/")[-1].split(":")[0]: w for w in wrapper.weights}
         plain.get_layer(layer.name).set_weights(
-            [w.numpy() for w in wrapped.layer.weights[: len(layer.weights)]]
+            [by_name["kernel"].numpy(), by_name["bias"].numpy()]
         )
     return plain

@@ -1,0 +1,160 @@
+"""``reds export``: files, manifest, weights stored once, bit-exact submodels, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reds_tf.data import load_dataset
+from reds_tf.errors import RedsError, RunDirError
+from reds_tf.export import REPORT_BEGIN, run_export, update_report
+from reds_tf.quant import numerics, slicer
+from reds_tf.quant.tflm import run_tflm
+from reds_tf.sim import load_runtime
+
+TINY = Path(__file__).parent / "data" / "tiny"
+MANIFEST_KEYS = {
+    "name", "input_shape", "num_classes", "input_scale", "input_zero_point", "output_scale",
+    "output_zero_point", "weight_bytes", "arena_bytes", "submodels",
+}  # fmt: skip
+SUBMODEL_KEYS = {"index", "budget", "widths", "macs", "tflite", "float_accuracy", "int8_accuracy"}
+
+
+def _manifest(run: Path) -> dict:
+    return json.loads((run / "export" / "manifest.json").read_text())
+
+
+def test_export_writes_every_artifact(exported_run):
+    export = exported_run / "export"
+    sub = json.loads((exported_run / "submodels.json").read_text())
+    m = _manifest(exported_run)
+    assert MANIFEST_KEYS <= set(m)
+    assert len(m["submodels"]) == len(sub["submodels"])
+    for k, (e, s) in enumerate(zip(m["submodels"], sub["submodels"], strict=True)):
+        assert SUBMODEL_KEYS <= set(e)
+        assert e["tflite"] == f"submodel_{k}.tflite" and (export / e["tflite"]).is_file()
+        assert e["widths"] == s["widths"] and e["macs"] == s["macs"]
+    assert (export / "model.tflite").is_file()
+    names = {p.name for p in (export / "src").iterdir()}
+    assert {"reds_model.h", "reds_model.cpp", "reds_weights.cpp", "reds_kernels.cpp"} <= names
+    header = (export / "src" / "reds_model.h").read_text()
+    assert f"#define REDS_NUM_SUBMODELS {len(sub['submodels'])}" in header
+    assert not [p for p in exported_run.iterdir() if p.name.startswith(".export")]
+
+
+def test_every_submodel_bit_exact_with_tflm(exported_run):
+    """1000 test images + 1000 random int8 vectors per submodel."""
+    m = _manifest(exported_run)
+    data = load_dataset("fashion_mnist")
+    images = numerics.quantize(data.x_test[:1000], m["input_scale"], m["input_zero_point"])
+    noise = np.random.default_rng(0).integers(-128, 128, (1000, *m["input_shape"]), np.int8)
+    x = np.concatenate([images, noise])
+    rt = load_runtime(exported_run)
+    for e in m["submodels"]:
+        want = run_tflm(exported_run / "export" / e["tflite"], x).outputs
+        got = rt.predict(x, e["index"])
+        assert got.shape == (2000, m["num_classes"])
+        np.testing.assert_array_equal(got, want)
+
+
+def _tflite_weight_bytes(path: Path) -> int:
+    model = slicer.read_model(path.read_bytes())
+    sg = model.subgraphs[0]
+    total = 0
+    for fc in slicer.fully_connected_ops(model):
+        total += slicer.tensor_data(model, sg.tensors[fc.weights]).nbytes
+        if fc.bias >= 0:
+            total += slicer.tensor_data(model, sg.tensors[fc.bias]).nbytes
+    return total
+
+
+def test_weights_stored_once(exported_run):
+    export = exported_run / "export"
+    m = _manifest(exported_run)
+    full = _tflite_weight_bytes(export / "model.tflite")
+    src = (export / "src" / "reds_weights.cpp").read_text()
+    sizes = {"int8_t": 1, "int32_t": 4}
+    in_sources = sum(
+        sizes[t] * int(n)
+        for t, n in re.findall(r"const (int8_t|int32_t) reds_\w+_(?:weights|bias)\[(\d+)\]", src)
+    )
+    assert in_sources == full == m["weight_bytes"]
+    # ... while separate per-submodel copies would need far more.
+    copies = sum(_tflite_weight_bytes(export / e["tflite"]) for e in m["submodels"])
+    assert copies > 1.5 * full
+
+
+def test_int8_accuracy_close_to_float_and_in_report(exported_run):
+    m = _manifest(exported_run)
+    for e in m["submodels"]:
+        # Briefly trained test model: allow 2 points (BENCHMARKS.md has the real run).
+        assert abs(e["int8_accuracy"] - e["float_accuracy"]) < 0.02
+        assert e["int8_accuracy"] > 0.5
+    report = (exported_run / "report.md").read_text()
+    assert report.count(REPORT_BEGIN) == 1
+    assert f"{100 * m['submodels'][-1]['int8_accuracy']:.2f}" in report
+
+
+def test_report_section_is_replaced_not_duplicated(tmp_path):
+    (tmp_path / "report.md").write_text("# run\n\ntext\n")
+    update_report(tmp_path, f"{REPORT_BEGIN}\nold\n<!-- reds export: end -->\n")
+    update_report(tmp_path, f"{REPORT_BEGIN}\nnew\n<!-- reds export: end -->\n")
+    text = (tmp_path / "report.md").read_text()
+    assert text.startswith("# run\n\ntext\n") and "new" in text and "old" not in text
+    assert text.count(REPORT_BEGIN) == 1
+
+
+@pytest.fixture()
+def run_copy(trained_run, tmp_path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(trained_run, out)
+    return out
+
+
+def _no_partial_export(run: Path) -> None:
+    assert not (run / "export").exists()
+    assert not [p for p in run.iterdir() if p.name.startswith(".export")]
+
+
+def test_missing_or_corrupt_run_dir(run_copy, tmp_path):
+    with pytest.raises(RunDirError, match="does not exist"):
+        run_export(tmp_path / "nope")
+    (run_copy / "submodels.json").write_text("{ not json")
+    with pytest.raises(RunDirError, match="submodels.json is corrupt"):
+        run_export(run_copy)
+    _no_partial_export(run_copy)
+
+
+def test_corrupt_model_file(run_copy):
+    (run_copy / "model.keras").write_bytes(b"garbage")
+    with pytest.raises(RunDirError, match="model.keras"):
+        run_export(run_copy)
+    _no_partial_export(run_copy)
+
+
+def test_unsupported_op_leaves_no_export(run_copy, monkeypatch):
+    softmax = (TINY / "softmax.tflite").read_bytes()
+    monkeypatch.setattr("reds_tf.quant.convert.convert_int8", lambda *a, **k: softmax)
+    with pytest.raises(RedsError, match="SOFTMAX"):
+        run_export(run_copy, limit=10, log=lambda _m: None)
+    _no_partial_export(run_copy)
+
+
+def test_failure_midway_keeps_previous_export(exported_run, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    before = (run / "export" / "manifest.json").read_text()
+
+    def boom(*_a, **_k):
+        raise RedsError("TFLite Micro failed on the model (simulated)")
+
+    monkeypatch.setattr("reds_tf.quant.tflm.run_tflm", boom)
+    with pytest.raises(RedsError, match="simulated"):
+        run_export(run, limit=10, log=lambda _m: None)
+    assert (run / "export" / "manifest.json").read_text() == before
+    assert not [p for p in run.iterdir() if p.name.startswith(".export")]
