@@ -18,8 +18,9 @@ static const int8_t *reds_fc_ref_strip(const int8_t *w, int32_t r0, int32_t r1, 
         int32_t sums[4] = {0, 0, 0, 0};
         int32_t c = c0;
         if (rows == 4) {
-            /* Full 4x4 tiles: 16 consecutive weight bytes times the 4 inputs of the
-             * chunk, kept in 16 lanes (a shape compilers vectorise), reduced once. */
+#if defined(__SSE2__) || defined(__ARM_NEON) || defined(__wasm_simd128__)
+            /* SIMD hosts (the simulator): 16 lanes, one per weight byte of a 4x4
+             * tile, a shape GCC/Clang vectorise at -O3; reduced once per group. */
             int32_t lane[16] = {0};
             for (; c + 4 <= c1; c += 4) {
                 for (int32_t j = 0; j < 16; ++j) {
@@ -30,6 +31,22 @@ static const int8_t *reds_fc_ref_strip(const int8_t *w, int32_t r0, int32_t r1, 
             for (int32_t r = 0; r < 4; ++r) {
                 sums[r] = lane[4 * r] + lane[4 * r + 1] + lane[4 * r + 2] + lane[4 * r + 3];
             }
+#else
+            /* Scalar cores: 4 register accumulators, each input loaded once per tile. */
+            int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            for (; c + 4 <= c1; c += 4) {
+                const int32_t x0 = x[c], x1 = x[c + 1], x2 = x[c + 2], x3 = x[c + 3];
+                s0 += w[0] * x0 + w[1] * x1 + w[2] * x2 + w[3] * x3;
+                s1 += w[4] * x0 + w[5] * x1 + w[6] * x2 + w[7] * x3;
+                s2 += w[8] * x0 + w[9] * x1 + w[10] * x2 + w[11] * x3;
+                s3 += w[12] * x0 + w[13] * x1 + w[14] * x2 + w[15] * x3;
+                w += 16;
+            }
+            sums[0] = s0;
+            sums[1] = s1;
+            sums[2] = s2;
+            sums[3] = s3;
+#endif
         }
         /* Remaining chunks: a shorter last chunk and/or a shorter last group. */
         for (; c < c1; c += 4) {
