@@ -456,7 +456,14 @@ def _solve_one(
         # PuLP 3.3 announces that the bundled CBC moves to an extra in 4.0; we pin 3.x.
         warnings.simplefilter("ignore", DeprecationWarning)
         solver = pulp.PULP_CBC_CMD(
-            msg=False, timeLimit=time_limit, gapRel=1e-7, gapAbs=0.0, warmStart=True
+            msg=False,
+            timeLimit=time_limit,
+            gapRel=1e-7,
+            gapAbs=0.0,
+            warmStart=True,
+            # CBC's preprocessing finds little here and costs time: measured 1.5-2x
+            # faster on 4-layer instances (same optima), no change on the default model.
+            options=["preprocess off"],
         )
     solver.tmpDir = tmp_dir
     prob.solve(solver)
