@@ -232,9 +232,164 @@ def run_simulate(
     return acc
 
 
+BENCH_BEGIN = "<!-- reds export: host begin -->"
+BENCH_END = "<!-- reds export: host end -->"
+
+
+def benchmark(
+    run_dir: str | os.PathLike, *, samples: int = 200, repeats: int = 10
+) -> dict[str, object]:
+    """Measure an exported run on this machine (see ``main`` below).
+
+    Per submodel: float and int8 accuracy (from the manifest), host time per
+    inference of the generated runtime (ctypes) and of the TFLite Micro
+    interpreter on the same ``.tflite`` (``invoke()`` only), each the best of
+    ``repeats`` passes over the same ``samples`` quantised test images, plus
+    weight bytes stored once against per-submodel copies.
+    """
+    from reds_tf.data import load_dataset
+    from reds_tf.export import load_submodels
+    from reds_tf.quant import numerics, slicer
+    from reds_tf.quant.tflm import run_tflm
+
+    run = Path(run_dir)
+    manifest = load_manifest(run)
+    sub = load_submodels(run)
+    rt = load_runtime(run)
+    data = load_dataset(sub["dataset"])
+    x = numerics.quantize(
+        data.x_test[:samples], manifest["input_scale"], manifest["input_zero_point"]
+    )
+
+    def weight_bytes(path: Path) -> int:
+        model = slicer.read_model(path.read_bytes())
+        sg = model.subgraphs[0]
+        n = 0
+        for fc in slicer.fully_connected_ops(model):
+            n += slicer.tensor_data(model, sg.tensors[fc.weights]).nbytes
+            if fc.bias >= 0:
+                n += slicer.tensor_data(model, sg.tensors[fc.bias]).nbytes
+        return n
+
+    rows = []
+    for e in manifest["submodels"]:
+        k = int(e["index"])
+        tfl = run / "export" / e["tflite"]
+        tflm = run_tflm(tfl, x, repeats=repeats)
+        ours = rt.seconds_per_inference(x, k, repeats=repeats)
+        if not np.array_equal(rt.predict(x, k), tflm.outputs):
+            raise RedsError(f"submodel {k}: generated runtime differs from TFLM")
+        rows.append(
+            {
+                "index": k,
+                "widths": e["widths"],
+                "macs": e["macs"],
+                "float_accuracy": e["float_accuracy"],
+                "int8_accuracy": e["int8_accuracy"],
+                "runtime_us": ours * 1e6,
+                "tflm_us": tflm.seconds_per_invoke * 1e6,
+                "speedup": tflm.seconds_per_invoke / ours,
+                "tflite_weight_bytes": weight_bytes(tfl),
+            }
+        )
+    return {
+        "name": manifest["name"],
+        "eval_samples": manifest.get("eval_samples"),
+        "qat": manifest.get("qat", False),
+        "weight_bytes": manifest["weight_bytes"],
+        "full_model_weight_bytes": weight_bytes(run / "export" / "model.tflite"),
+        "arena_bytes": manifest["arena_bytes"],
+        "samples": samples,
+        "repeats": repeats,
+        "submodels": rows,
+    }
+
+
+def benchmark_markdown(b: dict, command: str) -> str:
+    """The BENCHMARKS.md section for :func:`benchmark`'s result."""
+    import platform
+
+    rows = b["submodels"]
+    copies = sum(r["tflite_weight_bytes"] for r in rows)
+    lines = [
+        BENCH_BEGIN,
+        f"## int8 export and host runtime: `{b['name']}` (`{command}`)",
+        "",
+        f"Accuracy on {b['eval_samples']} test images: float = the exported float weights, int8 = "
+        f"TFLite Micro on `submodel_<k>.tflite`{' (after QAT)' if b['qat'] else ''}; the generated "
+        "runtime is bit-identical to TFLite Micro (checked again while timing). Host time: "
+        f"best of {b['repeats']} passes over {b['samples']} test images, per inference, same "
+        f"machine, same run ({platform.machine()}, `g++ {' '.join(CXX_FLAGS[:2])}`, "
+        "ctypes call included; TFLite Micro: `invoke()` only).",
+        "",
+        "| k | MACs | float acc. | int8 acc. | int8 - float | runtime us | TFLM us | speed-up |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        d = 100 * (r["int8_accuracy"] - r["float_accuracy"])
+        lines.append(
+            f"| {r['index']} | {r['macs']:,} | {100 * r['float_accuracy']:.2f} | "
+            f"{100 * r['int8_accuracy']:.2f} | {d:+.2f} | {r['runtime_us']:.1f} | "
+            f"{r['tflm_us']:.1f} | {r['speedup']:.1f}x |"
+        )
+    worst_drop = max(100 * (r["float_accuracy"] - r["int8_accuracy"]) for r in rows)
+    min_speed = min(r["speedup"] for r in rows)
+    same = b["weight_bytes"] == b["full_model_weight_bytes"]
+    lines += [
+        "",
+        f"- int8 vs float: largest drop {max(worst_drop, 0.0):.2f} points (goal <= 0.5: "
+        f"{'met' if worst_drop <= 0.5 else 'NOT met'}).",
+        f"- Weight + bias bytes in the generated sources for all {len(rows)} submodels: "
+        f"{b['weight_bytes']:,}; full model alone (`model.tflite`): "
+        f"{b['full_model_weight_bytes']:,} (goal equal: {'met' if same else 'NOT met'}); "
+        f"separate per-submodel copies would take {copies:,}.",
+        f"- Host speed-up over TFLite Micro: at least {min_speed:.1f}x "
+        f"(goal >= 2x on every submodel: {'met' if min_speed >= 2 else 'NOT met'}). "
+        f"Arena {b['arena_bytes']:,} bytes.",
+        BENCH_END,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m reds_tf.sim RUN_DIR [--markdown BENCHMARKS.md]``: host benchmark."""
+    import argparse
+    import re
+    import sys
+
+    from reds_tf.fsutil import write_text_atomic
+
+    p = argparse.ArgumentParser(prog="python -m reds_tf.sim", description=main.__doc__)
+    p.add_argument("run_dir")
+    p.add_argument("--markdown", help="replace/append the section in this file")
+    p.add_argument("--samples", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=10)
+    args = p.parse_args(argv)
+    try:
+        b = benchmark(args.run_dir, samples=args.samples, repeats=args.repeats)
+    except RedsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cmd = f"python -m reds_tf.sim {args.run_dir}"
+    text = benchmark_markdown(b, cmd)
+    print(text)
+    if args.markdown:
+        path = Path(args.markdown)
+        old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+        pat = re.compile(re.escape(BENCH_BEGIN) + r".*?" + re.escape(BENCH_END) + r"\n?", re.S)
+        new = pat.sub(lambda _m: text, old) if pat.search(old) else old.rstrip("\n") + "\n\n" + text
+        write_text_atomic(path, new)
+    return 0
+
+
 def _npy_bytes(a: np.ndarray) -> bytes:
     import io
 
     bio = io.BytesIO()
     np.save(bio, a, allow_pickle=False)
     return bio.getvalue()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
