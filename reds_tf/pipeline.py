@@ -237,10 +237,12 @@ def _diff(old: Any, new: Any, path: str = "") -> list[tuple[str, str]]:
 
 def _base_or_fresh_model(ctx: _Ctx):
     from reds_tf.models import build_model, load_base_model
+    from reds_tf.train import set_seed
 
     d = ctx.data
     if ctx.base_model is not None:
         return load_base_model(ctx.base_model, d.input_shape, d.num_classes)
+    set_seed(ctx.cfg.seed)  # the initial weights must not depend on earlier RNG use
     return build_model(ctx.cfg.model, d.input_shape, d.num_classes)
 
 
