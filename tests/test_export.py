@@ -158,3 +158,18 @@ def test_failure_midway_keeps_previous_export(exported_run, tmp_path, monkeypatc
         run_export(run, limit=10, log=lambda _m: None)
     assert (run / "export" / "manifest.json").read_text() == before
     assert not [p for p in run.iterdir() if p.name.startswith(".export")]
+
+
+def test_qat_export_is_bit_exact_too(run_copy):
+    """--qat: quantisation-aware fine-tuning, then the same export contract."""
+    run_export(run_copy, qat=True, qat_epochs=1, limit=500, log=lambda _m: None)
+    m = _manifest(run_copy)
+    assert m["qat"] is True and m["eval_samples"] == 500
+    rt = load_runtime(run_copy)
+    x = np.random.default_rng(3).integers(-128, 128, (1000, *m["input_shape"]), np.int8)
+    for e in (m["submodels"][0], m["submodels"][-1]):
+        want = run_tflm(run_copy / "export" / e["tflite"], x).outputs
+        np.testing.assert_array_equal(rt.predict(x, e["index"]), want)
+        assert e["int8_accuracy"] > 0.5
+    with pytest.raises(RedsError, match="qat-epochs"):
+        run_export(run_copy, qat=True, qat_epochs=0)
