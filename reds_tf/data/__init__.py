@@ -54,11 +54,13 @@ class Dataset:
         )
 
 
-_REGISTRY: dict[str, Callable[[], Dataset]] = {}
+_REGISTRY: dict[str, Callable[..., Dataset]] = {}
 
 
-def register(name: str) -> Callable[[Callable[[], Dataset]], Callable[[], Dataset]]:
-    def deco(fn: Callable[[], Dataset]) -> Callable[[], Dataset]:
+def register(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    """Register a loader; it may take keyword options (all with defaults)."""
+
+    def deco(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
         _REGISTRY[name] = fn
         return fn
 
@@ -70,14 +72,34 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_dataset(name: str) -> Dataset:
-    """Load a registered data set by name; unknown names list the known ones."""
+def load_dataset(name: str, **options: object) -> Dataset:
+    """Load a registered data set by name; unknown names list the known ones.
+
+    ``options`` go to the loader as keyword arguments (e.g. ``augment=2`` for
+    the keyword-spotting sets); a loader that does not take one raises DataError.
+    """
     _load_builtin()
     if name not in _REGISTRY:
         raise DataError(f"unknown dataset '{name}'; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]()
+    if not options:
+        return _REGISTRY[name]()
+    import inspect
+
+    params = inspect.signature(_REGISTRY[name]).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in options if k not in params and not takes_any]
+    if unknown:
+        known = ", ".join(params) or "none"
+        raise DataError(f"dataset '{name}' has no option(s) {', '.join(unknown)}; known: {known}")
+    return _REGISTRY[name](**options)
 
 
 def _load_builtin() -> None:
     # Importing registers the loaders; kept lazy so `import reds_tf.data` stays cheap.
-    from reds_tf.data import fashion_mnist  # noqa: F401
+    from reds_tf.data import (  # noqa: F401
+        cifar10,
+        fashion_mnist,
+        speech_commands,
+        synthetic_keywords,
+        vww,
+    )
