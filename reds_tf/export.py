@@ -159,6 +159,8 @@ def run_export(
         raise RunDirError(f"run directory {run} does not exist; run `reds train` first")
     if limit is not None and limit <= 0:
         raise RedsError(f"--limit must be positive, got {limit}")
+    if qat and qat_epochs < 1:
+        raise RedsError(f"--qat-epochs must be at least 1, got {qat_epochs}")
     sub = load_submodels(run)
     model = load_model(run)
     chain = dense_chain(model, sub)

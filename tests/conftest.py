@@ -4,6 +4,8 @@
 (1 base epoch, 1 fine-tune epoch, 3000 training samples, seed 0) into a temp
 run directory, once per session. Later stages' tests build on it so that
 ``make test`` trains only once.
+
+``exported_run``: a copy of ``trained_run`` after ``reds export``.
 """
 
 from __future__ import annotations
