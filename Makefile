@@ -8,8 +8,10 @@ CONFIG ?= configs/fmnist_dnn.yaml
 RUN    ?= runs/fmnist_dnn
 BOARD  ?= nano33ble
 PORT   ?=
-# Debian packages: Fashion-MNIST, the Arm toolchain and QEMU (firmware, tests, bench).
-APT_PACKAGES := dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+# Debian packages: Fashion-MNIST, the Arm toolchain and QEMU (firmware, tests, bench),
+# espeak-ng + sox (the offline synthetic_keywords data set).
+APT_PACKAGES := dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm \
+                espeak-ng sox
 
 .PHONY: setup apt venv train export test lint bench flash monitor clean
 
