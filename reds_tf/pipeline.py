@@ -491,7 +491,7 @@ def _stage_evaluate(ctx: _Ctx) -> str:
 
 def _stage_scratch(ctx: _Ctx) -> str:
     from reds_tf.models import dense_layers, dnn
-    from reds_tf.train import accuracy, fit_classifier
+    from reds_tf.train import accuracy, fit_classifier, set_seed
 
     cfg, d = ctx.cfg, ctx.data
     full = _load_model(ctx, STAGE_FILES["finetune"])
@@ -503,6 +503,7 @@ def _stage_scratch(ctx: _Ctx) -> str:
         hidden = [w[layer.name] for layer in dense_layers(full)[:-1]]
         ctx.log(f"scratch twin {k} (budget {ks['budgets'][k]:g}): hidden widths {hidden}")
         t0 = time.perf_counter()
+        set_seed(cfg.seed)  # same initial RNG state as the base model, also after a resume
         model = dnn(d.input_shape, hidden, d.num_classes, dropout=cfg.model.dropout)
         fit_classifier(
             model,
