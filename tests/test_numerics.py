@@ -126,3 +126,29 @@ def test_reference_matches_tflm_per_layer(k):
         np.testing.assert_array_equal(h, want)
     # Not vacuous: the outputs vary and the ReLU clamp is active somewhere.
     assert len(np.unique(res.outputs)) > 20
+
+
+def test_reference_matches_tflm_per_layer_on_trained_run(exported_run):
+    """The same per-layer check on every submodel of the (briefly) trained default run:
+    1000 test images and 500 random int8 vectors."""
+    from reds_tf.data import load_dataset
+
+    manifest = json.loads((exported_run / "export" / "manifest.json").read_text())
+    data = load_dataset("fashion_mnist")
+    x = np.concatenate(
+        [
+            numerics.quantize(
+                data.x_test[:1000], manifest["input_scale"], manifest["input_zero_point"]
+            ),
+            np.random.default_rng(4).integers(-128, 128, (500, 28, 28, 1), dtype=np.int8),
+        ]
+    )
+    for e in manifest["submodels"]:
+        buf = (exported_run / "export" / e["tflite"]).read_bytes()
+        layers = _layer_quants(slicer.read_model(buf))
+        res = run_tflm(buf, x, tensors=[fc.output for fc, _ in layers[:-1]])
+        h = x.reshape(len(x), -1)
+        for fc, q in layers:
+            h = numerics.fc_int8(q, h)
+            want = res.tensors.get(fc.output, res.outputs)
+            np.testing.assert_array_equal(h, want.reshape(h.shape))
