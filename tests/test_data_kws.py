@@ -165,3 +165,30 @@ def test_incomplete_folder_and_missing_tools(tmp_path: Path, monkeypatch) -> Non
     with pytest.raises(DataError, match="apt-get install espeak-ng sox"):
         sk.generate(sk.SynthSpec(speakers=(("en-us", "m1"),)), root=tmp_path / "gen")
     assert not (tmp_path / "gen").exists()
+
+
+def test_speech_commands_from_data_dir_and_archive(
+    tiny_synth: tuple, tmp_path: Path, monkeypatch
+) -> None:
+    """The real loader's search order on a Speech-Commands-layout folder: the folder
+    under $REDS_DATA_DIR, then the .tar.gz there (extracted once into the cache)."""
+    import tarfile
+
+    root, _, _ = tiny_synth
+    monkeypatch.setenv("REDS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("REDS_DATA_DIR", str(root))
+    ds = load_dataset("speech_commands", augment=0)
+    assert ds.source.startswith(str(root)) and ds.x_test.shape[1:] == (49, 10, 1)
+
+    archive_dir = tmp_path / "dl"
+    archive_dir.mkdir()
+    with tarfile.open(archive_dir / sc.ARCHIVE, "w:gz") as tar:
+        for p in sorted(root.iterdir()):
+            if p.is_dir():
+                tar.add(p, arcname=p.name)
+    monkeypatch.setenv("REDS_DATA_DIR", str(archive_dir))
+    from_archive = load_dataset("speech_commands", augment=0)
+    extracted = tmp_path / "cache" / sc.FOLDER
+    assert sc.looks_like_root(extracted) and from_archive.source.startswith(str(extracted))
+    np.testing.assert_array_equal(from_archive.y_test, ds.y_test)
+    np.testing.assert_allclose(from_archive.x_test, ds.x_test, atol=1e-6)
