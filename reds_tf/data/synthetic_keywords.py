@@ -20,8 +20,9 @@ read it:
 - each speaker says each of the ten keywords ``repeats`` times and
   ``unknown_per_speaker`` other words (the data set's auxiliary words), each at
   a random speed (120-220 words/min) and pitch (20-80);
-- every clip: resampled to 16 kHz by sox, silence trimmed, placed at a random
-  offset in a 1 s clip, peak gain 0.25-0.9, mixed with a stretch of generated
+- every clip: resampled to 16 kHz by sox, silence trimmed, its energy centre
+  put at 0.5 s +- 100 ms of a 1 s clip (as Speech Commands clips are cut around
+  the loudest part), peak gain 0.25-0.9, mixed with a stretch of generated
   background noise at 15-40 dB SNR;
 - ``_background_noise_/``: six generated 30 s noises (white, pink, brown, mains
   hum, fan-like, babble of synthetic voices) for the loader's augmentation and
@@ -60,7 +61,7 @@ UNKNOWN_WORDS = (
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
 )  # fmt: skip
 RATE = 16000
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # part of the cache key: bump when the recipe changes
 HOW_TO_INSTALL = (
     "synthetic_keywords needs Debian's espeak-ng and sox: sudo apt-get install espeak-ng sox"
 )
@@ -241,14 +242,20 @@ def make_noises(
 def _place(
     speech: np.ndarray, rng: np.random.Generator, noise: list[np.ndarray]
 ) -> tuple[np.ndarray, bool]:
-    """Trim silence, put at a random offset of a 1 s clip, set gain, add noise."""
+    """Trim silence, centre in a 1 s clip (+-100 ms jitter), set gain, add noise.
+
+    Speech Commands clips are 1 s cut around the loudest part of a recording;
+    centring the word's energy mimics that."""
     loud = np.flatnonzero(np.abs(speech) > 0.02 * max(float(np.abs(speech).max()), 1e-6))
     if len(loud):
         speech = speech[max(0, loud[0] - 160) : loud[-1] + 160]
     truncated = len(speech) > RATE
     speech = speech[:RATE]
     clip = np.zeros(RATE, np.float32)
-    off = int(rng.integers(0, RATE - len(speech) + 1))
+    energy = speech.astype(np.float64) ** 2
+    centre = float(np.sum(np.arange(len(speech)) * energy) / max(float(energy.sum()), 1e-12))
+    target = RATE / 2 + rng.uniform(-0.1, 0.1) * RATE
+    off = int(np.clip(round(target - centre), 0, RATE - len(speech)))
     clip[off : off + len(speech)] = _normalise_peak(speech, rng.uniform(0.25, 0.9))
     src = noise[int(rng.integers(len(noise)))]
     start = int(rng.integers(0, len(src) - RATE + 1))
