@@ -338,6 +338,7 @@ def benchmark(
         )
     return {
         "name": manifest["name"],
+        "run_dir": str(run_dir),
         "eval_samples": manifest.get("eval_samples"),
         "qat": manifest.get("qat", False),
         "weight_bytes": manifest["weight_bytes"],
@@ -359,6 +360,7 @@ def benchmark_markdown(b: dict, command: str) -> str:
         BENCH_BEGIN,
         f"## int8 export and host runtime: `{b['name']}` (`{command}`)",
         "",
+        f"Commands: `reds export {b['run_dir']}`, then `{command} --markdown BENCHMARKS.md`. "
         f"Accuracy on {b['eval_samples']} test images: float = the exported float weights, int8 = "
         f"TFLite Micro on `submodel_<k>.tflite`{' (after QAT)' if b['qat'] else ''}; the generated "
         "runtime is bit-identical to TFLite Micro (checked again while timing). Host time: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,28 @@ def test_load_runtime_reads_constants(exported_run):
     assert rt.input_zero_point == manifest["input_zero_point"]
     assert rt.input_scale == pytest.approx(manifest["input_scale"], rel=1e-7)
     assert rt.num_submodels == len(manifest["submodels"])
+
+
+def test_host_benchmark_reports_every_goal(exported_run, tmp_path):
+    from reds_tf.sim import benchmark, benchmark_markdown
+    from reds_tf.sim import main as bench_main
+
+    b = benchmark(exported_run, samples=20, repeats=1, rounds=1)
+    assert b["weight_bytes"] == b["full_model_weight_bytes"]
+    assert len(b["submodels"]) == len(
+        json.loads((exported_run / "submodels.json").read_text())["submodels"]
+    )
+    for r in b["submodels"]:
+        assert r["runtime_us"] > 0 and r["tflm_us"] > 0 and r["generic_us"] > 0
+        assert r["tflite_weight_bytes"] <= b["full_model_weight_bytes"]
+    text = benchmark_markdown(b, "cmd")
+    rows = [ln for ln in text.splitlines() if re.match(r"\| \d+ \|", ln)]
+    assert len(rows) == len(b["submodels"])
+    md = tmp_path / "B.md"
+    md.write_text("# Benchmarks\n\nother section\n")
+    args = [str(exported_run), "--samples", "10", "--repeats", "1", "--rounds", "1"]
+    assert bench_main([*args, "--markdown", str(md)]) == 0
+    assert bench_main([*args, "--markdown", str(md)]) == 0  # replaced, not appended twice
+    out = md.read_text()
+    assert out.startswith("# Benchmarks\n\nother section\n")
+    assert out.count("reds export: host begin") == 1
