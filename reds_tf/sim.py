@@ -388,7 +388,8 @@ def benchmark_markdown(b: dict, command: str) -> str:
     lines += [
         "",
         f"- int8 vs float: largest drop {max(worst_drop, 0.0):.2f} points (goal <= 0.5: "
-        f"{'met' if worst_drop <= 0.5 else 'NOT met'}).",
+        f"{'met' if worst_drop <= 0.5 else 'NOT met'}). Activation ranges are calibrated on "
+        "the full model only (500 training images) and shared by every submodel.",
         f"- Weight + bias bytes in the generated sources for all {len(rows)} submodels: "
         f"{b['weight_bytes']:,}; full model alone (`model.tflite`): "
         f"{b['full_model_weight_bytes']:,} (goal equal: {'met' if same else 'NOT met'}); "

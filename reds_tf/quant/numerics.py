@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reds_tf.errors import RedsError
+
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 
@@ -35,7 +37,7 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     if shift < -31:  # too small to represent: TFLite flushes to zero
         return 0, 0
     if shift > 30:
-        raise ValueError(f"requantisation scale {real} too large for int8 kernels")
+        raise RedsError(f"requantisation scale {real} is too large for the int8 kernels")
     return q_fixed, shift
 
 
