@@ -39,7 +39,7 @@ import shutil
 import subprocess
 import time
 import wave
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from hashlib import sha1
@@ -282,7 +282,9 @@ def _jobs(spec: SynthSpec, speakers: list[tuple[str, str]]) -> list[tuple[str, s
     return jobs
 
 
-def generate(spec: SynthSpec = SynthSpec(), root: Path | None = None) -> Path:
+def generate(
+    spec: SynthSpec = SynthSpec(), root: Path | None = None, log: Callable[[str], None] = print
+) -> Path:
     """Generate (once) and return the data folder for ``spec`` (module doc)."""
     version = check_tools()
     speakers = choose_speakers(spec)
@@ -295,6 +297,10 @@ def generate(spec: SynthSpec = SynthSpec(), root: Path | None = None) -> Path:
     dest = (root or cache_root() / "synthetic_keywords") / key
     if (dest / "generation.json").is_file():
         return dest
+    n_clips = len(speakers) * (
+        10 * spec.repeats + min(spec.unknown_per_speaker, len(UNKNOWN_WORDS))
+    )
+    log(f"data: generating synthetic_keywords once: {n_clips} clips with espeak-ng into {dest}")
     t0 = time.perf_counter()
     rng = np.random.default_rng([spec.seed, 3])
     with atomic_dir(dest) as tmp:
