@@ -26,6 +26,8 @@ SOURCES = {
     "reds_kernels.cpp": "reds_kernels.cpp.j2",
 }
 DSP_SOURCE = ("reds_kernels_dsp.cpp", "reds_kernels_dsp.cpp.j2")
+# Layer kinds reds_model.cpp.j2 knows how to invoke.
+RENDERABLE_KINDS = {"fully_connected", "reshape"}
 
 
 def carray(values: np.ndarray, per_line: int = 16) -> str:
@@ -60,6 +62,9 @@ def render_sources(
     plan: ModelPlan, templates_dir: str | os.PathLike | None = None
 ) -> dict[str, str]:
     """File name -> rendered text for every runtime source."""
+    unknown = {ly.kind for ly in plan.layers} - RENDERABLE_KINDS
+    if unknown:  # a new plan kind needs its template branch first
+        raise ValueError(f"no template support for layer kind(s) {sorted(unknown)}")
     env = environment(templates_dir)
     root = Path(templates_dir or TEMPLATES_DIR)
     files = dict(SOURCES)
