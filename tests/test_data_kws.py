@@ -32,6 +32,12 @@ def test_split_is_deterministic_and_groups_speakers() -> None:
     assert abs(frac["validation"] - 0.1) < 0.015 and abs(frac["testing"] - 0.1) < 0.015, frac
 
 
+def test_split_agrees_with_the_archives_lists() -> None:
+    # The first entries of the archive's validation_list.txt and testing_list.txt.
+    assert sc.which_set("right/a69b9b3e_nohash_0.wav") == "validation"
+    assert sc.which_set("right/bb05582b_nohash_3.wav") == "testing"
+
+
 def pick_speakers() -> tuple[tuple[str, str], ...]:
     """3 training, 1 testing and 1 validation voice+variant speaker (by the hash rule)."""
     want = {"training": 3, "testing": 1, "validation": 1}
