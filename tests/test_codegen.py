@@ -161,6 +161,14 @@ def test_inconsistent_submodels_json():
     bad["submodels"][1]["widths"]["fc1"] = 4  # shrinks from submodel 0 to 1
     with pytest.raises(RedsError, match="shrink"):
         P.build_plan(buf, bad)
+    bad = json.loads(json.dumps(sub))
+    bad["submodels"][0]["widths"]["fc2"] = 0
+    with pytest.raises(RedsError, match="at least 1 unit"):
+        P.build_plan(buf, bad)
+    bad = json.loads(json.dumps(sub))
+    bad["submodels"][2]["widths"]["fc1"] = 11  # the last submodel must be the full model
+    with pytest.raises(RedsError, match="full model"):
+        P.build_plan(buf, bad)
 
 
 def test_compiles_warning_free_with_host_gxx(tmp_path):

@@ -274,6 +274,8 @@ def build_plan(full_tflite: bytes, submodels: dict[str, Any]) -> ModelPlan:
                 out_w = [int(s["widths"][lname]) for s in subs]
             except KeyError as e:
                 raise RunDirError(f"submodels.json: a submodel has no width for {e}") from e
+            if min(out_w) < 1:
+                raise RunDirError(f"layer {lname}: every submodel needs at least 1 unit: {out_w}")
             if out_w[-1] != w.shape[0]:
                 raise RunDirError(
                     f"layer {lname}: the last submodel must be the full model "
