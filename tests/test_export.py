@@ -173,3 +173,17 @@ def test_qat_export_is_bit_exact_too(run_copy):
         assert e["int8_accuracy"] > 0.5
     with pytest.raises(RedsError, match="qat-epochs"):
         run_export(run_copy, qat=True, qat_epochs=0)
+
+
+def test_cli_export_errors_exit_2(tmp_path, capsys):
+    from reds_tf.cli import main as cli_main
+
+    assert cli_main(["export", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+    (tmp_path / "run").mkdir()
+    assert cli_main(["export", str(tmp_path / "run")]) == 2
+    assert "submodels.json is missing" in capsys.readouterr().err
+    assert cli_main(["export", str(tmp_path / "run"), "--limit", "0"]) == 2
+    assert "--limit" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "export").exists()
