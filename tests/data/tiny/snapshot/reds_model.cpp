@@ -16,6 +16,7 @@ static const uint16_t reds_fc2_in_width[REDS_NUM_SUBMODELS] = {5, 9, 12};
 static const uint16_t reds_fc2_out_width[REDS_NUM_SUBMODELS] = {3, 7, 10};
 static const uint16_t reds_logits_in_width[REDS_NUM_SUBMODELS] = {3, 7, 10};
 static const uint16_t reds_logits_out_width[REDS_NUM_SUBMODELS] = {5, 5, 5};
+
 /* The layer table: fully connected layers in execution order. */
 static const reds_fc_layer reds_fc_layers[3] = {
     /* fc1: activation relu */

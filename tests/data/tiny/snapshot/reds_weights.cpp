@@ -12,6 +12,7 @@
 #else
 #define REDS_ALIGN4
 #endif
+
 /* fc1: widths per submodel: in 25, 25, 25; out 5, 9, 12 */
 const int8_t reds_fc1_weights[300] REDS_ALIGN4 = {
     0, 7, 11, -2, 15, -45, -9, 43, -14, -1, -127, -29, -56, 43, -34, -7,
