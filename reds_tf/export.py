@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,34 @@ def float_logits(chain, widths: dict[str, int], x: np.ndarray) -> np.ndarray:
 
 def _fc_widths(sub: dict[str, Any], k: int) -> list[int]:
     return [int(sub["submodels"][k]["widths"][ly["name"]]) for ly in sub["layers"]]
+
+
+def _check_runtime(
+    src: Path,
+    input_shape: list[int],
+    xq: np.ndarray,
+    tflm_outputs: list[np.ndarray],
+    log: Callable[[str], None],
+) -> str:
+    """Compile the rendered runtime on the host and require its outputs to equal
+    TFLM's on every evaluation input of every submodel. Without a C++ compiler
+    the check is skipped (and says so); a mismatch is a bug and fails the export."""
+    from reds_tf.sim import Runtime
+
+    if shutil.which(os.environ.get("CXX") or "g++") is None:
+        log("export: no host C++ compiler; skipped the runtime-vs-TFLM check")
+        return "skipped: no host C++ compiler"
+    rt = Runtime(src, tuple(input_shape))
+    for k, want in enumerate(tflm_outputs):
+        got = rt.predict(xq, k)
+        if not np.array_equal(got, want):
+            bad = int(np.count_nonzero(np.any(got != want, axis=1)))
+            raise RedsError(
+                f"generated runtime differs from TFLite Micro on {bad} of {len(xq)} inputs of "
+                f"submodel {k}; this is a bug in reds_tf, please report it"
+            )
+    log(f"export: generated runtime == TFLite Micro on {len(xq)} inputs x {len(tflm_outputs)}")
+    return f"bit-exact with TFLite Micro on {len(xq)} test inputs per submodel"
 
 
 def _report_section(manifest: dict[str, Any], n_test: int, qat: bool) -> str:
@@ -189,11 +218,13 @@ def run_export(
     with atomic_dir(export) as tmp:
         (tmp / "model.tflite").write_bytes(full)
         entries = []
+        tflm_outputs = []
         for k, s in enumerate(sub["submodels"]):
             name = f"submodel_{k}.tflite"
             buf = slice_model(full, _fc_widths(sub, k))
             (tmp / name).write_bytes(buf)
             res = run_tflm(buf, xq)
+            tflm_outputs.append(res.outputs)
             int8_acc = float(np.mean(np.argmax(res.outputs, axis=1) == y_test))
             float_acc = float(
                 np.mean(np.argmax(float_logits(chain, s["widths"], x_test), axis=1) == y_test)
@@ -214,6 +245,7 @@ def run_export(
         src.mkdir()
         for fname, text in render_sources(plan).items():
             (src / fname).write_text(text)
+        check = _check_runtime(src, plan.input_shape, xq, tflm_outputs, log)
         manifest = {
             "name": plan.name,
             "input_shape": plan.input_shape,
@@ -227,6 +259,7 @@ def run_export(
             "num_submodels": K,
             "qat": qat,
             "eval_samples": n_test,
+            "runtime_check": check,
             "submodels": entries,
         }
         write_json_atomic(tmp / "manifest.json", manifest)

@@ -45,6 +45,7 @@ def test_export_writes_every_artifact(exported_run):
     header = (export / "src" / "reds_model.h").read_text()
     assert f"#define REDS_NUM_SUBMODELS {len(sub['submodels'])}" in header
     assert not [p for p in exported_run.iterdir() if p.name.startswith(".export")]
+    assert m["runtime_check"].startswith("bit-exact with TFLite Micro on 2000")
 
 
 def test_every_submodel_bit_exact_with_tflm(exported_run):
@@ -187,3 +188,21 @@ def test_cli_export_errors_exit_2(tmp_path, capsys):
     assert cli_main(["export", str(tmp_path / "run"), "--limit", "0"]) == 2
     assert "--limit" in capsys.readouterr().err
     assert not (tmp_path / "run" / "export").exists()
+
+
+def test_runtime_mismatch_fails_the_export(run_copy, monkeypatch):
+    """The export compiles the runtime and compares it with TFLM; a difference
+    (simulated here) aborts the export before anything is written."""
+    from reds_tf.sim import Runtime
+
+    real = Runtime.predict
+
+    def off_by_one(self, x, k=None):
+        y = real(self, x, k)
+        y[0, 0] = np.int8(y[0, 0] ^ 1)
+        return y
+
+    monkeypatch.setattr(Runtime, "predict", off_by_one)
+    with pytest.raises(RedsError, match="differs from TFLite Micro"):
+        run_export(run_copy, limit=20, log=lambda _m: None)
+    _no_partial_export(run_copy)
