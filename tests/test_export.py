@@ -206,3 +206,26 @@ def test_runtime_mismatch_fails_the_export(run_copy, monkeypatch):
     with pytest.raises(RedsError, match="differs from TFLite Micro"):
         run_export(run_copy, limit=20, log=lambda _m: None)
     _no_partial_export(run_copy)
+
+
+@pytest.mark.parametrize(
+    "compiler,flags",
+    [
+        ("g++", ["-std=c++11", "-O2"]),
+        (
+            "arm-none-eabi-g++",
+            ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+            + ["-fno-exceptions", "-fno-rtti", "-O2"],
+        ),
+    ],
+)
+def test_exported_sources_compile_without_warnings(exported_run, tmp_path, compiler, flags):
+    import subprocess
+
+    if shutil.which(compiler) is None:
+        pytest.skip(f"{compiler} not installed")
+    for cpp in sorted((exported_run / "export" / "src").glob("*.cpp")):
+        out = tmp_path / (cpp.stem + ".o")
+        cmd = [compiler, *flags, "-Wall", "-Wextra", "-Werror", "-c", str(cpp), "-o", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        assert proc.returncode == 0 and not proc.stderr, proc.stderr
