@@ -203,8 +203,14 @@ def run_export(
 
     to_convert = model
     if qat:
-        log(f"export: quantisation-aware fine-tuning, {qat_epochs} epoch(s)")
-        to_convert = qat_finetune(model, data.x_train, data.y_train, epochs=qat_epochs)
+        log(f"export: quantisation-aware fine-tuning of all submodels, {qat_epochs} epoch(s)")
+        to_convert = qat_finetune(
+            model,
+            data.x_train,
+            data.y_train,
+            epochs=qat_epochs,
+            widths=[s["widths"] for s in sub["submodels"]],
+        )
         chain = dense_chain(_strip_qat(to_convert, model), sub)
     full = convert_int8(to_convert, rep)
     plan = build_plan(full, sub)  # rejects unsupported ops before anything is written

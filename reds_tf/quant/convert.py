@@ -9,7 +9,7 @@ first so that the converter uses the learnt ranges.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -64,24 +64,73 @@ def qat_finetune(
     y_train: np.ndarray,
     *,
     epochs: int,
+    widths: Sequence[dict[str, int]] | None = None,
     batch_size: int = 128,
     learning_rate: float = 1e-4,
+    seed: int = 0,
 ):
-    """Quantisation-aware fine-tuning of the full-width model; returns the QAT model.
+    """Quantisation-aware fine-tuning; returns the QAT model (tensorflow-model-optimization).
 
-    The returned model carries fake-quant ranges the converter uses directly.
+    Without ``widths`` the full model alone is fine-tuned. With ``widths`` (one
+    ``{layer name: width}`` per submodel) every step averages the loss of ALL
+    nested submodels: submodel k is the full QAT model with the units beyond
+    its width zeroed after each layer, which equals prefix slicing (a zero input
+    adds nothing), so the shared weights stay good for every submodel and the
+    fake-quant activation ranges see every submodel's values. The returned
+    model carries fake-quant ranges the converter uses directly.
     Shapes: x_train (N, *input_shape) float32, y_train (N,) int64.
     """
+    import tensorflow as tf
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 
     if epochs < 1:
         raise RedsError(f"--qat-epochs must be at least 1, got {epochs}")
     qat = tfmot.quantization.keras.quantize_model(model)
-    qat.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    qat.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
+    if not widths:
+        qat.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        qat.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
+        return qat
+
+    chain = [ly for ly in qat.layers if not isinstance(ly, keras.layers.InputLayer)]
+    for ly in chain:
+        if len(ly._inbound_nodes) != 1:  # a sequential chain is what REDS models are
+            raise RedsError(f"QAT over submodels needs a layer chain; {ly.name} is shared")
+    masks: list[dict[str, tf.Tensor]] = []
+    for w in widths:
+        m = {}
+        for ly in chain:
+            inner = getattr(ly, "layer", ly)
+            units = getattr(inner, "units", None)
+            if inner.name in w and units is not None and w[inner.name] < units:
+                m[ly.name] = tf.constant(np.arange(units) < w[inner.name], tf.float32)
+        masks.append(m)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = keras.optimizers.Adam(learning_rate)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = 0.0
+            for m in masks:
+                h = x
+                for ly in chain:
+                    h = ly(h, training=True)
+                    if ly.name in m:
+                        h = h * m[ly.name]
+                loss += ce(y, h)
+            loss /= len(masks)
+        grads = tape.gradient(loss, qat.trainable_variables)
+        opt.apply_gradients(zip(grads, qat.trainable_variables, strict=True))
+        return loss
+
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        order = rng.permutation(len(x_train))
+        for i in range(0, len(order), batch_size):
+            idx = np.sort(order[i : i + batch_size])
+            step(tf.constant(x_train[idx]), tf.constant(y_train[idx]))
     return qat
