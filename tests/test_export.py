@@ -229,3 +229,20 @@ def test_exported_sources_compile_without_warnings(exported_run, tmp_path, compi
         cmd = [compiler, *flags, "-Wall", "-Wextra", "-Werror", "-c", str(cpp), "-o", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         assert proc.returncode == 0 and not proc.stderr, proc.stderr
+
+
+def test_masked_forward_equals_prefix_slicing(trained_run):
+    """The QAT loss's submodels (masked full model) are exactly the sliced submodels."""
+    from reds_tf.export import dense_chain, float_logits, load_model, load_submodels
+    from reds_tf.quant.convert import masked_forward, submodel_masks
+
+    model = load_model(trained_run)
+    sub = load_submodels(trained_run)
+    widths = [s["widths"] for s in sub["submodels"]]
+    chain, masks = submodel_masks(model, widths)
+    assert len(masks[0]) >= 1 and masks[-1] == {}
+    x = load_dataset("fashion_mnist").x_test[:64]
+    dense = dense_chain(model, sub)
+    for w, m in zip(widths, masks, strict=True):
+        got = masked_forward(chain, m, x, training=False).numpy()
+        np.testing.assert_allclose(got, float_logits(dense, w, x), rtol=1e-4, atol=1e-4)

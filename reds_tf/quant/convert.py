@@ -58,6 +58,40 @@ def convert_int8(
         raise RedsError(f"TFLite conversion to int8 failed: {e}") from e
 
 
+def submodel_masks(model, widths: Sequence[dict[str, int]]) -> tuple[list, list[dict]]:
+    """The layer chain of ``model`` (plain or QAT-wrapped) and, per submodel, a
+    0/1 mask per layer whose width is below its unit count ({layer name: (units,)})."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    chain = [ly for ly in model.layers if not isinstance(ly, keras.layers.InputLayer)]
+    for ly in chain:
+        if len(ly._inbound_nodes) != 1:  # a sequential chain is what REDS models are
+            raise RedsError(f"QAT over submodels needs a layer chain; {ly.name} is shared")
+    masks: list[dict] = []
+    for w in widths:
+        m = {}
+        for ly in chain:
+            inner = getattr(ly, "layer", ly)  # QuantizeWrapper -> the wrapped layer
+            units = getattr(inner, "units", None)
+            if inner.name in w and units is not None and w[inner.name] < units:
+                m[ly.name] = tf.constant(np.arange(units) < w[inner.name], tf.float32)
+        masks.append(m)
+    return chain, masks
+
+
+def masked_forward(chain: list, mask: dict, x, *, training: bool):
+    """Submodel logits as the full chain with units beyond the widths zeroed after
+    each layer: a zero input adds nothing to the next layer, so this equals the
+    prefix-sliced submodel (for ReLU/linear Dense chains)."""
+    h = x
+    for ly in chain:
+        h = ly(h, training=training)
+        if ly.name in mask:
+            h = h * mask[ly.name]
+    return h
+
+
 def qat_finetune(
     model,
     x_train: np.ndarray,
@@ -95,19 +129,7 @@ def qat_finetune(
         qat.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
         return qat
 
-    chain = [ly for ly in qat.layers if not isinstance(ly, keras.layers.InputLayer)]
-    for ly in chain:
-        if len(ly._inbound_nodes) != 1:  # a sequential chain is what REDS models are
-            raise RedsError(f"QAT over submodels needs a layer chain; {ly.name} is shared")
-    masks: list[dict[str, tf.Tensor]] = []
-    for w in widths:
-        m = {}
-        for ly in chain:
-            inner = getattr(ly, "layer", ly)
-            units = getattr(inner, "units", None)
-            if inner.name in w and units is not None and w[inner.name] < units:
-                m[ly.name] = tf.constant(np.arange(units) < w[inner.name], tf.float32)
-        masks.append(m)
+    chain, masks = submodel_masks(qat, widths)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     opt = keras.optimizers.Adam(learning_rate)
 
@@ -116,12 +138,7 @@ def qat_finetune(
         with tf.GradientTape() as tape:
             loss = 0.0
             for m in masks:
-                h = x
-                for ly in chain:
-                    h = ly(h, training=True)
-                    if ly.name in m:
-                        h = h * m[ly.name]
-                loss += ce(y, h)
+                loss += ce(y, masked_forward(chain, m, x, training=True))
             loss /= len(masks)
         grads = tape.gradient(loss, qat.trainable_variables)
         opt.apply_gradients(zip(grads, qat.trainable_variables, strict=True))
