@@ -199,7 +199,8 @@ def run_export(
             f"data set input {data.input_shape} differs from submodels.json {sub['input_shape']}"
         )
     rng = np.random.default_rng(0)
-    rep = data.x_train[rng.choice(len(data.x_train), CALIBRATION_SAMPLES, replace=False)]
+    n_rep = min(CALIBRATION_SAMPLES, len(data.x_train))
+    rep = data.x_train[np.sort(rng.choice(len(data.x_train), n_rep, replace=False))]
 
     to_convert = model
     if qat:
