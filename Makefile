@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/fmnist_dnn.yaml
-RUN    ?= runs/fmnist_dnn
+RUN    ?= runs/$(basename $(notdir $(CONFIG)))
 BOARD  ?= nano33ble
 PORT   ?=
 # Debian packages: Fashion-MNIST, the Arm toolchain and QEMU (firmware, tests, bench),
@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 train: setup
-	$(BIN)/reds train --config $(CONFIG)
+	$(BIN)/reds train --config $(CONFIG) --out $(RUN)
 	$(BIN)/reds export $(RUN)
 
 export: setup
