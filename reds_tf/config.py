@@ -23,12 +23,47 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
+class ConvSpec:
+    """One standard convolution (cnn layers, the dscnn first layer) or a DS block
+    (``filters`` = pointwise width, ``strides`` = depthwise stride; kernel unused)."""
+
+    filters: int
+    kernel: tuple[int, int] = (3, 3)
+    strides: tuple[int, int] = (1, 1)
+    padding: str = "valid"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "filters": self.filters,
+            "kernel": list(self.kernel),
+            "strides": list(self.strides),
+            "padding": self.padding,
+        }
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Architecture. ``type`` selects a builder in :mod:`reds_tf.models`."""
 
     type: str = "dnn"
-    hidden: tuple[int, ...] = (256, 256)  # dnn: widths of the hidden Dense layers
+    hidden: tuple[int, ...] = (256, 256)  # dnn/cnn: widths of the hidden Dense layers
     dropout: float = 0.0  # dnn: dropout after every hidden layer (training only)
+    conv: tuple[ConvSpec, ...] = ()  # cnn: the convolution stack
+    first: ConvSpec | None = None  # dscnn: the first (standard) convolution
+    blocks: tuple[ConvSpec, ...] = ()  # dscnn: depthwise-separable blocks
+    alpha: float = 0.25  # mobilenet_v1: width multiplier
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Cheap on-the-fly image augmentation for base training and fine-tuning."""
+
+    flip: bool = False  # random horizontal flips
+    shift: int = 0  # random translations of up to this many pixels (zero padded)
+
+    @property
+    def active(self) -> bool:
+        return self.flip or self.shift > 0
 
 
 @dataclass(frozen=True)
@@ -40,6 +75,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     schedule: str = "cosine"  # "cosine" (decay to 0 over the run) or "constant"
     limit: int | None = None  # at most this many training samples (quick runs)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass(frozen=True)
@@ -66,6 +102,9 @@ class FinetuneConfig:
     distill: bool = True  # smaller submodels also learn from the full model's outputs
     temperature: float = 1.0  # softening of both distributions in the distillation term
     alpha: float = 0.5  # weight of the distillation term (1 - alpha for the labels)
+    # BatchNorm statistics the export uses: "shared" (one set, the paper) or
+    # "per_submodel" (re-estimated for each submodel after fine-tuning).
+    bn_stats: str = "shared"
 
 
 @dataclass(frozen=True)
@@ -81,11 +120,16 @@ class Config:
     knapsack: KnapsackConfig = field(default_factory=KnapsackConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     baseline: str = "none"  # "scratch": also train each submodel architecture alone
+    # Optional: the largest per-layer activation (input + output, int8 bytes)
+    # every submodel must fit (MobileNetV1 on a 256 KB board).
+    memory_budget_bytes: int | None = None
     source: str = field(default="", compare=False)  # file the config came from
 
 
 _SCHEDULES = ("cosine", "constant")
 _BASELINES = ("none", "scratch")
+_BN_STATS = ("shared", "per_submodel")
+_PADDINGS = ("valid", "same")
 
 
 class _Reader:
@@ -161,6 +205,39 @@ class _Reader:
             self.fail(names, "unknown key(s) (check the spelling; see configs/fmnist_dnn.yaml)")
 
 
+def _pair(r: _Reader, k: str, default: tuple[int, int]) -> tuple[int, int]:
+    v = r.raw(k, list(default))
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = [v, v]
+    if (
+        not isinstance(v, (list, tuple))
+        or len(v) != 2
+        or any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in v)
+    ):
+        r.fail(r.key(k), "must be a positive integer or a list of two", v)
+    return (int(v[0]), int(v[1]))
+
+
+def _conv_spec(r: _Reader, padding: str) -> ConvSpec:
+    spec = ConvSpec(
+        filters=r.int("filters", None),
+        kernel=_pair(r, "kernel", (3, 3)),
+        strides=_pair(r, "strides", (1, 1)),
+        padding=r.str("padding", padding, _PADDINGS),
+    )
+    r.done()
+    return spec
+
+
+def _conv_list(r: _Reader, k: str, padding: str) -> tuple[ConvSpec, ...]:
+    v = r.raw(k, [])
+    if not isinstance(v, list):
+        r.fail(r.key(k), "must be a list of mappings (filters, kernel, strides)", v)
+    return tuple(
+        _conv_spec(_Reader(r.src, f"{r.key(k)}[{i}]", e), padding) for i, e in enumerate(v)
+    )
+
+
 def _model(r: _Reader) -> ModelConfig:
     d = ModelConfig()
     mtype = r.str("type", d.type)
@@ -169,16 +246,55 @@ def _model(r: _Reader) -> ModelConfig:
 
     if mtype not in MODEL_TYPES:
         r.fail(r.key("type"), f"must be one of {', '.join(sorted(MODEL_TYPES))}", mtype)
-    hidden = r.raw("hidden", list(d.hidden))
-    if (
+    hidden = r.raw("hidden", list(d.hidden) if mtype in ("dnn", "cnn") else [])
+    if mtype in ("dnn", "cnn") and (
         not isinstance(hidden, list)
         or not hidden
         or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden)
     ):
         r.fail(r.key("hidden"), "must be a non-empty list of positive integers", hidden)
+    if mtype not in ("dnn", "cnn") and hidden:
+        r.fail(r.key("hidden"), f"is not used by model.type {mtype}", hidden)
+    if mtype != "dscnn":
+        for k in ("first", "blocks"):
+            if r.raw(k, None) not in (None, [], ()):
+                r.fail(r.key(k), f"is only used by model.type dscnn, not {mtype}")
     dropout = r.float("dropout", d.dropout, lo=0.0, hi=0.9, lo_open=False)
+    conv = _conv_list(r, "conv", "valid")
+    if mtype == "cnn" and not conv:
+        r.fail(r.key("conv"), "is required for model.type cnn (a list of convolutions)")
+    first = None
+    blocks: tuple[ConvSpec, ...] = ()
+    if mtype == "dscnn":
+        if not r.has("first"):
+            r.fail(r.key("first"), "is required for model.type dscnn (filters, kernel, strides)")
+        first = _conv_spec(r.sub("first"), "same")
+        b = r.raw("blocks", None)
+        if isinstance(b, int) and not isinstance(b, bool) and b >= 1:
+            # N blocks at the first layer's width, stride 1 (Hello Edge DS-CNN-S).
+            blocks = tuple(ConvSpec(filters=first.filters, padding="same") for _ in range(b))
+        elif isinstance(b, list) and b:
+            blocks = _conv_list(_Reader(r.src, r.path, {"blocks": b}), "blocks", "same")
+        else:
+            r.fail(r.key("blocks"), "must be a positive integer or a list of {filters, strides}", b)
+    alpha = r.float("alpha", d.alpha, lo=0.0, hi=4.0, lo_open=True)
     r.done()
-    return ModelConfig(type=mtype, hidden=tuple(hidden), dropout=dropout)
+    return ModelConfig(
+        type=mtype,
+        hidden=tuple(hidden),
+        dropout=dropout,
+        conv=conv,
+        first=first,
+        blocks=blocks,
+        alpha=alpha,
+    )
+
+
+def _augment(r: _Reader) -> AugmentConfig:
+    d = AugmentConfig()
+    a = AugmentConfig(flip=r.bool("flip", d.flip), shift=r.int("shift", d.shift, minimum=0))
+    r.done()
+    return a
 
 
 def _budgets(r: _Reader) -> tuple[float, ...]:
@@ -217,6 +333,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         learning_rate=t.float("learning_rate", d.learning_rate, lo=0, hi=1, lo_open=True),
         schedule=t.str("schedule", d.schedule, _SCHEDULES),
         limit=t.int("limit", None, optional=True),
+        augment=_augment(t.sub("augment")),
     )
     t.done()
 
@@ -241,10 +358,12 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         distill=f.bool("distill", df.distill),
         temperature=f.float("temperature", df.temperature, lo=0, hi=100, lo_open=True),
         alpha=f.float("alpha", df.alpha, lo=0, hi=1, lo_open=False),
+        bn_stats=f.str("bn_stats", df.bn_stats, _BN_STATS),
     )
     f.done()
 
     baseline = r.str("baseline", "none", _BASELINES)
+    memory = r.int("memory_budget_bytes", None, optional=True)
     r.done()
     return Config(
         name=name,
@@ -258,6 +377,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         knapsack=knapsack,
         finetune=finetune,
         baseline=baseline,
+        memory_budget_bytes=memory,
         source=source,
     )
 
@@ -327,7 +447,25 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
             return [conv(v) for v in x]
         return x
 
-    return conv(cfg)
+    out = conv(cfg)
+    # Keys that do not apply stay out, so the resolved config names only what
+    # matters (and run dirs written before these keys existed still resume).
+    model = out["model"]
+    keep = {
+        "dnn": ("hidden", "dropout"),
+        "cnn": ("hidden", "dropout", "conv"),
+        "dscnn": ("first", "blocks"),
+        "mobilenet_v1": ("alpha",),
+    }.get(cfg.model.type)
+    if keep is not None:
+        out["model"] = {"type": model["type"], **{k: model[k] for k in keep}}
+    if not cfg.train.augment.active:
+        del out["train"]["augment"]
+    if cfg.finetune.bn_stats == "shared":
+        del out["finetune"]["bn_stats"]
+    if cfg.memory_budget_bytes is None:
+        del out["memory_budget_bytes"]
+    return out
 
 
 def config_to_yaml(cfg: Config) -> str:

@@ -68,6 +68,128 @@ def _build_dnn(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int) -
     return dnn(input_shape, cfg.hidden, num_classes, dropout=cfg.dropout)
 
 
+def conv_name(i: int) -> str:
+    """Name of the i-th standard convolution (0-based): conv1, conv2, ..."""
+    return f"conv{i + 1}"
+
+
+def _conv_bn_relu(
+    x, filters: int, kernel: Sequence[int], strides: Sequence[int], padding: str, name: str
+):
+    """Conv2D (no bias: BN follows) -> BN -> ReLU, named ``name``, ``name_bn``, ``name_relu``."""
+    x = keras.layers.Conv2D(
+        int(filters),
+        tuple(kernel),
+        strides=tuple(strides),
+        padding=padding,
+        use_bias=False,
+        name=name,
+    )(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _ds_block(x, i: int, filters: int, strides: Sequence[int]):
+    """Depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU (block i, 1-based names)."""
+    dw = f"dw{i}"
+    x = keras.layers.DepthwiseConv2D(
+        (3, 3), strides=tuple(strides), padding="same", use_bias=False, name=dw
+    )(x)
+    x = keras.layers.BatchNormalization(name=f"{dw}_bn")(x)
+    x = keras.layers.ReLU(name=f"{dw}_relu")(x)
+    return _conv_bn_relu(x, filters, (1, 1), (1, 1), "same", f"pw{i}")
+
+
+def _gap_logits(x, num_classes: int):
+    """Global average pool as AveragePooling2D(full size) + Flatten, then the classifier.
+
+    Not GlobalAveragePooling2D: the int8 graph then has AVERAGE_POOL_2D + RESHAPE
+    (exact TFLM rounding) instead of MEAN.
+    """
+    h, w = int(x.shape[1]), int(x.shape[2])
+    x = keras.layers.AveragePooling2D(pool_size=(h, w), name="gap")(x)
+    x = keras.layers.Flatten(name="gap_flatten")(x)
+    return keras.layers.Dense(int(num_classes), name=LOGITS)(x)
+
+
+def cnn(
+    input_shape: Sequence[int],
+    convs: Sequence[dict],
+    hidden: Sequence[int],
+    num_classes: int,
+    *,
+    name: str = "cnn",
+) -> keras.Model:
+    """Hello Edge CNN: [Conv (valid) -> BN -> ReLU]* -> Flatten -> [Dense(relu)]* -> logits.
+
+    ``convs``: dicts with ``filters``, ``kernel`` (kh, kw), ``strides`` (sh, sw),
+    optional ``padding`` (default "valid"). Output: logits (batch, num_classes).
+    """
+    x = inp = keras.Input(shape=tuple(input_shape), name="input")
+    for i, c in enumerate(convs):
+        x = _conv_bn_relu(
+            x, c["filters"], c["kernel"], c["strides"], c.get("padding", "valid"), conv_name(i)
+        )
+    x = keras.layers.Flatten(name="flatten")(x)
+    for i, h in enumerate(hidden):
+        x = keras.layers.Dense(int(h), activation="relu", name=dense_name(i))(x)
+    out = keras.layers.Dense(int(num_classes), name=LOGITS)(x)
+    return keras.Model(inp, out, name=name)
+
+
+def dscnn(
+    input_shape: Sequence[int],
+    first: dict,
+    blocks: Sequence[dict],
+    num_classes: int,
+    *,
+    name: str = "dscnn",
+) -> keras.Model:
+    """Hello Edge DS-CNN: Conv (same) -> BN -> ReLU -> N x DS block -> GAP -> logits.
+
+    ``first``: dict with ``filters``, ``kernel``, ``strides``; ``blocks``: dicts
+    with ``filters`` (pointwise width) and ``strides`` (of the depthwise conv).
+    """
+    x = inp = keras.Input(shape=tuple(input_shape), name="input")
+    x = _conv_bn_relu(x, first["filters"], first["kernel"], first["strides"], "same", "conv1")
+    for i, b in enumerate(blocks, 1):
+        x = _ds_block(x, i, b["filters"], b["strides"])
+    return keras.Model(inp, _gap_logits(x, num_classes), name=name)
+
+
+# MobileNetV1: (pointwise filters at alpha 1, depthwise stride) per DS block.
+_MOBILENET_BLOCKS = (
+    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
+)  # fmt: skip
+
+
+def mobilenet_v1(
+    input_shape: Sequence[int], num_classes: int, *, alpha: float = 0.25, name: str = "mobilenet_v1"
+) -> keras.Model:
+    """MobileNetV1: Conv 3x3 s2 (32*alpha) -> 13 DS blocks -> GAP -> logits (own builder)."""
+    x = inp = keras.Input(shape=tuple(input_shape), name="input")
+    x = _conv_bn_relu(x, max(1, int(32 * alpha)), (3, 3), (2, 2), "same", "conv1")
+    for i, (f, s) in enumerate(_MOBILENET_BLOCKS, 1):
+        x = _ds_block(x, i, max(1, int(f * alpha)), (s, s))
+    return keras.Model(inp, _gap_logits(x, num_classes), name=name)
+
+
+@register_model("cnn")
+def _build_cnn(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int) -> keras.Model:
+    return cnn(input_shape, [c.as_dict() for c in cfg.conv], cfg.hidden, num_classes)
+
+
+@register_model("dscnn")
+def _build_dscnn(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int) -> keras.Model:
+    return dscnn(input_shape, cfg.first.as_dict(), [b.as_dict() for b in cfg.blocks], num_classes)
+
+
+@register_model("mobilenet_v1")
+def _build_mobilenet(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int) -> keras.Model:
+    return mobilenet_v1(input_shape, num_classes, alpha=cfg.alpha)
+
+
 def build_model(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int) -> keras.Model:
     """Build the full-width model for ``cfg.type`` (weights freshly initialised)."""
     try:

@@ -81,6 +81,7 @@ _KEY_STAGE: dict[str, str | None] = {
     "finetune": "finetune",
     "name": "evaluate",
     "baseline": None,
+    "memory_budget_bytes": "select",
 }
 
 
@@ -324,6 +325,7 @@ def _stage_base(ctx: _Ctx) -> str:
             schedule=t.schedule,
             seed=cfg.seed,
             verbose=ctx.verbose,
+            augment=t.augment,
         )
     acc = accuracy(model, d.x_test, d.y_test)
     ctx.meta["base_model"] = ctx.base_model

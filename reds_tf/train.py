@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from reds_tf.models import compile_classifier
+
+if TYPE_CHECKING:
+    from reds_tf.config import AugmentConfig
 
 Log = Callable[[str], None]
 
@@ -46,6 +50,47 @@ def _steps(n: int, batch_size: int, epochs: int) -> int:
     return math.ceil(n / batch_size) * epochs
 
 
+def augment_batch(x: tf.Tensor, flip: bool, shift: int, seed: int | None = None) -> tf.Tensor:
+    """Random horizontal flips and zero-padded shifts of up to ``shift`` pixels.
+
+    Vectorised over the batch (one gather per axis), so it costs far less than
+    the training step. ``x``: (batch, H, W, C) -> same shape.
+    """
+    n = tf.shape(x)[0]
+    h, w = int(x.shape[1]), int(x.shape[2])
+    if flip:
+        coin = tf.random.uniform([n, 1, 1, 1], seed=seed) < 0.5
+        x = tf.where(coin, x[:, :, ::-1, :], x)
+    if shift > 0:
+        s = int(shift)
+        padded = tf.pad(x, [[0, 0], [s, s], [s, s], [0, 0]])
+        off = tf.random.uniform([n, 2], 0, 2 * s + 1, dtype=tf.int32, seed=seed)
+        rows = off[:, :1] + tf.range(h)[None, :]  # (batch, H)
+        cols = off[:, 1:] + tf.range(w)[None, :]  # (batch, W)
+        x = tf.gather(padded, rows, axis=1, batch_dims=1)
+        x = tf.gather(x, cols, axis=2, batch_dims=1)
+    return x
+
+
+def train_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    augment: AugmentConfig | None,
+    seed: int,
+) -> tf.data.Dataset:
+    """Shuffled (every epoch) mini-batches of (x, y), augmented when asked."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    if augment is not None and augment.active:
+        flip, shift = augment.flip, augment.shift
+        ds = ds.map(
+            lambda xb, yb: (augment_batch(xb, flip, shift), yb),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
 def fit_classifier(
     model: keras.Model,
     x: np.ndarray,
@@ -57,11 +102,15 @@ def fit_classifier(
     schedule: str,
     seed: int,
     verbose: int | str = "auto",
+    augment: AugmentConfig | None = None,
 ) -> keras.callbacks.History:
     """Train a plain logits classifier with Adam on cross-entropy (in place)."""
     set_seed(seed)
     compile_classifier(model, learning_rate(lr, schedule, _steps(len(x), batch_size, epochs)))
-    return model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
+    if augment is None or not augment.active:
+        return model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
+    ds = train_dataset(x, y, batch_size, augment, seed)
+    return model.fit(ds, epochs=epochs, verbose=verbose)
 
 
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
@@ -167,6 +216,7 @@ def finetune_joint(
     alpha: float,
     seed: int,
     verbose: int | str = "auto",
+    augment: AugmentConfig | None = None,
 ) -> keras.callbacks.History | None:
     """Jointly fine-tune all submodels of ``nested`` in place."""
     if epochs <= 0:
@@ -181,4 +231,9 @@ def finetune_joint(
     )
     steps = _steps(len(x), batch_size, epochs)
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate(lr, schedule, steps)))
-    return trainer.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
+    if augment is None or not augment.active:
+        return trainer.fit(
+            x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose
+        )
+    ds = train_dataset(x, y, batch_size, augment, seed)
+    return trainer.fit(ds, epochs=epochs, verbose=verbose)
