@@ -7,6 +7,7 @@ value formatters (C array bodies and float literals).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import jinja2
@@ -58,6 +59,11 @@ def environment(templates_dir: str | os.PathLike | None = None) -> jinja2.Enviro
     return env
 
 
+def _defines(text: str, function: str) -> bool:
+    """Whether C source ``text`` defines (not just declares) ``void function(...) {``."""
+    return re.search(r"\bvoid\s+" + function + r"\s*\([^;{]*\)\s*\{", text) is not None
+
+
 def render_sources(
     plan: ModelPlan, templates_dir: str | os.PathLike | None = None
 ) -> dict[str, str]:
@@ -72,7 +78,15 @@ def render_sources(
     if has_dsp:
         files[DSP_SOURCE[0]] = DSP_SOURCE[1]
     fc_layers = [ly for ly in plan.layers if ly.kind == "fully_connected"]
-    ctx = {"plan": plan, "fc_layers": fc_layers, "has_fc_dsp": has_dsp}
+    dsp_text = (root / DSP_SOURCE[1]).read_text(encoding="utf-8") if has_dsp else ""
+    ctx = {
+        "plan": plan,
+        "fc_layers": fc_layers,
+        "has_fc_dsp": has_dsp,
+        # The DSP template may provide conv variants later; dispatch only to what it defines.
+        "has_conv_dsp": _defines(dsp_text, "reds_conv_dsp"),
+        "has_pointwise_dsp": _defines(dsp_text, "reds_pointwise_dsp"),
+    }
     return {name: env.get_template(tpl).render(**ctx) for name, tpl in files.items()}
 
 

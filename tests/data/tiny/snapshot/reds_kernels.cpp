@@ -67,6 +67,29 @@ static const int8_t *reds_fc_ref_strip(const int8_t *w, int32_t r0, int32_t r1, 
     return w;
 }
 
+/* Accumulate submodel k's weights (strips R_j, B_j for j = 0 .. k, in storage
+ * order) times the widened input x into acc; the widths are n_in[j] (columns)
+ * and n_out[j] (rows), times `col_mult` for the columns (conv: kh * kw). */
+static void reds_nested_accumulate(const int8_t *w, const uint16_t *in_width,
+                                   const uint16_t *out_width, int32_t col_mult, int k,
+                                   const int16_t *x, int32_t *acc) {
+    int32_t i_prev = 0, o_prev = 0;
+    for (int j = 0; j <= k; ++j) {
+        const int32_t i_j = col_mult * (int32_t)in_width[j];
+        const int32_t o_j = out_width[j];
+        w = reds_fc_ref_strip(w, 0, o_prev, i_prev, i_j, x, acc);  /* strip R_j */
+        w = reds_fc_ref_strip(w, o_prev, o_j, 0, i_j, x, acc);     /* strip B_j */
+        i_prev = i_j;
+        o_prev = o_j;
+    }
+}
+
+static inline int8_t reds_clamp_out(int32_t v, int32_t lo, int32_t hi) {
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    return (int8_t)v;
+}
+
 void reds_fc_ref(const reds_fc_layer *layer, int k, const int8_t *input, int8_t *output,
                  int32_t *scratch) {
     const int32_t n_in = layer->in_width[k];
@@ -80,21 +103,166 @@ void reds_fc_ref(const reds_fc_layer *layer, int k, const int8_t *input, int8_t 
     for (int32_t r = 0; r < n_out; ++r) {
         acc[r] = layer->bias != NULL ? layer->bias[r] : 0;
     }
-    const int8_t *w = layer->weights;
-    int32_t i_prev = 0, o_prev = 0;
-    for (int j = 0; j <= k; ++j) {
-        const int32_t i_j = layer->in_width[j];
-        const int32_t o_j = layer->out_width[j];
-        w = reds_fc_ref_strip(w, 0, o_prev, i_prev, i_j, x, acc);  /* strip R_j */
-        w = reds_fc_ref_strip(w, o_prev, o_j, 0, i_j, x, acc);     /* strip B_j */
-        i_prev = i_j;
-        o_prev = o_j;
-    }
+    reds_nested_accumulate(layer->weights, layer->in_width, layer->out_width, 1, k, x, acc);
     for (int32_t r = 0; r < n_out; ++r) {
         int32_t v = reds_requantize(acc[r], layer->multiplier[r], layer->shift[r]);
         v += layer->output_offset;
         v = v < layer->act_min ? layer->act_min : v;
         v = v > layer->act_max ? layer->act_max : v;
         output[r] = (int8_t)v;
+    }
+}
+
+/* Bias / multiplier / shift of submodel k (shared, or its own row). */
+static inline int32_t reds_qoff(const reds_conv_layer *layer, int k) {
+    return layer->qparam_stride * (int32_t)k;
+}
+
+/* Accumulators -> int8 outputs of one pixel. */
+static void reds_conv_finish(const reds_conv_layer *layer, int k, int32_t n_out, int32_t *acc,
+                             int8_t *out) {
+    const int32_t q = reds_qoff(layer, k);
+    const int32_t *mult = layer->multiplier + q;
+    const int32_t *shift = layer->shift + q;
+    for (int32_t r = 0; r < n_out; ++r) {
+        const int32_t v = reds_requantize(acc[r], mult[r], shift[r]) + layer->output_offset;
+        out[r] = reds_clamp_out(v, layer->act_min, layer->act_max);
+    }
+}
+
+static void reds_conv_init_acc(const reds_conv_layer *layer, int k, int32_t n_out,
+                               int32_t *acc) {
+    const int32_t *bias = layer->bias != NULL ? layer->bias + reds_qoff(layer, k) : NULL;
+    for (int32_t r = 0; r < n_out; ++r) {
+        acc[r] = bias != NULL ? bias[r] : 0;
+    }
+}
+
+void reds_conv_ref(const reds_conv_layer *layer, int k, const int8_t *input, int8_t *output,
+                   int32_t *scratch) {
+    const int32_t n_in = layer->in_width[k];
+    const int32_t n_out = layer->out_width[k];
+    const int32_t kh = layer->kernel_h, kw = layer->kernel_w;
+    int32_t *acc = scratch;
+    int16_t *col = (int16_t *)(scratch + n_out);
+    for (int32_t oy = 0; oy < layer->out_h; ++oy) {
+        for (int32_t ox = 0; ox < layer->out_w; ++ox) {
+            const int32_t iy0 = oy * layer->stride_h - layer->pad_top;
+            const int32_t ix0 = ox * layer->stride_w - layer->pad_left;
+            /* The nested im2col vector: channel blocks of submodels 0 .. k, each
+             * (ky, kx, c) with the offset added; padding contributes 0. */
+            int16_t *p = col;
+            int32_t c_prev = 0;
+            for (int j = 0; j <= k; ++j) {
+                const int32_t c_j = layer->in_width[j];
+                if (c_j == c_prev) {
+                    continue;
+                }
+                for (int32_t ky = 0; ky < kh; ++ky) {
+                    const int32_t iy = iy0 + ky;
+                    for (int32_t kx = 0; kx < kw; ++kx) {
+                        const int32_t ix = ix0 + kx;
+                        if (iy < 0 || iy >= layer->in_h || ix < 0 || ix >= layer->in_w) {
+                            for (int32_t c = c_prev; c < c_j; ++c) {
+                                *p++ = 0;
+                            }
+                        } else {
+                            const int8_t *src = input + (iy * layer->in_w + ix) * n_in;
+                            for (int32_t c = c_prev; c < c_j; ++c) {
+                                *p++ = (int16_t)(src[c] + layer->input_offset);
+                            }
+                        }
+                    }
+                }
+                c_prev = c_j;
+            }
+            reds_conv_init_acc(layer, k, n_out, acc);
+            reds_nested_accumulate(layer->weights, layer->in_width, layer->out_width, kh * kw, k,
+                                   col, acc);
+            reds_conv_finish(layer, k, n_out, acc,
+                             output + (oy * layer->out_w + ox) * n_out);
+        }
+    }
+}
+
+void reds_pointwise_ref(const reds_conv_layer *layer, int k, const int8_t *input,
+                        int8_t *output, int32_t *scratch) {
+    const int32_t n_in = layer->in_width[k];
+    const int32_t n_out = layer->out_width[k];
+    const int32_t pixels = (int32_t)layer->out_h * layer->out_w;
+    int32_t *acc = scratch;
+    int16_t *x = (int16_t *)(scratch + n_out);
+    for (int32_t p = 0; p < pixels; ++p) {
+        const int8_t *src = input + p * n_in;
+        for (int32_t c = 0; c < n_in; ++c) {
+            x[c] = (int16_t)(src[c] + layer->input_offset);
+        }
+        reds_conv_init_acc(layer, k, n_out, acc);
+        reds_nested_accumulate(layer->weights, layer->in_width, layer->out_width, 1, k, x, acc);
+        reds_conv_finish(layer, k, n_out, acc, output + p * n_out);
+    }
+}
+
+void reds_depthwise_ref(const reds_conv_layer *layer, int k, const int8_t *input,
+                        int8_t *output) {
+    const int32_t n = layer->in_width[k];
+    const int32_t kh = layer->kernel_h, kw = layer->kernel_w;
+    const int32_t q = reds_qoff(layer, k);
+    for (int32_t oy = 0; oy < layer->out_h; ++oy) {
+        const int32_t iy0 = oy * layer->stride_h - layer->pad_top;
+        /* Kernel rows inside the image; the same for every column of this row. */
+        const int32_t ky0 = iy0 < 0 ? -iy0 : 0;
+        const int32_t ky1 = (layer->in_h - iy0) < kh ? (layer->in_h - iy0) : kh;
+        for (int32_t ox = 0; ox < layer->out_w; ++ox) {
+            const int32_t ix0 = ox * layer->stride_w - layer->pad_left;
+            const int32_t kx0 = ix0 < 0 ? -ix0 : 0;
+            const int32_t kx1 = (layer->in_w - ix0) < kw ? (layer->in_w - ix0) : kw;
+            int8_t *out = output + (oy * layer->out_w + ox) * n;
+            for (int32_t c = 0; c < n; ++c) {
+                const int8_t *w = layer->weights + c * kh * kw;
+                int32_t acc = layer->bias != NULL ? layer->bias[q + c] : 0;
+                for (int32_t ky = ky0; ky < ky1; ++ky) {
+                    const int32_t row = (iy0 + ky) * layer->in_w + ix0;
+                    for (int32_t kx = kx0; kx < kx1; ++kx) {
+                        acc += w[ky * kw + kx] * (input[(row + kx) * n + c] + layer->input_offset);
+                    }
+                }
+                const int32_t v = reds_requantize(acc, layer->multiplier[q + c],
+                                                  layer->shift[q + c]) +
+                                  layer->output_offset;
+                out[c] = reds_clamp_out(v, layer->act_min, layer->act_max);
+            }
+        }
+    }
+}
+
+void reds_avgpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, int8_t *output) {
+    const int32_t n = layer->width[k];
+    for (int32_t oy = 0; oy < layer->out_h; ++oy) {
+        const int32_t iy0 = oy * layer->stride_h - layer->pad_top;
+        const int32_t y0 = iy0 < 0 ? 0 : iy0;
+        const int32_t y1 = (iy0 + layer->filter_h) < layer->in_h ? (iy0 + layer->filter_h)
+                                                                  : layer->in_h;
+        for (int32_t ox = 0; ox < layer->out_w; ++ox) {
+            const int32_t ix0 = ox * layer->stride_w - layer->pad_left;
+            const int32_t x0 = ix0 < 0 ? 0 : ix0;
+            const int32_t x1 = (ix0 + layer->filter_w) < layer->in_w ? (ix0 + layer->filter_w)
+                                                                      : layer->in_w;
+            const int32_t count = (y1 - y0) * (x1 - x0);
+            int8_t *out = output + (oy * layer->out_w + ox) * n;
+            for (int32_t c = 0; c < n; ++c) {
+                int32_t sum = 0;
+                for (int32_t y = y0; y < y1; ++y) {
+                    for (int32_t x = x0; x < x1; ++x) {
+                        sum += input[(y * layer->in_w + x) * n + c];
+                    }
+                }
+                /* TFLite: round half away from zero (C division truncates). */
+                const int32_t avg = count <= 0     ? 0
+                                    : sum > 0 ? (sum + count / 2) / count
+                                              : (sum - count / 2) / count;
+                out[c] = reds_clamp_out(avg, layer->act_min, layer->act_max);
+            }
+        }
     }
 }

@@ -74,6 +74,117 @@ void reds_fc_dsp(const reds_fc_layer *layer, int k, const int8_t *input, int8_t 
 #define REDS_FC reds_fc_ref
 #endif
 
+/* ------------------------------------------------------------------------
+ * Convolutions (docs/DESIGN.md, "Nested weight layout (convolutions)").
+ *
+ * Activation maps are NHWC int8 with batch 1, stored densely with the ACTIVE
+ * channel count as the innermost stride: submodel k's map of a layer with
+ * width c_k is H x W x c_k bytes (exactly what TFLite's sliced submodel holds).
+ *
+ * One struct describes CONV_2D, the pointwise (1x1) special case,
+ * DEPTHWISE_CONV_2D (in_width == out_width, depth multiplier 1) and a fully
+ * connected layer after Flatten of an H x W map (= a conv whose kernel covers
+ * the whole map: kernel H x W, VALID, output 1 x 1).
+ *
+ * Standard / pointwise weight layout: the FC nested layout above applied to
+ * the NESTED IM2COL column order. With input widths i_k (i_-1 = 0), channel
+ * block b holds channels [i_{b-1}, i_b); submodel k's im2col vector at one
+ * output pixel is, for b = 0 .. k, for ky, for kx, for c in block b:
+ *     x[iy][ix][c] + input_offset   (0 when (iy, ix) lies in the padding),
+ * n_k = kernel_h * kernel_w * i_k values, and submodel k's columns are the
+ * first n_k of the full model's. The weights are the FC nested layout of the
+ * (o_K, n_K) matrix in that column order with in widths n_k, out widths o_k:
+ * submodel k reads exactly the first n_k * o_k bytes. For a 1x1 kernel the
+ * column order is the plain channel order (pointwise = FC at every pixel).
+ *
+ * Depthwise weight layout: channel-major, [c][ky][kx]; submodel k reads the
+ * first c_k * kernel_h * kernel_w bytes.
+ *
+ * bias / multiplier / shift: per output channel. qparam_stride = 0: one set in
+ * channel order shared by all submodels (prefix o_k). qparam_stride = o_K:
+ * one row per submodel (per-submodel BatchNorm folded into the requantisation),
+ * submodel k uses entries [k * qparam_stride, k * qparam_stride + o_k).
+ * ------------------------------------------------------------------------ */
+typedef struct reds_conv_layer {
+    const int8_t *weights;      /* nested layout (see above) */
+    const int32_t *bias;        /* NULL when the layer has none */
+    const int32_t *multiplier;  /* Q31 requantisation multipliers */
+    const int32_t *shift;       /* exponents, TFLite sign: > 0 shifts left */
+    const uint16_t *in_width;   /* [K] i_k: active input channels of submodel k */
+    const uint16_t *out_width;  /* [K] o_k: active output channels (depthwise: == i_k) */
+    uint16_t in_h, in_w;        /* input map height, width */
+    uint16_t out_h, out_w;      /* output map height, width */
+    uint16_t kernel_h, kernel_w;
+    uint16_t stride_h, stride_w;
+    uint16_t pad_top, pad_left; /* TFLite SAME padding offsets (0 for VALID) */
+    int32_t qparam_stride;      /* 0: shared bias/multiplier/shift; else per-submodel rows */
+    int32_t input_offset;       /* minus the input zero point */
+    int32_t output_offset;      /* the output zero point */
+    int32_t act_min;            /* fused activation clamp, int8 domain */
+    int32_t act_max;
+} reds_conv_layer;
+
+/* Standard convolution (any kernel, stride, padding), submodel k:
+ *   out[oy][ox][r] = clamp(requantize(bias[r] + sum over the im2col vector of
+ *                    W[r][col] * im2col[col]) + output_offset)    for r < o_k.
+ * input: in_h * in_w * i_k int8; output: out_h * out_w * o_k int8 (no aliasing).
+ * scratch: REDS_CONV_SCRATCH_BYTES(kernel_h, kernel_w, i_k, o_k) bytes, 4-byte
+ * aligned: o_k int32 accumulators, then n_k = kernel_h * kernel_w * i_k int16
+ * (one output pixel's im2col vector, offset added, padding = 0).
+ * reds_conv_ref is the portable reference; reds_conv_dsp (optional, in
+ * reds_kernels_dsp.cpp) must be bit-identical. The runtime calls REDS_CONV. */
+void reds_conv_ref(const reds_conv_layer *layer, int k, const int8_t *input, int8_t *output,
+                   int32_t *scratch);
+void reds_conv_dsp(const reds_conv_layer *layer, int k, const int8_t *input, int8_t *output,
+                   int32_t *scratch);
+
+/* Pointwise convolution: kernel 1x1, stride 1, no padding (in_h == out_h,
+ * in_w == out_w); the FC kernel at every pixel. Same scratch contract as
+ * REDS_CONV (n_k = i_k). Called through REDS_POINTWISE. */
+void reds_pointwise_ref(const reds_conv_layer *layer, int k, const int8_t *input,
+                        int8_t *output, int32_t *scratch);
+void reds_pointwise_dsp(const reds_conv_layer *layer, int k, const int8_t *input,
+                        int8_t *output, int32_t *scratch);
+
+/* Depthwise convolution, depth multiplier 1: channel c of the output only
+ * reads channel c of the input. No scratch. */
+void reds_depthwise_ref(const reds_conv_layer *layer, int k, const int8_t *input,
+                        int8_t *output);
+
+/* Scratch bytes of REDS_CONV / REDS_POINTWISE for a kh x kw kernel. */
+#define REDS_CONV_SCRATCH_BYTES(kh, kw, n_in, n_out) \
+    (4u * (uint32_t)(n_out) + 2u * (uint32_t)(kh) * (uint32_t)(kw) * (uint32_t)(n_in) + 4u)
+
+/* Average pooling (AVERAGE_POOL_2D, same quantisation in and out): the mean
+ * over the window positions inside the image, rounded half away from zero,
+ * clamped to [act_min, act_max]. A global pool has a window of the map size. */
+typedef struct reds_pool_layer {
+    const uint16_t *width;      /* [K] active channels of submodel k */
+    uint16_t in_h, in_w, out_h, out_w;
+    uint16_t filter_h, filter_w, stride_h, stride_w;
+    uint16_t pad_top, pad_left;
+    int32_t act_min, act_max;
+} reds_pool_layer;
+
+void reds_avgpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, int8_t *output);
+
+/* 1 when reds_kernels_dsp.cpp defines reds_conv_dsp / reds_pointwise_dsp. */
+#define REDS_HAVE_CONV_DSP 0
+#define REDS_HAVE_POINTWISE_DSP 0
+
+#if REDS_HAVE_CONV_DSP && defined(__ARM_FEATURE_DSP) && !defined(REDS_NO_DSP)
+#define REDS_CONV reds_conv_dsp
+#else
+#define REDS_CONV reds_conv_ref
+#endif
+#if REDS_HAVE_POINTWISE_DSP && defined(__ARM_FEATURE_DSP) && !defined(REDS_NO_DSP)
+#define REDS_POINTWISE reds_pointwise_dsp
+#else
+#define REDS_POINTWISE reds_pointwise_ref
+#endif
+#define REDS_DEPTHWISE reds_depthwise_ref
+#define REDS_AVGPOOL reds_avgpool_ref
+
 /* TFLite's MultiplyByQuantizedMultiplier with double rounding; shared by
  * every kernel so that all of them round identically. */
 static inline int32_t reds_srdhm(int32_t a, int32_t b) {
