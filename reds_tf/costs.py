@@ -228,22 +228,25 @@ def model_activation_elems(
 
 
 # Layers that change neither widths nor MACs we count (activations are free,
-# dropout is the identity at inference).
-_IGNORED_KERAS = ("InputLayer", "Dropout", "Activation", "ReLU", "Softmax")
+# dropout is the identity at inference, BatchNorm folds into the layer before).
+_IGNORED_KERAS = ("InputLayer", "Dropout", "Activation", "ReLU", "Softmax", "BatchNormalization")
+# Pooling keeps the channel count (its MACs are not counted) but shrinks the map.
+_POOLING_KERAS = ("AveragePooling2D", "MaxPooling2D")
 
 
 def cost_layers_from_keras(model) -> list[CostLayer]:
-    """Describe a tf_keras model made of Flatten/Dense layers in a single chain.
+    """Describe a tf_keras model made of one chain of Conv2D / DepthwiseConv2D /
+    Dense layers (with BatchNorm, activations, pooling, Flatten, Dropout between).
 
-    The flattened model input is the first Dense layer's ``input_units``; each
-    further Dense consumes the previous one. The last Dense (the classifier)
-    is not prunable. Dropout and activation layers are ignored.
-
-    Args:
-        model: a built ``tf_keras`` Model (functional or Sequential) with one input.
+    Per layer (``H_out, W_out`` = output map size, ``kh, kw`` = kernel):
+    Conv2D costs ``kh*kw*H_out*W_out`` MACs per (input channel, filter) pair,
+    DepthwiseConv2D ``kh*kw*H_out*W_out`` per channel (width tied to its
+    producer), a Dense after Flatten of an ``H x W`` map ``H*W`` per (channel,
+    unit) pair, a Dense on a vector 1. The last Dense (the classifier) is not
+    prunable; depthwise layers are not prunable on their own.
 
     Returns:
-        One :class:`CostLayer` per Dense layer, in order.
+        One :class:`CostLayer` per weight layer, in graph order.
 
     Raises:
         RedsError: the model has a layer or topology the cost model does not
@@ -257,9 +260,33 @@ def cost_layers_from_keras(model) -> list[CostLayer]:
     in_shape = tuple(model.inputs[0].shape[1:])
     if any(d is None for d in in_shape):
         raise RedsError(f"model {model.name!r} input shape {in_shape} must be fully known")
-    shape = in_shape
+    # The current tensor: channel count, spatial positions per channel, and
+    # which weight layer's width its channels follow (None: the model input).
+    channels = int(in_shape[-1])
+    positions = math.prod(int(d) for d in in_shape[:-1])
+    flat_from: int | None = None  # positions per channel when a Flatten hid the map
+    producer: str | None = None
     prev_out = model.inputs[0]
-    dense: list[tuple[str, int, int | None, int, bool]] = []
+    out: list[CostLayer] = []
+    in_channels, in_positions = channels, positions
+
+    def add(layer, kind: str, units: int, macs: int, params: int, out_elems: int) -> None:
+        out.append(
+            CostLayer(
+                name=layer.name,
+                kind=kind,
+                units=units,
+                macs_per_pair=macs,
+                producer=producer,
+                input_units=in_channels,
+                prunable=kind != "depthwise",
+                use_bias=bool(layer.use_bias),
+                params_per_pair=params,
+                out_elems_per_unit=out_elems,
+                input_elems_per_unit=in_positions,
+            )
+        )
+
     for layer in model.layers:
         cls = type(layer).__name__
         if cls == "InputLayer":
@@ -268,40 +295,59 @@ def cost_layers_from_keras(model) -> list[CostLayer]:
         if len(layer.inbound_nodes) != 1 or layer.input is not prev_out:
             raise RedsError(
                 f"layer {layer.name!r} ({cls}) is not part of a single chain (shared layer or "
-                "branch); the cost model supports plain Flatten/Dense stacks only"
+                "branch); the cost model supports plain layer stacks only"
             )
         prev_out = layer.output
         if cls in _IGNORED_KERAS:
             continue
+        shape = tuple(int(d) for d in layer.output.shape[1:])
+        if cls in _POOLING_KERAS:
+            positions = math.prod(shape[:-1])
+            continue
         if cls == "Flatten":
-            shape = (math.prod(shape),)
+            flat_from = positions if len(layer.input.shape) > 2 else flat_from
+            positions = 1
             continue
-        if cls == "Dense":
-            if len(shape) != 1:
+        if cls in ("Conv2D", "DepthwiseConv2D"):
+            if flat_from is not None:
+                raise RedsError(f"layer {layer.name!r}: a convolution after Flatten")
+            kh, kw = (int(k) for k in layer.kernel_size)
+            hw = shape[0] * shape[1]
+            if cls == "DepthwiseConv2D":
+                if int(layer.depth_multiplier) != 1:
+                    raise RedsError(
+                        f"depthwise layer {layer.name!r}: only depth_multiplier=1 is supported"
+                    )
+                add(layer, "depthwise", channels, kh * kw * hw, kh * kw, hw)
+            else:
+                if int(layer.groups) != 1:
+                    raise RedsError(f"conv layer {layer.name!r}: grouped convolution unsupported")
+                add(layer, "conv", int(layer.filters), kh * kw * hw, kh * kw, hw)
+            channels, positions = shape[-1], hw
+        elif cls == "Dense":
+            if len(layer.input.shape) != 2:
                 raise RedsError(
-                    f"Dense layer {layer.name!r} gets an input of shape {shape}; put a Flatten "
-                    "before it (only Dense layers on flat inputs are supported)"
+                    f"Dense layer {layer.name!r} gets an input of shape "
+                    f"{tuple(layer.input.shape[1:])}; put a Flatten before it"
                 )
-            producer = dense[-1][0] if dense else None
-            dense.append((layer.name, int(layer.units), producer, int(shape[0]), layer.use_bias))
-            shape = (int(layer.units),)
-            continue
-        raise RedsError(
-            f"layer {layer.name!r} of type {cls} is not supported by the cost model "
-            "(supported: Dense, Flatten, Dropout, Activation)"
-        )
-    if not dense:
-        raise RedsError(f"model {model.name!r} has no Dense layer to count")
-    return [
-        CostLayer(
-            name=name,
-            kind="dense",
-            units=units,
-            macs_per_pair=1,
-            producer=producer,
-            input_units=in_units,
-            prunable=i < len(dense) - 1,
-            use_bias=use_bias,
-        )
-        for i, (name, units, producer, in_units, use_bias) in enumerate(dense)
-    ]
+            if producer is None:
+                # A Dense straight on the (flattened) model input: one unit per element.
+                in_channels, in_positions = math.prod(int(d) for d in in_shape), 1
+                per = 1
+            else:
+                per = flat_from or 1
+            add(layer, "dense", int(layer.units), per, per, 1)
+            channels, positions, flat_from = int(layer.units), 1, None
+        else:
+            raise RedsError(
+                f"layer {layer.name!r} of type {cls} is not supported by the cost model "
+                "(supported: Conv2D, DepthwiseConv2D, Dense, BatchNormalization, pooling, "
+                "Flatten, Dropout, activations)"
+            )
+        producer = layer.name
+        in_channels, in_positions = channels, positions
+    if not out or out[-1].kind != "dense":
+        raise RedsError(f"model {model.name!r} must end in a Dense classifier")
+    last = out[-1]
+    out[-1] = CostLayer(**{**last.__dict__, "prunable": False})
+    return out
