@@ -234,7 +234,7 @@ def build_firmware(
     log = log or sys.stdout
     if board not in BOARDS:
         raise FirmwareError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()  # PlatformIO runs from firmware/: relative paths would break
     src = _export_src(run_dir)
     _check_tools(board, serve=False)
     fw_dir = run_dir / "firmware"

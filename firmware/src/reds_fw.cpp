@@ -287,7 +287,7 @@ void cmd_budget(const char *arg, size_t n) {
         for (int k = 1; k < REDS_NUM_SUBMODELS; ++k) {
             if (g_latency_us[k] < fastest) fastest = g_latency_us[k];
         }
-        reply_error("no submodel fits the budget; the fastest needs us: ", nullptr, true,
+        reply_error("no submodel fits the budget; the fastest needs (us): ", nullptr, true,
                     fastest);
         return;
     }
