@@ -26,6 +26,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 INT32_MIN = -(2**31)
+# Every DSP kernel on: the check programs call them directly.
+RENDER_FLAGS = {"has_fc_dsp": True, "has_conv_dsp": True, "has_pointwise_dsp": True}
 
 
 def _layer(rng, in_w, out_w, *, bias=True, act=(-128, 127), shifts=(-12, -6), extreme=False):
@@ -117,7 +119,7 @@ def check_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("dsp_check")
     env = environment()
     for name in ("reds_kernels.h", "reds_kernels.cpp", "reds_kernels_dsp.cpp"):
-        (d / name).write_text(env.get_template(name + ".j2").render(has_fc_dsp=True))
+        (d / name).write_text(env.get_template(name + ".j2").render(**RENDER_FLAGS))
     sources = [
         d / "reds_kernels.cpp",
         d / "reds_kernels_dsp.cpp",
@@ -175,3 +177,226 @@ def test_fast_requantisation_identity() -> None:
     y = x + (x >> 63)
     got = ((y >> (-shift - 1)) + 1) >> 1
     np.testing.assert_array_equal(got, want)
+
+
+# --- convolutions: reds_conv_dsp / reds_pointwise_dsp (tests/dsp_check/conv_check.cpp) ---
+
+CONV_SRC = Path(__file__).resolve().parent / "dsp_check" / "conv_check.cpp"
+
+
+def _same_padding(n_in: int, k: int, s: int) -> tuple[int, int]:
+    """TFLite SAME: (output size, padding before)."""
+    out = -(-n_in // s)
+    total = max((out - 1) * s + k - n_in, 0)
+    return out, total // 2
+
+
+def _conv_case(
+    rng,
+    in_w,
+    out_w,
+    *,
+    hw=(6, 6),
+    kernel=(3, 3),
+    strides=(1, 1),
+    same=True,
+    pointwise=False,
+    bias=True,
+    per_submodel=False,
+    act=(-128, 127),
+    shifts=(-12, -6),
+    extreme=False,
+) -> dict:
+    """A random int8 conv layer with nested widths (TFLite weights O, kh, kw, I)."""
+    n_in, n_out, K = in_w[-1], out_w[-1], len(in_w)
+    kh, kw = kernel
+    if same:
+        (oh, pt), (ow, pl) = (_same_padding(hw[i], kernel[i], strides[i]) for i in (0, 1))
+    else:
+        oh, ow = ((hw[i] - kernel[i]) // strides[i] + 1 for i in (0, 1))
+        pt = pl = 0
+    vals = np.array([-128, 127], np.int8)
+    if extreme:
+        w = rng.choice(vals, size=(n_out, kh, kw, n_in))
+        x = rng.choice(vals, size=hw[0] * hw[1] * n_in)
+    else:
+        w = rng.integers(-128, 128, size=(n_out, kh, kw, n_in), dtype=np.int8)
+        x = rng.integers(-128, 128, size=hw[0] * hw[1] * n_in, dtype=np.int8)
+    nq = K * n_out if per_submodel else n_out
+    return {
+        "kind": 1 if pointwise else 0,
+        "in_w": list(in_w),
+        "out_w": list(out_w),
+        "hw": hw,
+        "out_hw": (oh, ow),
+        "kernel": kernel,
+        "strides": strides,
+        "pad": (pt, pl),
+        "w": w,
+        "x": x,
+        "qparam_stride": n_out if per_submodel else 0,
+        "bias": rng.integers(-(2**20), 2**20, size=nq).astype(np.int64) if bias else None,
+        "mult": rng.integers(2**30, 2**31, size=nq, dtype=np.int64),
+        "shift": rng.integers(shifts[0], shifts[1] + 1, size=nq, dtype=np.int64),
+        "input_offset": int(rng.integers(-127, 129)),
+        "output_offset": int(rng.integers(-128, 128)),
+        "act": act,
+    }
+
+
+def _conv_columns(kh: int, kw: int, in_w: list[int]) -> np.ndarray:
+    """Flat (ky, kx, c) column indices of the TFLite weight matrix in nested
+    im2col order: channel block by block, (ky, kx, c) inside a block."""
+    cols, prev = [], 0
+    for c_j in in_w:
+        for ky in range(kh):
+            for kx in range(kw):
+                cols += [(ky * kw + kx) * in_w[-1] + c for c in range(prev, c_j)]
+        prev = c_j
+    return np.array(cols, np.int64)
+
+
+def _conv_expected(c: dict, k: int) -> np.ndarray:
+    """Submodel k's int8 output (out_h, out_w, o_k) from the int8 rules."""
+    i, o = c["in_w"][k], c["out_w"][k]
+    (h, wd), (oh, ow) = c["hw"], c["out_hw"]
+    (kh, kw), (sh, sw), (pt, pl) = c["kernel"], c["strides"], c["pad"]
+    x = c["x"][: h * wd * i].reshape(h, wd, i).astype(np.int64) + c["input_offset"]
+    xp = np.zeros((h + kh + sh * oh, wd + kw + sw * ow, i), np.int64)  # padding contributes 0
+    xp[pt : pt + h, pl : pl + wd] = x
+    w = c["w"][:o, :, :, :i].astype(np.int64)
+    acc = np.zeros((oh, ow, o), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = xp[ky : ky + sh * oh : sh, kx : kx + sw * ow : sw][:oh, :ow]
+            acc += patch @ w[:, ky, kx, :].T
+    q = k * c["qparam_stride"]
+    if c["bias"] is not None:
+        acc = acc + c["bias"][q : q + o]
+    acc = ((acc + 2**31) % 2**32) - 2**31
+    v = numerics.multiply_by_quantized_multiplier(acc, c["mult"][q : q + o], c["shift"][q : q + o])
+    return np.clip(v + c["output_offset"], *c["act"]).astype(np.int8)
+
+
+def _conv_cases() -> list[dict]:
+    rng = np.random.default_rng(11)
+    cases = [
+        # first layer of DS-CNN-S on Fashion-MNIST: 1 channel, 3x3 stride 2, 9 columns
+        _conv_case(rng, [1, 1, 1, 1], [16, 32, 48, 64], hw=(9, 9), strides=(2, 2)),
+        # CIFAR-style 3 channels (27 columns), shorter row groups, per-submodel
+        # BatchNorm rows, no bias, a generic clamp
+        _conv_case(
+            rng, [3, 3, 3], [6, 10, 13], hw=(5, 7), bias=False, per_submodel=True, act=(-20, 90)
+        ),
+        # nested input channels (R strips), VALID, 10x4 kernel (KWS-style)
+        _conv_case(rng, [4, 8, 12], [8, 12, 20], hw=(12, 6), kernel=(10, 4), same=False),
+        # input widths whose im2col columns do not start chunks: the reference path
+        _conv_case(rng, [3, 6], [4, 8], hw=(4, 4)),
+        # shifts from -31 to +3 and extreme values
+        _conv_case(rng, [4, 8], [4, 8], hw=(4, 5), shifts=(-31, 3), extreme=True),
+        # pointwise: an odd pixel count, four nested widths, ReLU-style clamp
+        _conv_case(
+            rng,
+            [16, 32, 48, 64],
+            [16, 32, 48, 64],
+            hw=(5, 5),
+            kernel=(1, 1),
+            pointwise=True,
+            act=(-128, 127),
+            extreme=True,
+            shifts=(-14, -8),
+        ),
+        # pointwise growing channels with per-submodel rows and equal in widths
+        _conv_case(
+            rng,
+            [8, 8, 16],
+            [12, 24, 32],
+            hw=(4, 3),
+            kernel=(1, 1),
+            pointwise=True,
+            per_submodel=True,
+            bias=False,
+            act=(-128, 100),
+        ),
+        # pointwise fallbacks: widths not multiples of 4, and too little scratch
+        # for two pixels (64 inputs, 8 outputs)
+        _conv_case(rng, [6, 10], [5, 9], hw=(3, 3), kernel=(1, 1), pointwise=True),
+        _conv_case(rng, [32, 64], [4, 8], hw=(3, 2), kernel=(1, 1), pointwise=True),
+        # pointwise with shifts -31..+3 (the generic requantisation)
+        _conv_case(rng, [4, 8], [4, 8], hw=(2, 3), kernel=(1, 1), pointwise=True, shifts=(-31, 3)),
+    ]
+    c = cases[-1]  # special multipliers, as in the FC cases
+    c["mult"][1] = INT32_MIN
+    c["mult"][2] = -(2**30) - 12345
+    c["mult"][3] = INT32_MIN
+    c["shift"][3] = 0
+    c["bias"][3] = INT32_MIN // 2
+    return cases
+
+
+def _conv_blob(cases: list[dict]) -> bytes:
+    out = [np.array([0x564E4F43, len(cases)], "<u4").tobytes()]
+    for c in cases:
+        K, (kh, kw) = len(c["in_w"]), c["kernel"]
+        n_in, n_out = c["in_w"][-1], c["out_w"][-1]
+        cols = _conv_columns(kh, kw, c["in_w"])
+        matrix = c["w"].reshape(n_out, -1)[:, cols]
+        nested = nest_fc_weights(matrix, [kh * kw * i for i in c["in_w"]], c["out_w"])
+        head = [c["kind"], K, n_in, n_out, *c["hw"], *c["out_hw"], kh, kw, *c["strides"]]
+        head += [*c["pad"], c["bias"] is not None, c["qparam_stride"], c["input_offset"]]
+        head += [c["output_offset"], *c["act"], *c["in_w"], *c["out_w"], nested.size]
+        out += [_words(head), _padded(nested)]
+        if c["bias"] is not None:
+            out.append(_words(c["bias"]))
+        out += [_words(c["mult"]), _words(c["shift"]), _padded(c["x"])]
+    return b"".join(out)
+
+
+def _build(d: Path, main_src: Path, name: str) -> Path:
+    env = environment()
+    for tpl in ("reds_kernels.h", "reds_kernels.cpp", "reds_kernels_dsp.cpp"):
+        (d / tpl).write_text(env.get_template(tpl + ".j2").render(**RENDER_FLAGS))
+    sources = [d / "reds_kernels.cpp", d / "reds_kernels_dsp.cpp", main_src]
+    sources.append(bench.BENCH_FW_DIR / "bench_startup.c")
+    objs = []
+    for s in sources:
+        obj = d / (s.name + ".o")
+        lang = ["-std=c++11", *bench.CXX_ONLY] if s.suffix == ".cpp" else ["-std=c11"]
+        cmd = ["arm-none-eabi-gcc", *bench.CC_FLAGS, "-Werror", *lang, f"-I{d}"]
+        cmd += [f"-I{bench.BENCH_FW_DIR}", "-c", str(s), "-o", str(obj)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        objs.append(str(obj))
+    elf = d / f"{name}.elf"
+    cmd = ["arm-none-eabi-gcc", *bench.LINK_FLAGS, "-T", str(bench.BENCH_FW_DIR / "bench.ld")]
+    subprocess.run([*cmd, "-o", str(elf), *objs, "-lc", "-lgcc"], check=True)
+    return elf
+
+
+def test_dsp_conv_kernels_match_reference_in_qemu(tmp_path: Path) -> None:
+    """reds_conv_dsp and reds_pointwise_dsp equal the portable kernels and the
+    NumPy int8 model on every submodel of layers that hit every path; the DSP
+    pointwise kernel is also much cheaper where it applies."""
+    elf = _build(tmp_path, CONV_SRC, "conv_check")
+    cases = _conv_cases()
+    blob = tmp_path / "convs.bin"
+    blob.write_bytes(_conv_blob(cases))
+    marks, uart = bench.run_qemu(elf, bench.build_plugin(), blob, tmp_path / "qemu")
+    assert uart and uart[-1] == "done", uart[-5:]
+    lines = [ln.split() for ln in uart[:-1]]
+    assert len(lines) == sum(len(c["in_w"]) for c in cases)
+    overhead = marks[1] - marks[0]
+    costs = []  # (case, k, instructions ref, instructions dsp)
+    for n, (li, k, ref_hex, dsp_hex) in enumerate(lines):
+        c = cases[int(li)]
+        want = _conv_expected(c, int(k)).reshape(-1)
+        ref = np.frombuffer(bytes.fromhex(ref_hex), np.int8)
+        dsp = np.frombuffer(bytes.fromhex(dsp_hex), np.int8)
+        np.testing.assert_array_equal(ref, want, err_msg=f"reference, layer {li} k={k}")
+        np.testing.assert_array_equal(dsp, want, err_msg=f"DSP, layer {li} k={k}")
+        m = marks[2 + 4 * n : 6 + 4 * n]
+        costs.append((int(li), int(k), m[1] - m[0] - overhead, m[3] - m[2] - overhead))
+    # The two-row, two-pixel pointwise path at full width (case 5): at least 2x
+    # fewer instructions than the portable kernel.
+    full = [c for c in costs if c[0] == 5 and c[1] == 3][0]
+    assert full[3] * 2 < full[2], full

@@ -1,0 +1,144 @@
+/* Convolution kernel check for QEMU (tests/test_dsp.py): runs the portable
+ * reds_conv_ref / reds_pointwise_ref and the DSP reds_conv_dsp /
+ * reds_pointwise_dsp on layers described in a blob that QEMU's loader puts at
+ * reds_bench_io, for every submodel k, and prints on UART0
+ * "L K REF_HEX DSP_HEX INSTR_MARKS..." lines (the marks are only counted by
+ * the plugin). Links with firmware/bench/bench_startup.c.
+ *
+ * Blob (little-endian 32-bit words): magic "CONV", number of layers, then per
+ * layer: kind (0 standard, 1 pointwise), K, max_in, max_out, in_h, in_w,
+ * out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+ * has_bias, qparam_stride, input_offset, output_offset, act_min, act_max,
+ * in_width[K], out_width[K], weight byte count, weights (padded to 4),
+ * bias[nq] if has_bias, multiplier[nq], shift[nq] (nq = qparam_stride ?
+ * K * qparam_stride : max_out), input (in_h * in_w * max_in bytes, padded;
+ * submodel k reads the first in_h * in_w * i_k as its map).
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "bench_io.h"
+#include "reds_kernels.h"
+
+#define CHECK_MAGIC 0x564E4F43u /* "CONV" */
+#define MAX_K 8
+#define MAX_OUT_BYTES 32768
+#define SCRATCH_WORDS 4096
+
+static int32_t scratch[SCRATCH_WORDS];
+static int8_t out_ref[MAX_OUT_BYTES], out_dsp[MAX_OUT_BYTES];
+
+static void put_hex(const int8_t *data, uint32_t n) {
+    static const char digits[] = "0123456789abcdef";
+    char pair[3] = {0, 0, 0};
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t b = (uint8_t)data[i];
+        pair[0] = digits[b >> 4];
+        pair[1] = digits[b & 15u];
+        reds_bench_write(pair);
+    }
+}
+
+static void put_u32(uint32_t v) {
+    char buf[12];
+    int i = (int)sizeof buf - 1;
+    buf[i] = '\0';
+    do {
+        buf[--i] = (char)('0' + v % 10u);
+        v /= 10u;
+    } while (v != 0u);
+    reds_bench_write(&buf[i]);
+}
+
+int main(void) {
+    const uint32_t *p = (const uint32_t *)(const void *)&reds_bench_io;
+    if (p[0] != CHECK_MAGIC) {
+        reds_bench_write("error: no layer blob\n");
+        return 4;
+    }
+    const uint32_t layers = p[1];
+    p += 2;
+    reds_bench_mark();
+    reds_bench_mark();
+    for (uint32_t l = 0; l < layers; l++) {
+        const uint32_t kind = p[0], K = p[1], max_in = p[2], max_out = p[3];
+        static uint16_t in_width[MAX_K], out_width[MAX_K];
+        reds_conv_layer layer;
+        layer.in_h = (uint16_t)p[4];
+        layer.in_w = (uint16_t)p[5];
+        layer.out_h = (uint16_t)p[6];
+        layer.out_w = (uint16_t)p[7];
+        layer.kernel_h = (uint16_t)p[8];
+        layer.kernel_w = (uint16_t)p[9];
+        layer.stride_h = (uint16_t)p[10];
+        layer.stride_w = (uint16_t)p[11];
+        layer.pad_top = (uint16_t)p[12];
+        layer.pad_left = (uint16_t)p[13];
+        const uint32_t has_bias = p[14];
+        layer.qparam_stride = (int32_t)p[15];
+        layer.input_offset = (int32_t)p[16];
+        layer.output_offset = (int32_t)p[17];
+        layer.act_min = (int32_t)p[18];
+        layer.act_max = (int32_t)p[19];
+        p += 20;
+        const uint32_t pixels = (uint32_t)layer.out_h * layer.out_w;
+        if (K == 0 || K > MAX_K || pixels * max_out > MAX_OUT_BYTES ||
+            REDS_CONV_SCRATCH_BYTES(layer.kernel_h, layer.kernel_w, max_in, max_out) >
+                sizeof scratch) {
+            reds_bench_write("error: layer too large\n");
+            return 4;
+        }
+        for (uint32_t k = 0; k < K; k++) {
+            in_width[k] = (uint16_t)p[k];
+            out_width[k] = (uint16_t)p[K + k];
+        }
+        p += 2 * K;
+        layer.in_width = in_width;
+        layer.out_width = out_width;
+        const uint32_t weight_bytes = p[0];
+        p += 1;
+        layer.weights = (const int8_t *)p;
+        p += (weight_bytes + 3u) / 4u;
+        const uint32_t nq = layer.qparam_stride ? K * (uint32_t)layer.qparam_stride : max_out;
+        layer.bias = has_bias ? (const int32_t *)p : NULL;
+        p += has_bias ? nq : 0u;
+        layer.multiplier = (const int32_t *)p;
+        p += nq;
+        layer.shift = (const int32_t *)p;
+        p += nq;
+        const int8_t *input = (const int8_t *)p;
+        p += ((uint32_t)layer.in_h * layer.in_w * max_in + 3u) / 4u;
+        for (uint32_t k = 0; k < K; k++) {
+            const uint32_t n = pixels * out_width[k];
+            memset(out_ref, 0x55, n);
+            memset(out_dsp, 0x55, n);
+            memset(scratch, 0xA7, sizeof scratch); /* stale scratch must not matter */
+            reds_bench_mark();
+            if (kind == 0) {
+                reds_conv_ref(&layer, (int)k, input, out_ref, scratch);
+            } else {
+                reds_pointwise_ref(&layer, (int)k, input, out_ref, scratch);
+            }
+            reds_bench_mark();
+            memset(scratch, 0xA7, sizeof scratch);
+            reds_bench_mark();
+            if (kind == 0) {
+                reds_conv_dsp(&layer, (int)k, input, out_dsp, scratch);
+            } else {
+                reds_pointwise_dsp(&layer, (int)k, input, out_dsp, scratch);
+            }
+            reds_bench_mark();
+            put_u32(l);
+            reds_bench_write(" ");
+            put_u32(k);
+            reds_bench_write(" ");
+            put_hex(out_ref, n);
+            reds_bench_write(" ");
+            put_hex(out_dsp, n);
+            reds_bench_write("\n");
+        }
+    }
+    reds_bench_write("done\n");
+    return 0;
+}
