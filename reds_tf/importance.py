@@ -72,3 +72,30 @@ def taylor_scores(
         layer.name: np.abs(k.numpy().astype(np.float64) * g).sum(axis=ax)
         for layer, k, g, ax in zip(layers, kernels, acc, axes, strict=True)
     }
+
+
+def fold_tied_scores(scores: dict[str, np.ndarray], layers: Sequence) -> dict[str, np.ndarray]:
+    """Scores per prunable (width-choosing) layer, with every depthwise layer's
+    channel scores added to the layer whose width it is tied to.
+
+    A depthwise channel exists exactly as long as the producer's unit that feeds
+    it, so the pair is one unit: its value is the sum of both scores.
+
+    Args:
+        scores: ``{name: (units,)}`` for the prunable layers and, optionally,
+            the depthwise layers (original unit order).
+        layers: the model's :class:`reds_tf.costs.CostLayer` list.
+    Returns:
+        ``{name: (units,)}`` for the prunable layers only.
+    """
+    by_name = {c.name: c for c in layers}
+    out = {c.name: np.asarray(scores[c.name], np.float64).copy() for c in layers if c.prunable}
+    for c in layers:
+        if c.kind != "depthwise" or c.name not in scores:
+            continue
+        root = c.producer
+        while root is not None and by_name[root].kind == "depthwise":
+            root = by_name[root].producer
+        if root is not None and root in out:  # None: tied to the fixed model input
+            out[root] += np.asarray(scores[c.name], np.float64)
+    return out

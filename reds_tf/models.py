@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import tf_keras as keras
 
 from reds_tf.errors import RedsError
@@ -307,19 +308,48 @@ def load_plain_model(path: str | Path) -> keras.Model:
     return keras.models.load_model(path, compile=False)
 
 
+def flatten_rows(positions: int, channels: int, width: int) -> np.ndarray:
+    """Rows of a Dense kernel after Flatten of an (H, W, ``channels``) map
+    (``positions`` = H*W) that a channel prefix ``width`` keeps, in (h, w, c) order."""
+    pos = np.arange(positions)[:, None] * channels
+    return (pos + np.arange(width)[None, :]).reshape(-1)
+
+
 def submodel(full: keras.Model, widths: dict[str, int]) -> keras.Model:
-    """A standalone plain model holding the prefix slices ``W[:in_k, :out_k]`` of
-    ``full`` for the given per-layer widths (same names, same function as the
-    nested submodel). Used for the scratch baseline and for checks."""
-    dense = dense_layers(full)
-    hidden = [widths[layer.name] for layer in dense[:-1]]
-    num_classes = dense[-1].units
-    sub = dnn(full.input_shape[1:], hidden, num_classes, name=f"{full.name}_sub")
-    in_w = None
-    for src, dst in zip(dense, dense_layers(sub), strict=True):
-        kernel, bias = src.get_weights()
-        out_w = dst.units
-        in_w = kernel.shape[0] if in_w is None else in_w
-        dst.set_weights([kernel[:in_w, :out_w], bias[:out_w]])
-        in_w = out_w
+    """A standalone plain model holding the prefix slices of ``full`` for the
+    given per-layer output widths (same names, same function as the nested
+    submodel; conv, depthwise, BN and Dense after Flatten included). Layers
+    missing from ``widths`` keep their full width; depthwise and BN layers
+    follow their input. Used for the scratch baseline and for checks."""
+    cfg = full.get_config()
+    for lc in cfg["layers"]:
+        name, conf = lc["config"]["name"], lc["config"]
+        if name in widths and lc["class_name"] == "Conv2D":
+            conf["filters"] = int(widths[name])
+        elif name in widths and lc["class_name"] == "Dense":
+            conf["units"] = int(widths[name])
+    cfg["name"] = f"{full.name}_sub"
+    sub = keras.Model.from_config(cfg)
+    chans = int(full.input_shape[-1])
+    positions = 1
+    for src in full.layers:
+        w = src.get_weights()
+        dst = sub.get_layer(src.name)
+        if isinstance(src, keras.layers.DepthwiseConv2D):
+            dst.set_weights([w[0][:, :, :chans]] + [v[:chans] for v in w[1:]])
+        elif isinstance(src, keras.layers.Conv2D):
+            o = dst.filters
+            dst.set_weights([w[0][:, :, :chans, :o]] + [v[:o] for v in w[1:]])
+            chans = o
+        elif isinstance(src, keras.layers.BatchNormalization):
+            dst.set_weights([v[:chans] for v in w])
+        elif isinstance(src, keras.layers.Flatten):
+            shape = src.input_shape[1:]
+            positions *= int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+        elif isinstance(src, keras.layers.Dense):
+            o = dst.units
+            full_c = w[0].shape[0] // positions
+            rows = flatten_rows(positions, full_c, chans)
+            dst.set_weights([w[0][rows, :o]] + [v[:o] for v in w[1:]])
+            chans, positions = o, 1
     return sub

@@ -20,13 +20,17 @@ import tensorflow as tf
 import tf_keras as keras
 
 from reds_tf.errors import RedsError
-from reds_tf.models import dense_layers
 
 
 class NestedDense(keras.layers.Layer):
     """Dense layer evaluated at K prefix widths.
 
-    Input: list of K tensors, tensor k of shape (batch, in_widths[k]).
+    ``in_widths`` count input CHANNELS. With ``positions`` P > 1 the layer sits
+    after Flatten of an (H, W, C) map (P = H*W, full kernel rows in (h, w, c)
+    order): submodel k keeps the rows {(h, w, c): c < in_widths[k]}, a gather
+    rather than a row prefix, in the order its own flattened input has them.
+
+    Input: list of K tensors, tensor k of shape (batch, P * in_widths[k]).
     Output: list of K tensors, tensor k of shape (batch, out_widths[k]).
     """
 
@@ -36,6 +40,8 @@ class NestedDense(keras.layers.Layer):
         in_widths: Sequence[int],
         out_widths: Sequence[int],
         activation: str | None = None,
+        positions: int = 1,
+        in_channels: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -44,22 +50,37 @@ class NestedDense(keras.layers.Layer):
         self.units = int(units)
         self.in_widths = [int(w) for w in in_widths]
         self.out_widths = [int(w) for w in out_widths]
+        self.positions = int(positions)
+        self.in_channels = int(in_channels) if in_channels is not None else max(self.in_widths)
         if max(self.out_widths) > self.units or min(self.out_widths) < 1:
             raise ValueError(f"{self.name}: output widths {self.out_widths} out of 1..{units}")
+        if max(self.in_widths) > self.in_channels:
+            raise ValueError(f"{self.name}: input widths {self.in_widths} > {self.in_channels}")
         self.activation = keras.activations.get(activation)
 
     def build(self, input_shape: list) -> None:
-        fan_in = max(self.in_widths)
+        fan_in = self.positions * self.in_channels
         self.kernel = self.add_weight(
             name="kernel", shape=(fan_in, self.units), initializer="glorot_uniform"
         )
         self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
         super().build(input_shape)
 
+    def _rows(self, i_k: int) -> np.ndarray:
+        """Kernel rows submodel k uses, in (h, w, c < i_k) order."""
+        pos = np.arange(self.positions)[:, None] * self.in_channels
+        return (pos + np.arange(i_k)[None, :]).reshape(-1)
+
     def call(self, inputs: list[tf.Tensor]) -> list[tf.Tensor]:
         outs = []
         for x, i_k, o_k in zip(inputs, self.in_widths, self.out_widths, strict=True):
-            y = tf.matmul(x[:, :i_k], self.kernel[:i_k, :o_k]) + self.bias[:o_k]
+            if self.positions == 1:
+                w = self.kernel[:i_k, :o_k]
+            elif i_k == self.in_channels:
+                w = self.kernel[:, :o_k]
+            else:
+                w = tf.gather(self.kernel[:, :o_k], self._rows(i_k), axis=0)
+            y = tf.matmul(x, w) + self.bias[:o_k]
             outs.append(self.activation(y))
         return outs
 
@@ -70,17 +91,250 @@ class NestedDense(keras.layers.Layer):
             in_widths=self.in_widths,
             out_widths=self.out_widths,
             activation=keras.activations.serialize(self.activation),
+            positions=self.positions,
+            in_channels=self.in_channels,
         )
         return cfg
 
 
+def _conv_widths(layer: keras.layers.Layer, in_widths, out_widths) -> None:
+    if len(in_widths) != len(out_widths):
+        raise ValueError(f"{layer.name}: in_widths and out_widths need one entry per submodel")
+
+
+class NestedConv2D(keras.layers.Layer):
+    """Conv2D at K prefix widths: submodel k uses ``kernel[:, :, :i_k, :o_k]``.
+
+    Input/output: lists of K NHWC tensors with i_k / o_k channels.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        in_channels: int,
+        in_widths: Sequence[int],
+        out_widths: Sequence[int],
+        kernel_size: Sequence[int],
+        strides: Sequence[int],
+        padding: str,
+        use_bias: bool,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _conv_widths(self, in_widths, out_widths)
+        self.filters = int(filters)
+        self.in_channels = int(in_channels)
+        self.in_widths = [int(w) for w in in_widths]
+        self.out_widths = [int(w) for w in out_widths]
+        self.kernel_size = tuple(int(k) for k in kernel_size)
+        self.strides = tuple(int(s) for s in strides)
+        self.padding = str(padding).upper()
+        self.use_bias = bool(use_bias)
+
+    def build(self, input_shape: list) -> None:
+        shape = (*self.kernel_size, self.in_channels, self.filters)
+        self.kernel = self.add_weight(name="kernel", shape=shape, initializer="glorot_uniform")
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs: list[tf.Tensor]) -> list[tf.Tensor]:
+        outs = []
+        for x, i_k, o_k in zip(inputs, self.in_widths, self.out_widths, strict=True):
+            y = tf.nn.conv2d(x, self.kernel[:, :, :i_k, :o_k], self.strides, self.padding)
+            outs.append(y + self.bias[:o_k] if self.use_bias else y)
+        return outs
+
+    def get_config(self) -> dict:
+        cfg = super().get_config()
+        cfg.update(
+            filters=self.filters,
+            in_channels=self.in_channels,
+            in_widths=self.in_widths,
+            out_widths=self.out_widths,
+            kernel_size=list(self.kernel_size),
+            strides=list(self.strides),
+            padding=self.padding,
+            use_bias=self.use_bias,
+        )
+        return cfg
+
+
+class NestedDepthwise(keras.layers.Layer):
+    """DepthwiseConv2D (multiplier 1) at K widths, each tied to its input width."""
+
+    def __init__(
+        self,
+        channels: int,
+        widths: Sequence[int],
+        kernel_size: Sequence[int],
+        strides: Sequence[int],
+        padding: str,
+        use_bias: bool,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        self.widths = [int(w) for w in widths]
+        self.kernel_size = tuple(int(k) for k in kernel_size)
+        self.strides = tuple(int(s) for s in strides)
+        self.padding = str(padding).upper()
+        self.use_bias = bool(use_bias)
+
+    def build(self, input_shape: list) -> None:
+        shape = (*self.kernel_size, self.channels, 1)
+        self.kernel = self.add_weight(
+            name="depthwise_kernel", shape=shape, initializer="glorot_uniform"
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(self.channels,), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs: list[tf.Tensor]) -> list[tf.Tensor]:
+        outs = []
+        for x, c in zip(inputs, self.widths, strict=True):
+            y = tf.nn.depthwise_conv2d(
+                x, self.kernel[:, :, :c, :], (1, *self.strides, 1), self.padding
+            )
+            outs.append(y + self.bias[:c] if self.use_bias else y)
+        return outs
+
+    def get_config(self) -> dict:
+        cfg = super().get_config()
+        cfg.update(
+            channels=self.channels,
+            widths=self.widths,
+            kernel_size=list(self.kernel_size),
+            strides=list(self.strides),
+            padding=self.padding,
+            use_bias=self.use_bias,
+        )
+        return cfg
+
+
+class NestedBatchNorm(keras.layers.Layer):
+    """BatchNormalization at K prefix widths.
+
+    Weights in Keras order (gamma, beta, moving_mean, moving_variance), all
+    (channels,), then per-submodel statistics ``sub_mean``/``sub_variance``
+    (K, channels). Training normalises each branch with its own batch
+    moments; the SHARED moving statistics get one momentum update per branch
+    (on that branch's prefix), as when the submodels share one BN layer.
+    Inference uses the shared statistics, or with ``per_submodel = True`` the
+    per-submodel ones (filled by :func:`estimate_bn_stats`).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        widths: Sequence[int],
+        momentum: float = 0.99,
+        epsilon: float = 1e-3,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        self.widths = [int(w) for w in widths]
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.per_submodel = False
+        self.calibrating = False  # set by estimate_bn_stats
+
+    def build(self, input_shape: list) -> None:
+        c, k = self.channels, len(self.widths)
+        self.gamma = self.add_weight(name="gamma", shape=(c,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(c,), initializer="zeros")
+        self.moving_mean = self.add_weight(
+            name="moving_mean", shape=(c,), initializer="zeros", trainable=False
+        )
+        self.moving_variance = self.add_weight(
+            name="moving_variance", shape=(c,), initializer="ones", trainable=False
+        )
+        self.sub_mean = self.add_weight(
+            name="sub_mean", shape=(k, c), initializer="zeros", trainable=False
+        )
+        self.sub_variance = self.add_weight(
+            name="sub_variance", shape=(k, c), initializer="ones", trainable=False
+        )
+        super().build(input_shape)
+
+    def _pad(self, v: tf.Tensor, c: int) -> tf.Tensor:
+        return tf.pad(v, [[0, self.channels - c]])
+
+    def call(self, inputs: list[tf.Tensor], training: bool | None = None) -> list[tf.Tensor]:
+        outs = []
+        for k, (x, c) in enumerate(zip(inputs, self.widths, strict=True)):
+            if training:
+                axes = list(range(len(x.shape) - 1))
+                mean, var = tf.nn.moments(x, axes=axes)
+                if self.calibrating:
+                    # Sum of batch moments; estimate_bn_stats turns them into averages.
+                    onehot = tf.one_hot(k, len(self.widths))[:, None]
+                    self.sub_mean.assign_add(onehot * self._pad(mean, c)[None, :])
+                    self.sub_variance.assign_add(
+                        onehot * self._pad(var + tf.square(mean), c)[None, :]
+                    )
+                else:
+                    m = self.momentum
+                    keep = self._pad(tf.ones([c]), c)
+                    self.moving_mean.assign(
+                        self.moving_mean - keep * (1 - m) * (self.moving_mean - self._pad(mean, c))
+                    )
+                    self.moving_variance.assign(
+                        self.moving_variance
+                        - keep * (1 - m) * (self.moving_variance - self._pad(var, c))
+                    )
+            elif self.per_submodel:
+                mean, var = self.sub_mean[k, :c], self.sub_variance[k, :c]
+            else:
+                mean, var = self.moving_mean[:c], self.moving_variance[:c]
+            outs.append(
+                tf.nn.batch_normalization(x, mean, var, self.beta[:c], self.gamma[:c], self.epsilon)
+            )
+        return outs
+
+    def get_config(self) -> dict:
+        cfg = super().get_config()
+        cfg.update(
+            channels=self.channels,
+            widths=self.widths,
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+        )
+        return cfg
+
+
+class _PerBranch(keras.layers.Layer):
+    """Applies one weightless Keras layer (ReLU, pooling, Flatten, Dropout) to
+    every branch."""
+
+    def __init__(self, inner: keras.layers.Layer, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = inner
+
+    def call(self, inputs: list[tf.Tensor], training: bool | None = None) -> list[tf.Tensor]:
+        return [self.inner(x, training=training) for x in inputs]
+
+
+_WEIGHTLESS = (
+    keras.layers.ReLU,
+    keras.layers.Activation,
+    keras.layers.Dropout,
+    keras.layers.AveragePooling2D,
+    keras.layers.MaxPooling2D,
+    keras.layers.Flatten,
+)
+
+
 def build_nested(full: keras.Model, widths: Sequence[dict[str, int]]) -> keras.Model:
-    """Nested model over ``full`` (a plain dense chain, see models.canonical_dnn).
+    """Nested model over ``full`` (a plain chain of Conv2D / DepthwiseConv2D /
+    BatchNormalization / Dense with activations, pooling, Flatten, Dropout).
 
     Args:
         full: plain full-width model (its weights are copied, not shared).
         widths: one ``{layer name: output width}`` per submodel, smallest first;
-            layers missing from a dict stay at full width.
+            conv/dense layers missing from a dict stay at full width; depthwise
+            and BN layers follow their input's width.
     Returns:
         functional model: input (batch, *input_shape) -> list of K logits
         tensors, each (batch, num_classes).
@@ -89,50 +343,194 @@ def build_nested(full: keras.Model, widths: Sequence[dict[str, int]]) -> keras.M
     if k == 0:
         raise ValueError("need at least one submodel")
     x = inp = keras.Input(shape=full.input_shape[1:], name="input")
-    branches: list[tf.Tensor] | None = None
-    in_w: list[int] | None = None
+    branches: list[tf.Tensor] = [x] * k
+    positions = 1  # spatial positions per channel hidden by a Flatten
+    chans = [int(x.shape[-1])] * k  # channels (not elements) per branch
     for layer in full.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        if isinstance(layer, keras.layers.Flatten):
-            if branches is not None:
-                raise RedsError("Flatten after a Dense layer is not supported")
-            x = keras.layers.Flatten(name=layer.name)(x)
+        name = layer.name
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            if layer.depth_multiplier != 1:
+                raise RedsError(f"depthwise layer '{name}': only depth_multiplier=1 is supported")
+            nl = NestedDepthwise(
+                int(layer.input_shape[-1]),
+                chans,
+                layer.kernel_size,
+                layer.strides,
+                layer.padding,
+                layer.use_bias,
+                name=name,
+            )
+            branches = nl(branches)
+            nl.set_weights(layer.get_weights())
+            branches = _act(layer, branches, k)
+        elif type(layer) is keras.layers.Conv2D:
+            if layer.groups != 1 or tuple(layer.dilation_rate) != (1, 1):
+                raise RedsError(f"conv layer '{name}': groups/dilation are not supported")
+            out_w = [int(w.get(name, layer.filters)) for w in widths]
+            nl = NestedConv2D(
+                layer.filters,
+                int(layer.input_shape[-1]),
+                chans,
+                out_w,
+                layer.kernel_size,
+                layer.strides,
+                layer.padding,
+                layer.use_bias,
+                name=name,
+            )
+            branches = nl(branches)
+            nl.set_weights(layer.get_weights())
+            branches = _act(layer, branches, k)
+            chans = out_w
         elif isinstance(layer, keras.layers.Dense):
-            if branches is None:
-                branches = [x] * k
-                in_w = [int(x.shape[-1])] * k
-            out_w = [int(w.get(layer.name, layer.units)) for w in widths]
-            nd = NestedDense(
+            out_w = [int(w.get(name, layer.units)) for w in widths]
+            in_channels = int(layer.input_shape[-1]) // positions
+            nl = NestedDense(
                 layer.units,
-                in_w,
+                chans,
                 out_w,
                 activation=keras.activations.serialize(layer.activation),
-                name=layer.name,
+                positions=positions,
+                in_channels=in_channels,
+                name=name,
             )
-            branches = nd(branches)
-            nd.set_weights(layer.get_weights())
-            in_w = out_w
-        elif isinstance(layer, keras.layers.Dropout):
-            drop = keras.layers.Dropout(layer.rate, name=layer.name)
-            branches = [drop(b) for b in branches] if branches is not None else branches
-            if branches is None:
-                x = drop(x)
+            branches = nl(branches)
+            nl.set_weights(layer.get_weights())
+            chans, positions = out_w, 1
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            if layer.axis not in ([-1], [len(layer.input_shape) - 1]) or not (
+                layer.center and layer.scale
+            ):
+                raise RedsError(
+                    f"BatchNormalization '{name}': only channels-last with scale/center"
+                )
+            nl = NestedBatchNorm(
+                int(layer.input_shape[-1]),
+                chans,
+                momentum=layer.momentum,
+                epsilon=layer.epsilon,
+                name=name,
+            )
+            branches = nl(branches)
+            set_bn_weights(nl, layer.get_weights())
+        elif isinstance(layer, _WEIGHTLESS):
+            if isinstance(layer, keras.layers.Flatten):
+                shape = layer.input_shape[1:]
+                positions *= int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+            inner = layer.__class__.from_config(layer.get_config())
+            branches = _PerBranch(inner, name=name)(branches)
         else:
-            raise RedsError(
-                f"layer '{layer.name}' ({type(layer).__name__}) has no nested version yet"
-            )
-    if branches is None:
-        raise RedsError("the model has no Dense layer")
+            raise RedsError(f"layer '{name}' ({type(layer).__name__}) has no nested version yet")
     return keras.Model(inp, branches, name=f"{full.name}_nested")
 
 
+def _act(layer: keras.layers.Layer, branches: list[tf.Tensor], k: int) -> list[tf.Tensor]:
+    """A conv layer's own (fused) activation, applied per branch."""
+    act = layer.activation
+    if act is None or act is keras.activations.linear:
+        return branches
+    return [act(b) for b in branches]
+
+
+def set_bn_weights(nl: NestedBatchNorm, plain: list[np.ndarray]) -> None:
+    """Load a plain BN layer's (gamma, beta, mean, variance) into ``nl``; the
+    per-submodel statistics start as copies of the shared ones."""
+    k = len(nl.widths)
+    mean, var = plain[2], plain[3]
+    nl.set_weights([*plain, np.tile(mean, (k, 1)), np.tile(var, (k, 1))])
+
+
+def bn_layers(nested: keras.Model) -> list[NestedBatchNorm]:
+    return [layer for layer in nested.layers if isinstance(layer, NestedBatchNorm)]
+
+
+def use_per_submodel_stats(nested: keras.Model, on: bool) -> None:
+    """Inference with per-submodel (True) or shared (False) BN statistics."""
+    for layer in bn_layers(nested):
+        layer.per_submodel = bool(on)
+    # The flag is read when tracing: drop Keras' cached inference functions.
+    nested.predict_function = None
+    nested.test_function = None
+
+
+def estimate_bn_stats(
+    nested: keras.Model, x: np.ndarray, *, batches: int = 100, batch_size: int = 128, seed: int = 0
+) -> int:
+    """Re-estimate every submodel's own BN statistics on training data.
+
+    Each branch runs with batch statistics (so a layer sees inputs normalised
+    the way that submodel will see them); the population mean and variance of
+    each BN input are averaged over ``batches`` equal-size mini-batches and
+    stored in ``sub_mean``/``sub_variance``. Returns the number of batches used.
+    """
+    layers = bn_layers(nested)
+    if not layers:
+        return 0
+    n = min(len(x), batches * batch_size) // batch_size * batch_size
+    if n == 0:
+        n = len(x)
+        batch_size = n
+    idx = np.random.default_rng(seed).permutation(len(x))[:n]
+    for layer in layers:
+        layer.sub_mean.assign(tf.zeros_like(layer.sub_mean))
+        layer.sub_variance.assign(tf.zeros_like(layer.sub_variance))
+        layer.calibrating = True
+    step = tf.function(lambda xb: nested(xb, training=True))
+    try:
+        nb = 0
+        for s in range(0, n, batch_size):
+            step(tf.constant(x[idx[s : s + batch_size]]))
+            nb += 1
+    finally:
+        for layer in layers:
+            layer.calibrating = False
+    for layer in layers:
+        mean = layer.sub_mean.numpy() / nb
+        sq = layer.sub_variance.numpy() / nb
+        var = np.maximum(sq - mean**2, 0.0)
+        # Entries past a submodel's width are unused: keep them at the shared values.
+        for k, c in enumerate(layer.widths):
+            mean[k, c:] = layer.moving_mean.numpy()[c:]
+            var[k, c:] = layer.moving_variance.numpy()[c:]
+        layer.sub_mean.assign(mean)
+        layer.sub_variance.assign(var)
+    return nb
+
+
+def bn_stats_arrays(nested: keras.Model) -> dict[str, np.ndarray]:
+    """Per-submodel statistics in the ``bn_stats.npz`` layout:
+    ``"{k}/{bn name}/mean"`` and ``"{k}/{bn name}/variance"``, full length."""
+    out: dict[str, np.ndarray] = {}
+    for layer in bn_layers(nested):
+        for k in range(len(layer.widths)):
+            out[f"{k}/{layer.name}/mean"] = layer.sub_mean.numpy()[k].astype(np.float32)
+            out[f"{k}/{layer.name}/variance"] = layer.sub_variance.numpy()[k].astype(np.float32)
+    return out
+
+
+def load_bn_stats(nested: keras.Model, arrays: dict[str, np.ndarray]) -> None:
+    """Inverse of :func:`bn_stats_arrays`."""
+    for layer in bn_layers(nested):
+        k = len(layer.widths)
+        layer.sub_mean.assign(np.stack([arrays[f"{i}/{layer.name}/mean"] for i in range(k)]))
+        layer.sub_variance.assign(
+            np.stack([arrays[f"{i}/{layer.name}/variance"] for i in range(k)])
+        )
+
+
 def to_plain(nested: keras.Model, full: keras.Model) -> keras.Model:
-    """A plain copy of ``full`` carrying the nested model's (fine-tuned) weights."""
+    """A plain copy of ``full`` carrying the nested model's (fine-tuned) weights
+    (BN layers get the SHARED statistics)."""
     plain = keras.models.clone_model(full)
     plain.set_weights(full.get_weights())
-    for layer in dense_layers(plain):
-        layer.set_weights(nested.get_layer(layer.name).get_weights())
+    for layer in plain.layers:
+        if not layer.get_weights():
+            continue
+        w = nested.get_layer(layer.name).get_weights()
+        n = len(layer.get_weights())
+        layer.set_weights(w[:n])
     return plain
 
 

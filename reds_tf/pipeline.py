@@ -56,6 +56,8 @@ STAGE_FILES = {
     "scratch": "scratch.json",
     "report": "report.md",
 }
+BN_STATS_FILE = "bn_stats.npz"
+_BN_BATCHES = 200  # mini-batches behind each submodel's re-estimated BN statistics
 STAGE_TITLES = {
     "base": "base training",
     "rank": "importance (first-order Taylor)",
@@ -341,14 +343,15 @@ def _stage_base(ctx: _Ctx) -> str:
 
 def _stage_rank(ctx: _Ctx) -> str:
     from reds_tf.costs import cost_layers_from_keras
-    from reds_tf.importance import taylor_scores
+    from reds_tf.importance import fold_tied_scores, taylor_scores
     from reds_tf.train import set_seed
 
     model = _load_model(ctx, STAGE_FILES["base"])
-    names = [c.name for c in cost_layers_from_keras(model) if c.prunable]
+    layers = cost_layers_from_keras(model)
+    names = [c.name for c in layers if c.prunable or c.kind == "depthwise"]
     imp = ctx.cfg.importance
     set_seed(ctx.cfg.seed)
-    scores = taylor_scores(
+    raw = taylor_scores(
         model,
         ctx.data.x_train,
         ctx.data.y_train,
@@ -357,6 +360,9 @@ def _stage_rank(ctx: _Ctx) -> str:
         batch_size=imp.batch_size,
         seed=ctx.cfg.seed,
     )
+    # A depthwise channel lives and dies with the producer unit feeding it.
+    scores = fold_tied_scores(raw, layers)
+    names = list(scores)
     with atomic_path(ctx.run / STAGE_FILES["rank"]) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **scores)
@@ -395,6 +401,7 @@ def _stage_select(ctx: _Ctx) -> str:
         ctx.cfg.block,
         time_limit=ctx.cfg.knapsack.time_limit,
         log=ctx.log,
+        max_activation_elems=ctx.cfg.memory_budget_bytes,  # int8: one byte per element
     )
     out = {
         "budgets": res.budgets,
@@ -419,8 +426,8 @@ def _param_fractions(layers, widths: list[dict[str, int]]) -> list[float]:
 
 def _stage_finetune(ctx: _Ctx) -> str:
     from reds_tf.costs import cost_layers_from_keras
-    from reds_tf.nested import build_nested, to_plain
-    from reds_tf.train import finetune_joint
+    from reds_tf.nested import bn_layers, bn_stats_arrays, build_nested, estimate_bn_stats, to_plain
+    from reds_tf.train import finetune_joint, set_seed
 
     full = _load_model(ctx, STAGE_FILES["permute"])
     widths = _knapsack(ctx)["widths"]
@@ -441,21 +448,75 @@ def _stage_finetune(ctx: _Ctx) -> str:
         alpha=f.alpha,
         seed=ctx.cfg.seed,
         verbose=ctx.verbose,
+        augment=ctx.cfg.train.augment,
     )
+    extra = ""
+    if bn_layers(nested):
+        # Per-submodel BN statistics, always estimated so that evaluation can
+        # compare them with the shared ones; written before model.keras (the
+        # stage's done marker).
+        set_seed(ctx.cfg.seed)
+        nb = estimate_bn_stats(
+            nested,
+            ctx.data.x_train,
+            batches=_BN_BATCHES,
+            batch_size=f.batch_size,
+            seed=ctx.cfg.seed,
+        )
+        with atomic_path(ctx.run / BN_STATS_FILE) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **bn_stats_arrays(nested))
+        extra = f"; per-submodel BN statistics from {nb} batches"
     _save_model(to_plain(nested, full), ctx.run / STAGE_FILES["finetune"])
-    return f"{f.epochs} epoch(s), distillation {'on' if f.distill else 'off'}"
+    return f"{f.epochs} epoch(s), distillation {'on' if f.distill else 'off'}{extra}"
+
+
+def _layer_entries(model, layers) -> list[dict[str, Any]]:
+    """``submodels.json`` ``layers``: width-carrying layers with their geometry."""
+    out = []
+    for c in layers:
+        e: dict[str, Any] = {
+            "name": c.name,
+            "type": c.kind,
+            "units": c.units,
+            "prunable": c.prunable,
+            "producer": c.producer,
+        }
+        if c.kind in ("conv", "depthwise"):
+            layer = model.get_layer(c.name)
+            e["kernel"] = [int(v) for v in layer.kernel_size]
+            e["strides"] = [int(v) for v in layer.strides]
+            e["padding"] = str(layer.padding)
+            e["output_hw"] = [int(layer.output_shape[1]), int(layer.output_shape[2])]
+        out.append(e)
+    return out
 
 
 def _stage_evaluate(ctx: _Ctx) -> str:
     from reds_tf.costs import cost_layers_from_keras, model_params
-    from reds_tf.nested import build_nested, nested_accuracy
+    from reds_tf.nested import (
+        bn_layers,
+        build_nested,
+        load_bn_stats,
+        nested_accuracy,
+        use_per_submodel_stats,
+    )
 
     cfg, d = ctx.cfg, ctx.data
     model = _load_model(ctx, STAGE_FILES["finetune"])
     ks = _knapsack(ctx)
     widths = ks["widths"]
     layers = cost_layers_from_keras(model)
-    acc = nested_accuracy(build_nested(model, widths), d.x_test, d.y_test)
+    nested = build_nested(model, widths)
+    acc_shared = nested_accuracy(nested, d.x_test, d.y_test)
+    acc_sub = None
+    if bn_layers(nested):
+        with np.load(ctx.run / BN_STATS_FILE) as z:
+            load_bn_stats(nested, {k: z[k] for k in z.files})
+        use_per_submodel_stats(nested, True)
+        acc_sub = nested_accuracy(nested, d.x_test, d.y_test)
+    mode = cfg.finetune.bn_stats if acc_sub is not None else "shared"
+    acc = acc_sub if mode == "per_submodel" else acc_shared
     before = nested_accuracy(
         build_nested(_load_model(ctx, STAGE_FILES["permute"]), widths), d.x_test, d.y_test
     )
@@ -465,10 +526,8 @@ def _stage_evaluate(ctx: _Ctx) -> str:
         "input_shape": list(d.input_shape),
         "num_classes": int(d.num_classes),
         "block": cfg.block,
-        "layers": [
-            {"name": c.name, "type": c.kind, "units": c.units, "prunable": c.prunable}
-            for c in layers
-        ],
+        "bn_stats": mode,
+        "layers": _layer_entries(model, layers),
         "submodels": [
             {
                 "index": k,
@@ -485,14 +544,23 @@ def _stage_evaluate(ctx: _Ctx) -> str:
             for k in range(len(widths))
         ],
     }
+    if acc_sub is not None:
+        for k, s in enumerate(doc["submodels"]):
+            s["accuracy_shared_bn"] = acc_shared[k]
+            s["accuracy_per_submodel_bn"] = acc_sub[k]
     write_json_atomic(ctx.run / STAGE_FILES["evaluate"], doc)
-    return "test accuracy " + ", ".join(
-        f"{b:g}: {a:.4f}" for b, a in zip(ks["budgets"], acc, strict=True)
+    msg = "test accuracy " + ", ".join(
+        f"{b:g}: {a:.4f}" for b, a in zip(ks["budgets"], acc_shared, strict=True)
     )
+    if acc_sub is not None:
+        msg += " (shared BN); per-submodel BN " + ", ".join(f"{a:.4f}" for a in acc_sub)
+    return msg
 
 
 def _stage_scratch(ctx: _Ctx) -> str:
-    from reds_tf.models import dense_layers, dnn
+    import tf_keras as keras
+
+    from reds_tf.models import submodel
     from reds_tf.train import accuracy, fit_classifier, set_seed
 
     cfg, d = ctx.cfg, ctx.data
@@ -502,11 +570,12 @@ def _stage_scratch(ctx: _Ctx) -> str:
     epochs = cfg.train.epochs + cfg.finetune.epochs
     out = {"epochs": epochs, "accuracy": [], "seconds": []}
     for k, w in enumerate(ks["widths"]):
-        hidden = [w[layer.name] for layer in dense_layers(full)[:-1]]
-        ctx.log(f"scratch twin {k} (budget {ks['budgets'][k]:g}): hidden widths {hidden}")
+        shown = {n: v for n, v in w.items() if n != "logits"}
+        ctx.log(f"scratch twin {k} (budget {ks['budgets'][k]:g}): widths {shown}")
         t0 = time.perf_counter()
+        arch = submodel(full, w).get_config()
         set_seed(cfg.seed)  # same initial RNG state as the base model, also after a resume
-        model = dnn(d.input_shape, hidden, d.num_classes, dropout=cfg.model.dropout)
+        model = keras.Model.from_config(arch)  # same architecture, fresh weights
         fit_classifier(
             model,
             d.x_train,
@@ -517,6 +586,7 @@ def _stage_scratch(ctx: _Ctx) -> str:
             schedule=cfg.train.schedule,
             seed=cfg.seed,
             verbose=ctx.verbose,
+            augment=cfg.train.augment,
         )
         out["accuracy"].append(accuracy(model, d.x_test, d.y_test))
         out["seconds"].append(round(time.perf_counter() - t0, 2))
