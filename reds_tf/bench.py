@@ -58,13 +58,28 @@ LINK_FLAGS = CPU_FLAGS + [
 ]
 VARIANTS = {"dsp": [], "portable": ["-DREDS_NO_DSP"]}
 
-# Acceptance targets reported in the table (docs: issue "Cortex-M4 speed").
-TARGET_INSTR_PER_MAC = 1.5
+# Acceptance targets reported in the table (issues "Cortex-M4 speed" and
+# "Convolutional REDS"): instructions per MAC at full width for fully connected
+# models and for models with convolutions (depthwise layers included).
+TARGET_INSTR_PER_MAC = {"dense": 1.5, "conv": 2.0}
 TARGET_SWITCH_INSTR = 100
 TARGET_PROPORTIONALITY = 0.10
+# Arduino Nano 33 BLE (nRF52840): flash left by the bootloader, and RAM.
+NANO33BLE_FLASH_BYTES = 960 * 1024
+NANO33BLE_RAM_BYTES = 256 * 1024
 
+# Sections written by older versions (one section for whichever model ran last).
 MD_BEGIN = "<!-- reds bench: cortex-m4 begin -->"
 MD_END = "<!-- reds bench: cortex-m4 end -->"
+
+
+def md_markers(name: str) -> tuple[str, str]:
+    """Begin/end comments of model ``name``'s Cortex-M4 section of BENCHMARKS.md."""
+    return (
+        f"<!-- reds bench: cortex-m4 {name} begin -->",
+        f"<!-- reds bench: cortex-m4 {name} end -->",
+    )
+
 
 _APT_HINT = (
     "install the Arm toolchain and QEMU, e.g. on Debian/Ubuntu: sudo apt-get install "
@@ -310,10 +325,28 @@ def _load_manifest(run_dir: Path) -> dict:
     return manifest
 
 
+def model_kind(run_dir: Path) -> str:
+    """``conv`` when ``submodels.json`` lists a convolution or depthwise layer,
+    else ``dense`` (the instructions-per-MAC target differs)."""
+    import json
+
+    path = Path(run_dir) / "submodels.json"
+    try:
+        layers = json.loads(path.read_text()).get("layers", [])
+    except (OSError, ValueError):
+        return "dense"
+    return "conv" if any(ly.get("type") in ("conv", "depthwise") for ly in layers) else "dense"
+
+
 def summarise(
-    manifest: dict, counts: dict[str, dict[str, Any]], memory: dict[str, dict[str, int]]
+    manifest: dict,
+    counts: dict[str, dict[str, Any]],
+    memory: dict[str, dict[str, int]],
+    kind: str = "dense",
 ) -> dict[str, Any]:
-    """Per-submodel table and acceptance checks from the measured counts."""
+    """Per-submodel table and acceptance checks from the measured counts.
+
+    ``kind`` (``dense`` or ``conv``) selects the instructions-per-MAC target."""
     subs = manifest["submodels"]
     macs = [int(s["macs"]) for s in subs]
     dsp, ref = counts["dsp"], counts["portable"]
@@ -345,15 +378,23 @@ def summarise(
     worst = max(abs(r["proportionality_error"]) for r in rows)
     max_switch = max(max(dsp["switch"]), max(ref["switch"]))
     full_ipm = rows[full]["instr_per_mac_dsp"]
+    target = TARGET_INSTR_PER_MAC[kind]
+    fits = {
+        v: m["flash_bytes"] < NANO33BLE_FLASH_BYTES and m["ram_bytes"] < NANO33BLE_RAM_BYTES
+        for v, m in memory.items()
+    }
     checks = {
+        "model_kind": kind,
+        "target_instr_per_mac": target,
         "full_width_instr_per_mac_dsp": full_ipm,
         "full_width_instr_per_mac_portable": rows[full]["instr_per_mac_portable"],
         "full_width_portable_over_dsp": rows[full]["portable_over_dsp"],
-        "instr_per_mac_ok": full_ipm <= TARGET_INSTR_PER_MAC,
+        "instr_per_mac_ok": full_ipm <= target,
         "max_switch_instructions": max_switch,
         "switch_ok": max_switch <= TARGET_SWITCH_INSTR,
         "max_proportionality_error": worst,
         "proportionality_ok": worst <= TARGET_PROPORTIONALITY,
+        "fits_nano33ble": all(fits.values()),
     }
     return {"submodels": rows, "checks": checks, "memory": memory}
 
@@ -362,8 +403,9 @@ def render_markdown(result: dict[str, Any]) -> str:
     """The Cortex-M4 section of BENCHMARKS.md (between the begin/end markers)."""
     c = result["checks"]
     mem = result["memory"]
+    begin, end = md_markers(result["name"])
     lines = [
-        MD_BEGIN,
+        begin,
         f"## Cortex-M4: `{result['name']}` (`reds bench {result['run_dir']}`)",
         "",
         f"Measured under QEMU {result['qemu']} (`-M mps2-an386`, Cortex-M4F) with the "
@@ -396,7 +438,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"- Full width: {c['full_width_instr_per_mac_dsp']:.3f} instructions per MAC with the "
-        f"DSP kernels (target <= {TARGET_INSTR_PER_MAC}: {ok(c['instr_per_mac_ok'])}), "
+        f"DSP kernels (target <= {c['target_instr_per_mac']}: {ok(c['instr_per_mac_ok'])}), "
         f"{c['full_width_instr_per_mac_portable']:.3f} with the portable kernels: "
         f"{c['full_width_portable_over_dsp']:.2f}x. Whole `reds_invoke`, all layers included.",
         f"- Switch (`reds_set_submodel`, call included): at most {c['max_switch_instructions']} "
@@ -420,18 +462,26 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"Model share: {result['weight_bytes']:,} B of weights and biases (stored once for all "
         f"submodels), a {result['arena_bytes']:,} B activation arena. The bench build is the "
-        "runtime plus a minimal harness (`firmware/bench`), no serial protocol.",
-        MD_END,
+        "runtime plus a minimal harness (`firmware/bench`), no serial protocol. Arduino Nano 33 "
+        f"BLE fit (flash < {NANO33BLE_FLASH_BYTES // 1024} KB, RAM < "
+        f"{NANO33BLE_RAM_BYTES // 1024} KB, both builds): "
+        f"{'yes' if c['fits_nano33ble'] else 'NO'}.",
+        end,
     ]
     return "\n".join(lines) + "\n"
 
 
-def update_markdown(path: Path, section: str) -> None:
-    """Replace the Cortex-M4 section of ``path`` (or append it), atomically."""
+def update_markdown(path: Path, section: str, name: str) -> None:
+    """Replace model ``name``'s Cortex-M4 section of ``path`` (or an older
+    unnamed section about the same model), else append it; atomically."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if MD_BEGIN in text and MD_END in text:
-        head, rest = text.split(MD_BEGIN, 1)
-        _, tail = rest.split(MD_END, 1)
+    begin, end = md_markers(name)
+    legacy = MD_BEGIN in text and f"## Cortex-M4: `{name}`" in text.split(MD_BEGIN, 1)[1]
+    if not (begin in text and end in text) and legacy and MD_END in text:
+        begin, end = MD_BEGIN, MD_END
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
         text = head + section.rstrip("\n") + tail
     else:
         text = text.rstrip("\n") + "\n\n" + section
@@ -513,18 +563,19 @@ def run_bench(
         "arena_bytes": manifest.get("arena_bytes"),
         "counts": counts,
     }
-    result.update(summarise(manifest, counts, memory))
+    result.update(summarise(manifest, counts, memory, model_kind(run_dir)))
     result["seconds"] = round(time.monotonic() - t0, 1)
     out_path = Path(out) if out is not None else run_dir / "bench.json"
     write_json_atomic(out_path, result)
     if markdown is not None:
-        update_markdown(Path(markdown), render_markdown(result))
+        update_markdown(Path(markdown), render_markdown(result), result["name"])
     c = result["checks"]
     print(
         f"bench {result['name']}: full width {c['full_width_instr_per_mac_dsp']:.3f} instr/MAC "
         f"(DSP), {c['full_width_instr_per_mac_portable']:.3f} (portable); switch <= "
         f"{c['max_switch_instructions']} instr; latency vs MACs within "
-        f"{c['max_proportionality_error']:.1%}; outputs identical; {result['seconds']} s "
+        f"{c['max_proportionality_error']:.1%}; fits the Nano 33 BLE: "
+        f"{'yes' if c['fits_nano33ble'] else 'NO'}; outputs identical; {result['seconds']} s "
         f"-> {out_path}"
     )
     return result

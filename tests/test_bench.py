@@ -89,17 +89,46 @@ def test_summarise_checks_and_markdown_section(tmp_path: Path) -> None:
 
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\n## Host\n\nkeep me\n")
-    bench.update_markdown(md, bench.render_markdown(r))
+    begin, _ = bench.md_markers("toy")
+    bench.update_markdown(md, bench.render_markdown(r), "toy")
     first = md.read_text()
-    assert "keep me" in first and first.count(bench.MD_BEGIN) == 1
+    assert "keep me" in first and first.count(begin) == 1
     assert "| 1 | 4 | 1,000 | 1,200 | 1.200 |" in first
     assert "estimate" in first
     # a second run replaces the section instead of appending another one
     r2 = _result({**counts, "dsp": {"switch": [8, 9], "invoke": [700, 1300]}})
-    bench.update_markdown(md, bench.render_markdown(r2))
+    bench.update_markdown(md, bench.render_markdown(r2), "toy")
     second = md.read_text()
-    assert second.count(bench.MD_BEGIN) == 1 and "keep me" in second
+    assert second.count(begin) == 1 and "keep me" in second
     assert "| 1 | 4 | 1,000 | 1,300 |" in second and "1,200 |" not in second
+    # another model gets its own section; an unnamed older section of the same
+    # model is replaced in place
+    other = {**r2, "name": "other"}
+    bench.update_markdown(md, bench.render_markdown(other), "other")
+    third = md.read_text()
+    assert third.count(begin) == 1 and third.count(bench.md_markers("other")[0]) == 1
+    legacy = bench.render_markdown(r).replace(begin, bench.MD_BEGIN)
+    legacy = legacy.replace(bench.md_markers("toy")[1], bench.MD_END)
+    md.write_text("# Benchmarks\n\n" + legacy + "\nafter\n")
+    bench.update_markdown(md, bench.render_markdown(r2), "toy")
+    fourth = md.read_text()
+    assert bench.MD_BEGIN not in fourth and fourth.count(begin) == 1 and "after" in fourth
+
+
+def test_conv_target_and_board_fit() -> None:
+    counts = {
+        "dsp": {"switch": [8, 9], "invoke": [900, 1800]},
+        "portable": {"switch": [8, 9], "invoke": [2600, 5000]},
+    }
+    mem = {"dsp": bench.memory_use({".text": 10}, 4), "portable": bench.memory_use({}, 8)}
+    dense = bench.summarise(_manifest(), counts, mem)["checks"]
+    conv = bench.summarise(_manifest(), counts, mem, kind="conv")["checks"]
+    assert not dense["instr_per_mac_ok"] and conv["instr_per_mac_ok"]  # 1.8 instr/MAC
+    assert conv["target_instr_per_mac"] == 2.0 and conv["fits_nano33ble"]
+    big = {**mem, "dsp": bench.memory_use({".rodata": 960 * 1024}, 4)}
+    assert not bench.summarise(_manifest(), counts, big, kind="conv")["checks"]["fits_nano33ble"]
+    ram = {**mem, "portable": bench.memory_use({".bss": 250 * 1024}, 8 * 1024)}
+    assert not bench.summarise(_manifest(), counts, ram, kind="conv")["checks"]["fits_nano33ble"]
 
 
 def test_missing_export_is_a_user_error(tmp_path: Path) -> None:
@@ -139,4 +168,5 @@ def test_bench_default_model(bench_run_dir: Path, tmp_path: Path) -> None:
     assert mem["flash_bytes"] > result["weight_bytes"]
     assert 0 < mem["stack_bytes"] < 65536
     assert mem["ram_bytes"] >= result["arena_bytes"] + mem["stack_bytes"]
-    assert bench.MD_BEGIN in md.read_text()
+    assert bench.md_markers(result["name"])[0] in md.read_text()
+    assert c["fits_nano33ble"] and c["model_kind"] == "dense"
