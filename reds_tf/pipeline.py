@@ -84,7 +84,16 @@ _KEY_STAGE: dict[str, str | None] = {
     "name": "evaluate",
     "baseline": None,
     "memory_budget_bytes": "select",
+    # Both BN variants are computed in "finetune"; the key only picks one.
+    "finetune.bn_stats": "evaluate",
 }
+
+
+def _key_stage(key: str) -> str | None:
+    """First stage depending on a (dotted) config key path."""
+    if key in _KEY_STAGE:
+        return _KEY_STAGE[key]
+    return _KEY_STAGE.get(key.split(".")[0], "base")
 
 
 def _log_default(msg: str) -> None:
@@ -216,11 +225,11 @@ def _check_run_dir(
     diffs = _diff(old if isinstance(old, dict) else {}, config_to_dict(cfg))
     first: str | None = None
     for key, _msg in diffs:
-        stage = _KEY_STAGE.get(key.split(".")[0], "base")
+        stage = _key_stage(key)
         if stage is not None and (first is None or STAGES.index(stage) < STAGES.index(first)):
             first = stage
     if first == "base":
-        changed = "; ".join(m for k, m in diffs if _KEY_STAGE.get(k.split(".")[0], "base"))
+        changed = "; ".join(m for k, m in diffs if _key_stage(k) == "base")
         raise RunDirError(
             f"{run} was trained with a different base config ({changed}); pass --force to "
             "start over, or --out to train into another directory"
