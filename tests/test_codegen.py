@@ -108,11 +108,14 @@ def test_plan_of_tiny_model():
     assert fc2.in_widths == [5, 9, 12] and logits.out_widths == [5, 5, 5]
     assert fc2.bias is None and fc1.bias is not None  # the converter dropped fc2's zero bias
     assert (fc1.activation, logits.activation) == ("relu", "none")
-    assert [ly.src for ly in plan.layers[1:]] == ["input", "a", "b"]
-    assert [ly.dst for ly in plan.layers[1:]] == ["a", "b", "output"]
+    # Activations alternate between the two ends of a region sized for fc2's
+    # input + output (12 + 10 bytes, aligned to 24).
+    assert fc2.out_widths[-1] == 10 and plan.arena["activations"] == 24
+    assert [ly.src for ly in plan.layers[1:]] == ["input", "act + 0", "act + 14"]
+    assert [ly.dst for ly in plan.layers[1:]] == ["act + 0", "act + 14", "output"]
     assert plan.macs(0) == 25 * 5 + 5 * 3 + 3 * 5
-    # arena: two 12-byte activation buffers + scratch for 12 accumulators and 25 inputs
-    assert plan.arena_bytes == 12 + 12 + (4 * 12 + 2 * 25 + 4 + 2)
+    # arena: 24 activation bytes + scratch for 12 accumulators and 25 int16 inputs
+    assert plan.arena_bytes == 24 + (4 * 12 + 2 * 25 + 4 + 2)
 
 
 def _model_weight_bytes(buf: bytes) -> int:

@@ -3,9 +3,12 @@
 The plan is everything the templates need and nothing TensorFlow-specific:
 per layer the op, per-submodel widths, quantisation parameters (already turned
 into integer multipliers exactly as TFLite Micro does) and the weights in the
-NESTED layout of docs/DESIGN.md, plus the arena layout. Ops are an open set:
-``fully_connected`` and ``reshape`` exist now; conv/depthwise/pool layers add a
-``LayerPlan`` kind and a template branch without touching the rest.
+NESTED layout of docs/DESIGN.md, plus the arena layout. Layer kinds:
+``fully_connected`` (vector input), ``conv`` (standard conv, and a fully
+connected layer after Flatten of an H x W map = a conv whose kernel covers the
+map), ``pointwise`` (1x1, stride 1), ``depthwise``, ``avgpool`` and ``reshape``
+(no code: same bytes). Memory planning happens in ONE place:
+:func:`_assign_buffers`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 from reds_tf.errors import RedsError, RunDirError
 from reds_tf.quant import numerics, slicer
 
-SUPPORTED_OPS = ("FULLY_CONNECTED", "RESHAPE")
+SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "RESHAPE")
 _ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}
 ROW_GROUP = 4  # rows per group in the nested layout
 COL_CHUNK = 4  # columns per chunk
@@ -80,14 +83,57 @@ def unnest_fc_weights(
     return w
 
 
+def conv_column_order(kh: int, kw: int, in_widths: Sequence[int]) -> np.ndarray:
+    """The NESTED IM2COL column order of a conv: (ky, kx, c) per column, channel
+    blocks [i_{b-1}, i_b) in submodel order, (ky, kx, c) inside a block.
+    Returns (kh * kw * in_widths[-1], 3) int64; submodel k's columns are the
+    first kh * kw * in_widths[k]."""
+    cols = []
+    prev = 0
+    for i_b in in_widths:
+        if i_b < prev:
+            raise RedsError(f"widths must not shrink from one submodel to the next: {in_widths}")
+        if i_b > prev:
+            ky, kx, c = np.meshgrid(
+                np.arange(kh), np.arange(kw), np.arange(prev, i_b), indexing="ij"
+            )
+            cols.append(np.stack([ky.ravel(), kx.ravel(), c.ravel()], axis=1))
+        prev = i_b
+    return np.concatenate(cols) if cols else np.zeros((0, 3), np.int64)
+
+
+def nest_conv_weights(
+    w: np.ndarray, in_widths: Sequence[int], out_widths: Sequence[int]
+) -> np.ndarray:
+    """Conv weights (O, kh, kw, I) int8 -> the flat nested array (docs/DESIGN.md):
+    the FC nested layout over the nested im2col columns."""
+    o, kh, kw, i = w.shape
+    if (o, i) != (out_widths[-1], in_widths[-1]):
+        raise RedsError(f"conv weights {w.shape} differ from the largest submodel's widths")
+    cols = conv_column_order(kh, kw, in_widths)
+    mat = w[:, cols[:, 0], cols[:, 1], cols[:, 2]]  # (O, kh*kw*I)
+    return nest_fc_weights(mat, [kh * kw * v for v in in_widths], out_widths)
+
+
+def nest_depthwise_weights(w: np.ndarray) -> np.ndarray:
+    """Depthwise weights (kh, kw, C) -> channel-major [c][ky][kx] (a prefix per width)."""
+    return np.ascontiguousarray(np.transpose(w, (2, 0, 1)).reshape(-1), dtype=np.int8)
+
+
 @dataclass(eq=False)  # identity, not array comparison
 class LayerPlan:
-    """One runtime layer. ``kind`` is 'fully_connected' or 'reshape'.
+    """One runtime layer. ``kind``: 'fully_connected', 'conv', 'pointwise',
+    'depthwise', 'avgpool' or 'reshape'.
 
-    For fully_connected: ``in_widths``/``out_widths`` per submodel (K,),
-    ``weights`` the nested flat int8 array (in_full * out_full,), ``bias``
-    (out_full,) int32 or None, ``multiplier``/``shift`` (out_full,) int32.
-    ``src``/``dst`` name the buffers ('input', 'output', 'a', 'b').
+    ``in_widths``/``out_widths``: active input/output channels (units) per
+    submodel (K,). ``weights``: the nested flat int8 array. ``bias`` /
+    ``multiplier`` / ``shift``: (out_full,) int32 shared by all submodels, or
+    (K, out_full) with one row per submodel (per-submodel BatchNorm).
+    ``full_weights``: the plain TFLite-order weights ((O, I) for FC,
+    (O, kh, kw, I) for conv, (kh, kw, C) for depthwise), for the NumPy
+    reference only. Geometry: ``in_hw``, ``out_hw``, ``kernel``, ``stride``,
+    ``padding`` (leading TFLite offsets). ``src``/``dst``: C expressions of the
+    input/output buffers (set by :func:`_assign_buffers`).
     """
 
     name: str
@@ -106,6 +152,21 @@ class LayerPlan:
     act_max: int = 127
     src: str = "input"
     dst: str = "output"
+    full_weights: np.ndarray | None = None
+    in_hw: tuple[int, int] = (1, 1)
+    out_hw: tuple[int, int] = (1, 1)
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+
+    @property
+    def per_submodel(self) -> bool:
+        """Whether bias/multiplier/shift hold one row per submodel."""
+        return self.multiplier is not None and self.multiplier.ndim == 2
+
+    @property
+    def qparam_stride(self) -> int:
+        return int(self.multiplier.shape[1]) if self.per_submodel else 0
 
     @property
     def weight_bytes(self) -> int:
@@ -113,23 +174,74 @@ class LayerPlan:
         n = 0 if self.weights is None else self.weights.nbytes
         return n + (0 if self.bias is None else self.bias.nbytes)
 
+    def out_bytes(self, k: int) -> int:
+        """int8 output bytes of submodel k."""
+        return self.out_hw[0] * self.out_hw[1] * self.out_widths[k]
+
+    def in_bytes(self, k: int) -> int:
+        return self.in_hw[0] * self.in_hw[1] * self.in_widths[k]
+
     def macs(self, k: int) -> int:
-        return self.in_widths[k] * self.out_widths[k] if self.kind == "fully_connected" else 0
+        pix = self.out_hw[0] * self.out_hw[1]
+        kk = self.kernel[0] * self.kernel[1]
+        if self.kind == "fully_connected":
+            return self.in_widths[k] * self.out_widths[k]
+        if self.kind in ("conv", "pointwise"):
+            return pix * kk * self.in_widths[k] * self.out_widths[k]
+        if self.kind == "depthwise":
+            return pix * kk * self.out_widths[k]
+        return 0
+
+    def scratch_bytes(self) -> int:
+        """Kernel scratch for the largest submodel (REDS_*_SCRATCH_BYTES)."""
+        i, o = self.in_widths[-1], self.out_widths[-1]
+        if self.kind == "fully_connected":
+            return 4 * o + 2 * i + 4
+        if self.kind in ("conv", "pointwise"):
+            return 4 * o + 2 * self.kernel[0] * self.kernel[1] * i + 4
+        return 0
+
+    def _qrow(self, a: np.ndarray | None, k: int) -> np.ndarray | None:
+        if a is None:
+            return None
+        return a[k] if a.ndim == 2 else a
 
     def fc_quant(self, k: int) -> numerics.FcQuant:
-        """Submodel k's layer as a NumPy reference (plain (o_k, i_k) weights)."""
+        """Submodel k's FC layer as a NumPy reference (plain (o_k, i_k) weights),
+        rebuilt from the nested array."""
         w = unnest_fc_weights(self.weights, self.in_widths, self.out_widths, k)
         q = numerics.FcQuant(
             w,
-            self.bias,
-            self.multiplier,
-            self.shift,
+            self._qrow(self.bias, k),
+            self._qrow(self.multiplier, k),
+            self._qrow(self.shift, k),
             self.input_zero_point,
             self.output_zero_point,
             self.act_min,
             self.act_max,
         )
         return q.sliced(self.in_widths[k], self.out_widths[k])
+
+    def conv_quant(self, k: int) -> numerics.ConvQuant:
+        """Submodel k's conv / pointwise / depthwise layer as a NumPy reference."""
+        i, o = self.in_widths[k], self.out_widths[k]
+        dw = self.kind == "depthwise"
+        w = self.full_weights[..., :o] if dw else self.full_weights[:o, :, :, :i]
+        b = self._qrow(self.bias, k)
+        return numerics.ConvQuant(
+            w,
+            None if b is None else b[:o],
+            self._qrow(self.multiplier, k)[:o],
+            self._qrow(self.shift, k)[:o],
+            self.stride,
+            self.padding,
+            self.out_hw,
+            self.input_zero_point,
+            self.output_zero_point,
+            self.act_min,
+            self.act_max,
+            depthwise=dw,
+        )
 
 
 @dataclass
@@ -168,11 +280,20 @@ class ModelPlan:
 
     def reference(self, x: np.ndarray, k: int) -> np.ndarray:
         """NumPy int8 reference of submodel k: (N, *input_shape) int8 -> (N, classes) int8."""
-        h = np.asarray(x, np.int8).reshape(len(x), -1)
-        for layer in self.layers:
-            if layer.kind == "fully_connected":
-                h = numerics.fc_int8(layer.fc_quant(k), h)
-        return h
+        h = np.asarray(x, np.int8)
+        h = h.reshape(len(h), *self.input_shape) if len(self.input_shape) == 3 else h
+        for ly in self.layers:
+            if ly.kind == "fully_connected":
+                h = numerics.fc_int8(ly.fc_quant(k), h.reshape(len(h), -1))
+            elif ly.kind in ("conv", "pointwise", "depthwise"):
+                if h.ndim == 2:  # a FC after Flatten sees the flat map: unflatten it
+                    h = h.reshape(len(h), *ly.in_hw, -1)
+                h = numerics.conv_int8(ly.conv_quant(k), h)
+            elif ly.kind == "avgpool":
+                h = numerics.avgpool_int8(
+                    h, ly.kernel, ly.stride, ly.padding, ly.out_hw, ly.act_min, ly.act_max
+                )
+        return h.reshape(len(h), -1)
 
 
 def _qparams(t) -> tuple[float, int]:
@@ -186,11 +307,45 @@ def _align4(n: int) -> int:
     return (n + 3) & ~3
 
 
+_LAYER_TYPE = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
+
+
+def _activation(op, lname: str) -> str:
+    opts = op.builtinOptions
+    code = int(getattr(opts, "fusedActivationFunction", 0)) if opts is not None else 0
+    act = _ACTIVATIONS.get(code)
+    if act is None:
+        raise RedsError(f"layer {lname}: fused activation {code} unsupported")
+    return act
+
+
+def _geometry(op, in_hw, kernel, out_hw) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(stride, leading padding) of a conv/pool op, checked against the shapes."""
+    opts = op.builtinOptions
+    stride = (int(opts.strideH), int(opts.strideW))
+    for name in ("dilationHFactor", "dilationWFactor"):
+        if int(getattr(opts, name, 1) or 1) != 1:
+            raise RedsError("dilated convolutions are not supported")
+    if int(opts.padding) == 0:  # SAME
+        want = tuple(-(-i // s) for i, s in zip(in_hw, stride, strict=True))
+        pad = tuple(
+            numerics.same_padding(i, f, s, o)
+            for i, f, s, o in zip(in_hw, kernel, stride, out_hw, strict=True)
+        )
+    else:  # VALID
+        want = tuple((i - f) // s + 1 for i, f, s in zip(in_hw, kernel, stride, strict=True))
+        pad = (0, 0)
+    if tuple(out_hw) != want:
+        raise RedsError(f"output size {out_hw} inconsistent with input {in_hw} and stride")
+    return stride, pad  # type: ignore[return-value]
+
+
 def build_plan(full_tflite: bytes, submodels: dict[str, Any]) -> ModelPlan:
     """The runtime plan for the int8 full model and the ``submodels.json`` contract.
 
-    FULLY_CONNECTED op j (execution order) is the j-th ``dense`` layer of
-    ``submodels['layers']``; its output width in submodel k is
+    The width-carrying ops (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) in
+    execution order are the ``submodels['layers']`` in order (types must
+    match); layer j's output width in submodel k is
     ``submodels['submodels'][k]['widths'][name]``.
     """
     model = slicer.read_model(full_tflite)
@@ -215,100 +370,187 @@ def build_plan(full_tflite: bytes, submodels: dict[str, Any]) -> ModelPlan:
     in_scale, in_zp = _qparams(t_in)
     out_scale, out_zp = _qparams(t_out)
 
-    dense = [ly for ly in submodels.get("layers", []) if ly.get("type") == "dense"]
+    specs = list(submodels.get("layers", []))
     subs = submodels.get("submodels", [])
     if not subs:
         raise RunDirError("submodels.json lists no submodels")
     K = len(subs)
-    n_fc = names.count("FULLY_CONNECTED")
-    if n_fc != len(dense):
+    n_width = sum(n in _LAYER_TYPE for n in names)
+    if n_width != len(specs):
+        counts = ", ".join(f"{names.count(n)} {n}" for n in _LAYER_TYPE if n in names)
         raise RunDirError(
-            f"the .tflite has {n_fc} FULLY_CONNECTED layers but submodels.json lists "
-            f"{len(dense)} dense layers"
+            f"the .tflite has {n_width} width-carrying layers ({counts}) but submodels.json "
+            f"lists {len(specs)} layers"
         )
 
     layers: list[LayerPlan] = []
     current = int(sg.inputs[0])
-    width = [int(np.prod(t_in.shape[1:]))] * K  # active features per submodel
-    fc_j = 0
-    for op, name in zip(sg.operators, names, strict=True):
+    shape = [int(d) for d in t_in.shape[1:]]  # full shape of the current activation
+    width = [shape[-1]] * K  # active channels (or features) per submodel
+    flat_of: tuple[int, int] | None = None  # (H, W) when the vector is a flattened map
+    j = 0
+    for op, opname in zip(sg.operators, names, strict=True):
         if int(op.inputs[0]) != current:
             raise RedsError("only a chain of layers (each op feeding the next) is supported")
-        if name == "RESHAPE":
-            if _qparams(sg.tensors[int(op.inputs[0])]) != _qparams(sg.tensors[int(op.outputs[0])]):
+        ins = [int(v) for v in op.inputs]
+        tx, ty = sg.tensors[ins[0]], sg.tensors[int(op.outputs[0])]
+        y_shape = [int(d) for d in ty.shape[1:]]
+        if opname == "RESHAPE":
+            if _qparams(tx) != _qparams(ty):
                 raise RedsError("RESHAPE with different input/output quantisation")
-            layers.append(LayerPlan("reshape", "reshape", list(width), list(width)))
-        else:  # FULLY_CONNECTED
-            spec = dense[fc_j]
-            lname = spec["name"]
-            ins = [int(v) for v in op.inputs]
-            tx, tw, ty = sg.tensors[ins[0]], sg.tensors[ins[1]], sg.tensors[int(op.outputs[0])]
-            w = slicer.tensor_data(model, tw)
-            if w.ndim != 2 or w.shape[0] != int(spec["units"]):
-                raise RunDirError(
-                    f"layer {lname}: .tflite weights {w.shape} do not match "
-                    f"{spec['units']} units in submodels.json"
-                )
-            if w.shape[1] != width[-1]:
-                raise RedsError(f"layer {lname}: {w.shape[1]} inputs, expected {width[-1]}")
-            bias = None
-            if len(ins) > 2 and ins[2] >= 0:
-                bias = slicer.tensor_data(model, sg.tensors[ins[2]]).astype(np.int32)
-            wq = tw.quantization
-            w_scales = np.asarray(wq.scale, np.float32)
-            if len(w_scales) == 1:  # per-tensor weights: one scale for every channel
-                w_scales = np.full(w.shape[0], w_scales[0], np.float32)
-            if np.any(np.asarray(wq.zeroPoint) != 0):
-                raise RedsError(f"layer {lname}: weights must be symmetric (zero point 0)")
-            x_scale, x_zp = _qparams(tx)
+            if len(shape) == 3 and len(y_shape) == 1:
+                flat_of = (shape[0], shape[1])
+            elif y_shape != shape:
+                raise RedsError(f"RESHAPE {shape} -> {y_shape} is not supported (Flatten only)")
+            hw = (shape[0], shape[1]) if len(shape) == 3 else (1, 1)
+            ly = LayerPlan("reshape", "reshape", list(width), list(width), in_hw=hw, out_hw=hw)
+            layers.append(ly)
+            shape = y_shape
+            current = int(op.outputs[0])
+            continue
+        if opname == "AVERAGE_POOL_2D":
+            if _qparams(tx) != _qparams(ty):
+                raise RedsError("AVERAGE_POOL_2D with different input/output quantisation")
+            o = op.builtinOptions
+            kernel = (int(o.filterHeight), int(o.filterWidth))
+            in_hw, out_hw = (shape[0], shape[1]), (y_shape[0], y_shape[1])
+            stride, pad = _geometry(op, in_hw, kernel, out_hw)
             y_scale, y_zp = _qparams(ty)
-            mult, shift = numerics.channel_multipliers(x_scale, w_scales, y_scale)
-            opts = op.builtinOptions
-            act = _ACTIVATIONS.get(int(opts.fusedActivationFunction))
-            if act is None:
-                raise RedsError(
-                    f"layer {lname}: fused activation {opts.fusedActivationFunction} unsupported"
-                )
-            lo, hi = numerics.activation_range(act, y_scale, y_zp)
-            try:
-                out_w = [int(s["widths"][lname]) for s in subs]
-            except KeyError as e:
-                raise RunDirError(f"submodels.json: a submodel has no width for {e}") from e
-            if min(out_w) < 1:
-                raise RunDirError(f"layer {lname}: every submodel needs at least 1 unit: {out_w}")
-            if out_w[-1] != w.shape[0]:
-                raise RunDirError(
-                    f"layer {lname}: the last submodel must be the full model "
-                    f"({w.shape[0]} units), got {out_w[-1]}"
-                )
-            if max(max(width), max(out_w)) > 65535:
-                raise RedsError(f"layer {lname}: widths above 65535 are not supported")
-            in_w = list(width)
+            lo, hi = numerics.activation_range(_activation(op, "avgpool"), y_scale, y_zp)
             layers.append(
                 LayerPlan(
-                    lname,
-                    "fully_connected",
-                    in_w,
-                    out_w,
-                    activation=act,
-                    weights=nest_fc_weights(w, in_w, out_w),
-                    bias=bias,
-                    multiplier=mult,
-                    shift=shift,
-                    input_zero_point=x_zp,
-                    output_zero_point=y_zp,
-                    output_scale=y_scale,
+                    f"pool{len(layers)}",
+                    "avgpool",
+                    list(width),
+                    list(width),
                     act_min=lo,
                     act_max=hi,
+                    in_hw=in_hw,
+                    out_hw=out_hw,
+                    kernel=kernel,
+                    stride=stride,
+                    padding=pad,
                 )
             )
-            width = out_w
-            fc_j += 1
+            shape = y_shape
+            current = int(op.outputs[0])
+            continue
+
+        spec = specs[j]
+        lname = str(spec["name"])
+        if spec.get("type") != _LAYER_TYPE[opname]:
+            raise RunDirError(
+                f"layer {j} of submodels.json ({lname}, type {spec.get('type')!r}) does not "
+                f"match the .tflite operator {opname}"
+            )
+        w = slicer.tensor_data(model, sg.tensors[ins[1]])
+        units = int(w.shape[-1] if opname == "DEPTHWISE_CONV_2D" else w.shape[0])
+        if units != int(spec["units"]):
+            raise RunDirError(
+                f"layer {lname}: .tflite weights {w.shape} do not match "
+                f"{spec['units']} units in submodels.json"
+            )
+        bias = None
+        if len(ins) > 2 and ins[2] >= 0:
+            bias = slicer.tensor_data(model, sg.tensors[ins[2]]).astype(np.int32)
+        wq = sg.tensors[ins[1]].quantization
+        w_scales = np.asarray(wq.scale, np.float32)
+        if len(w_scales) == 1:  # per-tensor weights: one scale for every channel
+            w_scales = np.full(units, w_scales[0], np.float32)
+        if np.any(np.asarray(wq.zeroPoint) != 0):
+            raise RedsError(f"layer {lname}: weights must be symmetric (zero point 0)")
+        x_scale, x_zp = _qparams(tx)
+        y_scale, y_zp = _qparams(ty)
+        mult, shift = numerics.channel_multipliers(x_scale, w_scales, y_scale)
+        act = _activation(op, lname)
+        lo, hi = numerics.activation_range(act, y_scale, y_zp)
+        try:
+            out_w = [int(s["widths"][lname]) for s in subs]
+        except KeyError as e:
+            raise RunDirError(f"submodels.json: a submodel has no width for {e}") from e
+        if min(out_w) < 1:
+            raise RunDirError(f"layer {lname}: every submodel needs at least 1 unit: {out_w}")
+        if out_w[-1] != units:
+            raise RunDirError(
+                f"layer {lname}: the last submodel must be the full model "
+                f"({units} units), got {out_w[-1]}"
+            )
+        if max(max(width), max(out_w)) > 65535:
+            raise RedsError(f"layer {lname}: widths above 65535 are not supported")
+        in_w = list(width)
+        common = dict(
+            activation=act,
+            bias=bias,
+            multiplier=mult,
+            shift=shift,
+            input_zero_point=x_zp,
+            output_zero_point=y_zp,
+            output_scale=y_scale,
+            act_min=lo,
+            act_max=hi,
+        )
+        if opname == "DEPTHWISE_CONV_2D":
+            if out_w != in_w:
+                raise RunDirError(
+                    f"layer {lname}: a depthwise width must equal its input width in every "
+                    f"submodel ({in_w}), got {out_w}"
+                )
+            if w.shape[0] != 1 or units != shape[-1]:
+                raise RedsError(f"layer {lname}: only depth multiplier 1 is supported")
+            kernel = (int(w.shape[1]), int(w.shape[2]))
+            in_hw, out_hw = (shape[0], shape[1]), (y_shape[0], y_shape[1])
+            stride, pad = _geometry(op, in_hw, kernel, out_hw)
+            ly = LayerPlan(
+                lname, "depthwise", in_w, out_w, weights=nest_depthwise_weights(w[0]),
+                full_weights=w[0], in_hw=in_hw, out_hw=out_hw, kernel=kernel, stride=stride,
+                padding=pad, **common,
+            )  # fmt: skip
+        elif opname == "CONV_2D":
+            if w.shape[3] != shape[-1]:
+                raise RedsError(f"layer {lname}: {w.shape[3]} input channels, expected {shape[-1]}")
+            kernel = (int(w.shape[1]), int(w.shape[2]))
+            in_hw, out_hw = (shape[0], shape[1]), (y_shape[0], y_shape[1])
+            stride, pad = _geometry(op, in_hw, kernel, out_hw)
+            pointwise = kernel == (1, 1) and stride == (1, 1)
+            ly = LayerPlan(
+                lname, "pointwise" if pointwise else "conv", in_w, out_w,
+                weights=nest_conv_weights(w, in_w, out_w), full_weights=w, in_hw=in_hw,
+                out_hw=out_hw, kernel=kernel, stride=stride, padding=pad, **common,
+            )  # fmt: skip
+        else:  # FULLY_CONNECTED
+            if len(shape) == 3 and shape[0] * shape[1] == 1:
+                shape = [shape[2]]  # a 1x1 map is a vector already
+            elif len(shape) == 3:
+                flat_of = (shape[0], shape[1])
+                shape = [int(np.prod(shape))]
+            if w.shape[1] != shape[0]:
+                raise RedsError(f"layer {lname}: {w.shape[1]} inputs, expected {shape[0]}")
+            if flat_of is not None and flat_of != (1, 1) and len(set(in_w)) > 1:
+                # Dense after Flatten of an H x W x C map whose channels are sliced:
+                # a conv covering the map (with one channel width it is a plain FC).
+                hh, ww = flat_of
+                w4 = w.reshape(units, hh, ww, -1)
+                ly = LayerPlan(
+                    lname, "conv", in_w, out_w, weights=nest_conv_weights(w4, in_w, out_w),
+                    full_weights=w4, in_hw=(hh, ww), out_hw=(1, 1), kernel=(hh, ww), **common,
+                )  # fmt: skip
+            else:
+                if flat_of is not None:  # features of the flattened map
+                    in_w = [flat_of[0] * flat_of[1] * c for c in in_w]
+                ly = LayerPlan(
+                    lname, "fully_connected", in_w, out_w,
+                    weights=nest_fc_weights(w, in_w, out_w), full_weights=w, **common,
+                )  # fmt: skip
+            flat_of = None
+        layers.append(ly)
+        width = out_w
+        shape = y_shape
         current = int(op.outputs[0])
+        j += 1
     if current != int(sg.outputs[0]):
         raise RedsError("the last operator does not produce the model output")
-    if fc_j == 0:
-        raise RedsError("the model has no FULLY_CONNECTED layer")
+    if j == 0:
+        raise RedsError("the model has no CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED layer")
 
     plan = ModelPlan(
         name=str(submodels.get("name", "model")),
@@ -325,26 +567,50 @@ def build_plan(full_tflite: bytes, submodels: dict[str, Any]) -> ModelPlan:
     return plan
 
 
+COMPUTE_KINDS = ("fully_connected", "conv", "pointwise", "depthwise", "avgpool")
+
+
 def _assign_buffers(plan: ModelPlan) -> None:
-    """Ping-pong the activations between arena buffers 'a' and 'b'; the first
-    compute layer reads the caller's input, the last writes the caller's output.
-    Arena = a | b | FC scratch, each sized for the largest submodel."""
-    compute = [ly for ly in plan.layers if ly.kind == "fully_connected"]
+    """THE memory plan: one static arena = activations | kernel scratch, sized
+    for the largest submodel (widths only grow with k, so it fits every k).
+
+    The first compute layer reads the caller's input, the last writes the
+    caller's output. In between, activations alternate between the two ENDS
+    of an activation region of S bytes: a layer whose input sits at offset 0
+    writes its output at S - out_bytes and the next one writes back at 0, with
+    S = the largest (input + output) bytes of any layer, so a layer's input
+    and output never overlap while no byte is reserved twice. A RESHAPE is in
+    place (same bytes). Scratch (im2col / accumulators) follows S.
+    """
+    compute = [ly for ly in plan.layers if ly.kind in COMPUTE_KINDS]
+    last = compute[-1]
+    K = plan.num_submodels
+    # Pass 1: which end each arena-resident output goes to, and S.
+    in_arena = False
+    low = True  # the end the NEXT arena output goes to
+    need = 0
+    ends: dict[int, bool] = {}
+    for ly in compute:
+        in_b = ly.in_bytes(K - 1) if in_arena else 0
+        out_b = 0 if ly is last else ly.out_bytes(K - 1)
+        need = max(need, in_b + out_b)
+        if ly is not last:
+            ends[id(ly)] = low
+            low = not low
+            in_arena = True
+    act = _align4(need)
+    # Pass 2: C expressions of every layer's source and destination.
     src = "input"
     for ly in plan.layers:
         ly.src = src
         if ly.kind == "reshape":
             ly.dst = src  # same bytes, different shape: no copy
             continue
-        ly.dst = "output" if ly is compute[-1] else ("a" if src != "a" else "b")
+        if ly is last:
+            ly.dst = "output"
+        else:
+            off = 0 if ends[id(ly)] else act - ly.out_bytes(K - 1)
+            ly.dst = f"act + {off}"
         src = ly.dst
-    act = max([max(ly.out_widths) for ly in compute if ly.dst in ("a", "b")] + [0])
-    scratch = max(4 * max(ly.out_widths) + 2 * max(ly.in_widths) + 4 for ly in compute)
-    a = _align4(act)
-    b = a if any(ly.dst == "b" for ly in compute) else 0
-    plan.arena = {
-        "a_offset": 0,
-        "b_offset": a,
-        "scratch_offset": a + b,
-        "total": a + b + _align4(scratch),
-    }
+    scratch = max([ly.scratch_bytes() for ly in compute] + [0])
+    plan.arena = {"activations": act, "scratch_offset": act, "total": act + _align4(scratch)}

@@ -28,7 +28,7 @@ SOURCES = {
 }
 DSP_SOURCE = ("reds_kernels_dsp.cpp", "reds_kernels_dsp.cpp.j2")
 # Layer kinds reds_model.cpp.j2 knows how to invoke.
-RENDERABLE_KINDS = {"fully_connected", "reshape"}
+RENDERABLE_KINDS = {"fully_connected", "conv", "pointwise", "depthwise", "avgpool", "reshape"}
 
 
 def carray(values: np.ndarray, per_line: int = 16) -> str:
@@ -78,10 +78,16 @@ def render_sources(
     if has_dsp:
         files[DSP_SOURCE[0]] = DSP_SOURCE[1]
     fc_layers = [ly for ly in plan.layers if ly.kind == "fully_connected"]
+    conv_layers = [ly for ly in plan.layers if ly.kind in ("conv", "pointwise", "depthwise")]
+    if any(ly.per_submodel for ly in fc_layers):
+        raise ValueError("per-submodel requantisation is supported for convolutions only")
     dsp_text = (root / DSP_SOURCE[1]).read_text(encoding="utf-8") if has_dsp else ""
     ctx = {
         "plan": plan,
         "fc_layers": fc_layers,
+        "conv_layers": conv_layers,
+        "pool_layers": [ly for ly in plan.layers if ly.kind == "avgpool"],
+        "weight_layers": [ly for ly in plan.layers if ly.weights is not None],
         "has_fc_dsp": has_dsp,
         # The DSP template may provide conv variants later; dispatch only to what it defines.
         "has_conv_dsp": _defines(dsp_text, "reds_conv_dsp"),

@@ -180,3 +180,94 @@ def fc_int8(q: FcQuant, x: np.ndarray) -> np.ndarray:
     y = multiply_by_quantized_multiplier(acc, q.multiplier[None, :], q.shift[None, :])
     y = y + q.output_zero_point
     return np.clip(y, q.act_min, q.act_max).astype(np.int8)
+
+
+def same_padding(in_size: int, filter_size: int, stride: int, out_size: int) -> int:
+    """TFLite's leading padding offset for SAME (the extra pixel goes at the end)."""
+    return max(0, ((out_size - 1) * stride + filter_size - in_size) // 2)
+
+
+@dataclass
+class ConvQuant:
+    """Integer parameters of one int8 CONV_2D / DEPTHWISE_CONV_2D (TFLM rules).
+
+    Shapes: ``weights`` (out, kh, kw, in) int8 for a standard conv, (kh, kw, C)
+    for a depthwise conv (channel axis last, depth multiplier 1); ``bias``
+    (out,) int32 or None; ``multiplier``/``shift`` (out,) int32.
+    """
+
+    weights: np.ndarray
+    bias: np.ndarray | None
+    multiplier: np.ndarray
+    shift: np.ndarray
+    stride: tuple[int, int]
+    padding: tuple[int, int]  # leading (top, left) offsets
+    out_hw: tuple[int, int]
+    input_zero_point: int
+    output_zero_point: int
+    act_min: int
+    act_max: int
+    depthwise: bool = False
+
+
+def _patches(x: np.ndarray, kh: int, kw: int, q: ConvQuant) -> np.ndarray:
+    """Zero-point-corrected input patches, padding = 0:
+    x (N, H, W, C) int8 -> (N, OH, OW, kh, kw, C) int64."""
+    _, h, w, _ = x.shape
+    oh, ow = q.out_hw
+    sh, sw = q.stride
+    pt, pl = q.padding
+    xs = np.asarray(x, np.int64) - q.input_zero_point
+    # Pad generously with zeros (= the zero point after correction): padded
+    # positions then add nothing, exactly like TFLM skipping them.
+    pad_b = max(0, (oh - 1) * sh + kh - pt - h)
+    pad_r = max(0, (ow - 1) * sw + kw - pl - w)
+    xp = np.pad(xs, ((0, 0), (pt, pad_b), (pl, pad_r), (0, 0)))
+    iy = (np.arange(oh) * sh)[:, None] + np.arange(kh)[None, :]  # (OH, kh)
+    ix = (np.arange(ow) * sw)[:, None] + np.arange(kw)[None, :]  # (OW, kw)
+    return xp[:, iy[:, None, :, None], ix[None, :, None, :], :]
+
+
+def conv_int8(q: ConvQuant, x: np.ndarray) -> np.ndarray:
+    """One int8 conv as TFLM computes it: x (N, H, W, C_in) int8 -> (N, OH, OW, C_out) int8."""
+    if q.depthwise:
+        kh, kw, _ = q.weights.shape
+        p = _patches(x, kh, kw, q)
+        acc = np.einsum("nyxhwc,hwc->nyxc", p, np.asarray(q.weights, np.int64))
+    else:
+        _, kh, kw, _ = q.weights.shape
+        p = _patches(x, kh, kw, q)
+        acc = np.einsum("nyxhwc,ohwc->nyxo", p, np.asarray(q.weights, np.int64))
+    if q.bias is not None:
+        acc = acc + np.asarray(q.bias, np.int64)
+    if np.any(acc > INT32_MAX) or np.any(acc < INT32_MIN):
+        raise OverflowError("int32 accumulator overflow in the int8 reference")
+    y = multiply_by_quantized_multiplier(acc, q.multiplier, q.shift) + q.output_zero_point
+    return np.clip(y, q.act_min, q.act_max).astype(np.int8)
+
+
+def avgpool_int8(
+    x: np.ndarray,
+    filter_hw: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    out_hw: tuple[int, int],
+    act_min: int = -128,
+    act_max: int = 127,
+) -> np.ndarray:
+    """TFLM int8 AVERAGE_POOL_2D: mean over the in-image window positions, rounded
+    half away from zero. x (N, H, W, C) int8 -> (N, OH, OW, C) int8."""
+    n, h, w, c = x.shape
+    out = np.zeros((n, *out_hw, c), np.int8)
+    xs = np.asarray(x, np.int64)
+    for oy in range(out_hw[0]):
+        y0 = oy * stride[0] - padding[0]
+        ya, yb = max(0, y0), min(h, y0 + filter_hw[0])
+        for ox in range(out_hw[1]):
+            x0 = ox * stride[1] - padding[1]
+            xa, xb = max(0, x0), min(w, x0 + filter_hw[1])
+            count = (yb - ya) * (xb - xa)
+            s = xs[:, ya:yb, xa:xb, :].sum(axis=(1, 2))
+            avg = np.where(s > 0, (s + count // 2) // count, -((-s + count // 2) // count))
+            out[:, oy, ox, :] = np.clip(avg, act_min, act_max)
+    return out

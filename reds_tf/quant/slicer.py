@@ -174,49 +174,152 @@ def _compact(model) -> None:
         m.buffer = bmap[int(m.buffer)]
 
 
-def slice_model(full: bytes, widths: Sequence[int]) -> bytes:
-    """A submodel .tflite: FULLY_CONNECTED layer j keeps ``widths[j]`` output units.
+WIDTH_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+PASS_OPS = ("AVERAGE_POOL_2D", "RESHAPE")
 
-    ``widths``: output width per FC op in execution order; the last one must be
-    the full output width (the classifier is never pruned). The input width of
-    FC j is the output width of FC j-1 (FC 0 keeps the model input).
+
+def width_ops(model) -> list[FcTensors]:
+    """The width-carrying ops (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) of
+    subgraph 0 in execution order: one per ``submodels.json`` layer."""
+    sg = model.subgraphs[0]
+    out = []
+    for i, op in enumerate(sg.operators):
+        if op_name(model, op) in WIDTH_OPS:
+            ins = [int(v) for v in op.inputs]
+            bias = ins[2] if len(ins) > 2 else -1
+            out.append(FcTensors(i, ins[0], ins[1], bias, int(op.outputs[0])))
+    return out
+
+
+def weight_bytes(buf: bytes) -> int:
+    """Bytes of every weight and bias tensor of the width-carrying ops of a .tflite."""
+    model = read_model(buf)
+    sg = model.subgraphs[0]
+    n = 0
+    for t in width_ops(model):
+        n += tensor_data(model, sg.tensors[t.weights]).nbytes
+        if t.bias >= 0:
+            n += tensor_data(model, sg.tensors[t.bias]).nbytes
+    return n
+
+
+def _set_shape(t, shape: Sequence[int]) -> None:
+    t.shape = np.asarray(shape, dtype=np.int32)
+    if t.shapeSignature is not None:
+        t.shapeSignature = np.asarray(shape, dtype=np.int32)
+
+
+def slice_model(full: bytes, widths: Sequence[int]) -> bytes:
+    """A submodel .tflite keeping the SHARED int8 weights' prefixes.
+
+    ``widths``: the output width (channels / units) of every width-carrying op
+    (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) in execution order, i.e. the
+    ``submodels.json`` layers in order. A depthwise width must equal its input
+    width (tied); the last layer keeps its full output. Conv weights
+    ``[O, kh, kw, I]`` keep ``[:o, :, :, :i]``, depthwise ``[1, kh, kw, C]`` keep
+    ``[..., :c]``, a FULLY_CONNECTED after a flattened ``H x W x C`` map keeps
+    the columns ``{(h, w, c): c < c_k}``; bias and per-channel scales are cut to
+    the output width and every activation shape is cut to its active channels.
     """
     model = read_model(full)
     sg = model.subgraphs[0]
-    fcs = fully_connected_ops(model)
-    if len(fcs) != len(widths):
+    ops = width_ops(model)
+    if len(ops) != len(widths):
+        names = [op_name(model, sg.operators[t.op_index]) for t in ops]
+        kinds = ", ".join(f"{names.count(n)} {n}" for n in WIDTH_OPS if n in names)
         raise RedsError(
-            f"the model has {len(fcs)} FULLY_CONNECTED layers, got {len(widths)} widths"
+            f"the model has {len(ops)} width-carrying layers ({kinds}), got {len(widths)} widths"
         )
-    in_width: int | None = None
-    for j, (fc, out_w) in enumerate(zip(fcs, widths, strict=True)):
-        w = tensor_data(model, sg.tensors[fc.weights])
-        full_out, full_in = w.shape
-        i_w = full_in if in_width is None else in_width
-        if not (0 < out_w <= full_out) or not (0 < i_w <= full_in):
-            raise RedsError(
-                f"FC layer {j}: widths ({i_w}, {out_w}) outside the full shape "
-                f"({full_in}, {full_out})"
-            )
-        if j == len(fcs) - 1 and out_w != full_out:
-            raise RedsError(f"the last layer must keep all {full_out} outputs, got {out_w}")
-        if j > 0 and fcs[j - 1].output != fc.input:
-            raise RedsError("only a chain of FULLY_CONNECTED layers can be sliced")
-        op = sg.operators[fc.op_index]
-        inputs = [int(v) for v in op.inputs]
-        inputs[1] = _clone_tensor(model, fc.weights, w[:out_w, :i_w], out_w)
-        if fc.bias >= 0:
-            b = tensor_data(model, sg.tensors[fc.bias])
-            inputs[2] = _clone_tensor(model, fc.bias, b[:out_w], out_w)
-        op.inputs = np.asarray(inputs, dtype=np.int32)
-        # The activation between layers: the only consumer is the next FC.
-        out_t = sg.tensors[fc.output]
-        if len(out_t.shape) != 2 or int(out_t.shape[1]) != full_out:
-            raise RedsError(f"FC layer {j}: unexpected output shape {list(out_t.shape)}")
-        out_t.shape = np.asarray([int(out_t.shape[0]), out_w], dtype=np.int32)
-        if out_t.shapeSignature is not None:
-            out_t.shapeSignature = np.asarray([int(out_t.shapeSignature[0]), out_w], np.int32)
-        in_width = out_w
+    by_op = {t.op_index: (j, t) for j, t in enumerate(ops)}
+    # Per activation tensor: active channels; for a flattened map also (H, W, C_full).
+    active: dict[int, int] = {}
+    flat_geom: dict[int, tuple[int, int, int]] = {}
+    x0 = int(sg.inputs[0])
+    active[x0] = int(sg.tensors[x0].shape[-1])
+    full_c = {x0: active[x0]}  # unsliced channel count of each activation
+    for i, op in enumerate(sg.operators):
+        name = op_name(model, op)
+        ins = [int(v) for v in op.inputs]
+        out = int(op.outputs[0])
+        x = ins[0]
+        if x not in active:
+            raise RedsError(f"operator {i} ({name}) does not read the previous layer's output")
+        c_in = active[x]
+        xt, yt = sg.tensors[x], sg.tensors[out]
+        if name in WIDTH_OPS:
+            j, t = by_op[i]
+            o = int(widths[j])
+            w = tensor_data(model, sg.tensors[t.weights])
+            full_out = int(w.shape[-1] if name == "DEPTHWISE_CONV_2D" else w.shape[0])
+            if not 0 < o <= full_out:
+                raise RedsError(
+                    f"layer {j} ({name}): width {o} outside the full shape (1..{full_out})"
+                )
+            if j == len(ops) - 1 and o != full_out:
+                raise RedsError(f"the last layer must keep all {full_out} outputs, got {o}")
+            if name == "CONV_2D":
+                if w.shape[3] != full_c[x]:
+                    raise RedsError(f"layer {j}: conv input channels differ from its weights")
+                ws = w[:o, :, :, :c_in]
+            elif name == "DEPTHWISE_CONV_2D":
+                if o != c_in:
+                    raise RedsError(
+                        f"layer {j}: a depthwise width is tied to its input ({c_in}), got {o}"
+                    )
+                if w.shape[0] != 1 or full_out != full_c[x]:
+                    raise RedsError(f"layer {j}: only depth multiplier 1 is supported")
+                ws = w[..., :c_in]
+            else:  # FULLY_CONNECTED
+                geom = flat_geom.get(x)
+                if geom is None and len(xt.shape) == 4:  # FC flattens a map itself
+                    geom = (int(xt.shape[1]), int(xt.shape[2]), full_c[x])
+                if geom is not None and int(np.prod(geom)) == w.shape[1]:
+                    hh, ww, cc = geom
+                    ws = w.reshape(full_out, hh, ww, cc)[:o, :, :, :c_in].reshape(o, -1)
+                elif geom is None and len(xt.shape) == 2:
+                    ws = w[:o, :c_in]
+                else:
+                    raise RedsError(f"layer {j}: FULLY_CONNECTED input shape not understood")
+            inputs = list(ins)
+            inputs[1] = _clone_tensor(model, t.weights, ws, o)
+            if t.bias >= 0:
+                b = tensor_data(model, sg.tensors[t.bias])
+                inputs[2] = _clone_tensor(model, t.bias, b[:o], o)
+            op.inputs = np.asarray(inputs, dtype=np.int32)
+            shape = [int(d) for d in yt.shape]
+            if shape[-1] != full_out:
+                raise RedsError(f"layer {j}: unexpected output shape {shape}")
+            _set_shape(yt, shape[:-1] + [o])
+            active[out] = o
+            full_c[out] = full_out
+        elif name == "AVERAGE_POOL_2D":
+            _set_shape(yt, [int(d) for d in yt.shape[:-1]] + [c_in])
+            active[out] = c_in
+            full_c[out] = full_c[x]
+        elif name == "RESHAPE":
+            if len(xt.shape) != 4 or len(yt.shape) != 2:
+                raise RedsError(
+                    "only RESHAPE of a [1, H, W, C] map to [1, N] (Flatten) is supported"
+                )
+            hh, ww, cc = int(xt.shape[1]), int(xt.shape[2]), full_c[x]
+            n = hh * ww * c_in
+            _set_shape(yt, [int(yt.shape[0]), n])
+            if len(ins) > 1 and ins[1] >= 0:  # the constant new-shape input
+                shp = tensor_data(model, sg.tensors[ins[1]]).copy()
+                shp[-1] = n
+                inputs = list(ins)
+                inputs[1] = _clone_tensor(model, ins[1], shp, 0)
+                op.inputs = np.asarray(inputs, dtype=np.int32)
+            opts = op.builtinOptions
+            if opts is not None and getattr(opts, "newShape", None) is not None:
+                ns = np.asarray(opts.newShape, np.int32).copy()
+                ns[-1] = n
+                opts.newShape = ns
+            active[out] = c_in
+            full_c[out] = full_c[x]
+            flat_geom[out] = (hh, ww, cc)
+        else:
+            raise RedsError(f"operator {name} cannot be sliced (supported: {WIDTH_OPS + PASS_OPS})")
     _compact(model)
     _check_shapes(model)
     return write_model(model)
@@ -225,15 +328,33 @@ def slice_model(full: bytes, widths: Sequence[int]) -> bytes:
 def _check_shapes(model) -> None:
     """Our own invariants, because TFLM would run inconsistent shapes out of bounds."""
     sg = model.subgraphs[0]
-    for j, fc in enumerate(fully_connected_ops(model)):
-        w = sg.tensors[fc.weights]
-        x = sg.tensors[fc.input]
-        y = sg.tensors[fc.output]
-        n_out, n_in = (int(d) for d in w.shape)
-        if int(np.prod(x.shape)) != n_in or int(y.shape[-1]) != n_out:
-            raise AssertionError(f"FC {j}: inconsistent shapes after slicing")
-        q = w.quantization
-        if q is not None and q.scale is not None and len(q.scale) not in (1, n_out):
-            raise AssertionError(f"FC {j}: {len(q.scale)} scales for {n_out} channels")
-        if fc.bias >= 0 and int(sg.tensors[fc.bias].shape[0]) != n_out:
-            raise AssertionError(f"FC {j}: bias length differs from {n_out}")
+    for i, op in enumerate(sg.operators):
+        name = op_name(model, op)
+        ins = [int(v) for v in op.inputs]
+        x, y = sg.tensors[ins[0]], sg.tensors[int(op.outputs[0])]
+        xs, ys = [int(d) for d in x.shape], [int(d) for d in y.shape]
+        if name in WIDTH_OPS:
+            w = sg.tensors[ins[1]]
+            wsh = [int(d) for d in w.shape]
+            if name == "CONV_2D":
+                n_out, n_in = wsh[0], wsh[3]
+                ok = xs[-1] == n_in and ys[-1] == n_out
+            elif name == "DEPTHWISE_CONV_2D":
+                n_out = wsh[3]
+                ok = xs[-1] == n_out and ys[-1] == n_out
+            else:
+                n_out = wsh[0]
+                ok = int(np.prod(xs)) == wsh[1] and ys[-1] == n_out
+            if not ok:
+                raise AssertionError(f"op {i} ({name}): inconsistent shapes {xs} {wsh} {ys}")
+            q = w.quantization
+            if q is not None and q.scale is not None and len(q.scale) not in (1, n_out):
+                raise AssertionError(f"op {i} ({name}): {len(q.scale)} scales for {n_out} channels")
+            if len(ins) > 2 and ins[2] >= 0 and int(sg.tensors[ins[2]].shape[0]) != n_out:
+                raise AssertionError(f"op {i} ({name}): bias length differs from {n_out}")
+        elif name == "AVERAGE_POOL_2D":
+            if xs[-1] != ys[-1]:
+                raise AssertionError(f"op {i} ({name}): channels differ {xs} {ys}")
+        elif name == "RESHAPE":
+            if int(np.prod(xs)) != int(np.prod(ys)):
+                raise AssertionError(f"op {i} ({name}): sizes differ {xs} {ys}")

@@ -169,8 +169,8 @@ typedef struct reds_pool_layer {
 void reds_avgpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, int8_t *output);
 
 /* 1 when reds_kernels_dsp.cpp defines reds_conv_dsp / reds_pointwise_dsp. */
-#define REDS_HAVE_CONV_DSP 0
-#define REDS_HAVE_POINTWISE_DSP 0
+#define REDS_HAVE_CONV_DSP 1
+#define REDS_HAVE_POINTWISE_DSP 1
 
 #if REDS_HAVE_CONV_DSP && defined(__ARM_FEATURE_DSP) && !defined(REDS_NO_DSP)
 #define REDS_CONV reds_conv_dsp

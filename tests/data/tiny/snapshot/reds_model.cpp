@@ -9,7 +9,7 @@
 
 const uint32_t reds_submodel_macs[REDS_NUM_SUBMODELS] = {155u, 323u, 470u};
 
-/* Active widths of every layer, per submodel. */
+/* Active widths (channels / units) of every layer, per submodel. */
 static const uint16_t reds_fc1_in_width[REDS_NUM_SUBMODELS] = {25, 25, 25};
 static const uint16_t reds_fc1_out_width[REDS_NUM_SUBMODELS] = {5, 9, 12};
 static const uint16_t reds_fc2_in_width[REDS_NUM_SUBMODELS] = {5, 9, 12};
@@ -17,7 +17,7 @@ static const uint16_t reds_fc2_out_width[REDS_NUM_SUBMODELS] = {3, 7, 10};
 static const uint16_t reds_logits_in_width[REDS_NUM_SUBMODELS] = {3, 7, 10};
 static const uint16_t reds_logits_out_width[REDS_NUM_SUBMODELS] = {5, 5, 5};
 
-/* The layer table: fully connected layers in execution order. */
+/* Fully connected layers (vector input), in execution order. */
 static const reds_fc_layer reds_fc_layers[3] = {
     /* fc1: activation relu */
     {reds_fc1_weights, reds_fc1_bias, reds_fc1_multiplier,
@@ -33,8 +33,8 @@ static const reds_fc_layer reds_fc_layers[3] = {
      128, -3, -128, 127},
 };
 
-/* The one static arena, sized for the largest submodel:
- * [0, 12) activations a | [12, 24) activations b | [24, 128) kernel scratch. */
+/* The one static arena, sized for the largest submodel (plan.py, _assign_buffers):
+ * [0, 24) activations, alternating between its two ends | [24, 128) kernel scratch. */
 static int32_t reds_arena[REDS_ARENA_BYTES / 4];
 
 /* The whole submodel switch: one store. */
@@ -57,18 +57,17 @@ int reds_invoke(const int8_t *input, int8_t *output) {
         return 1;
     }
     const int k = reds_active;
-    int8_t *const a = (int8_t *)reds_arena + 0;
-    int8_t *const b = (int8_t *)reds_arena + 12;
+    int8_t *const act = (int8_t *)reds_arena;
     int32_t *const scratch = reds_arena + 6;
-    (void)a;
-    (void)b;
+    (void)act;
+    (void)scratch;
     /* reshape: same int8 bytes in a new shape, nothing to do */
-    /* fc1: input -> a */
-    REDS_FC(&reds_fc_layers[0], k, input, a, scratch);
-    /* fc2: a -> b */
-    REDS_FC(&reds_fc_layers[1], k, a, b, scratch);
-    /* logits: b -> output */
-    REDS_FC(&reds_fc_layers[2], k, b, output, scratch);
+    /* fc1: input -> act + 0 */
+    REDS_FC(&reds_fc_layers[0], k, input, act + 0, scratch);
+    /* fc2: act + 0 -> act + 14 */
+    REDS_FC(&reds_fc_layers[1], k, act + 0, act + 14, scratch);
+    /* logits: act + 14 -> output */
+    REDS_FC(&reds_fc_layers[2], k, act + 14, output, scratch);
     return 0;
 }
 

@@ -13,7 +13,7 @@
 #define REDS_ALIGN4
 #endif
 
-/* fc1: widths per submodel: in 25, 25, 25; out 5, 9, 12 */
+/* fc1 (fully_connected): widths per submodel: in 25, 25, 25; out 5, 9, 12 */
 const int8_t reds_fc1_weights[300] REDS_ALIGN4 = {
     0, 7, 11, -2, 15, -45, -9, 43, -14, -1, -127, -29, -56, 43, -34, -7,
     -43, 14, -31, -13, 97, -23, -5, -54, 38, 6, 63, -1, -75, -74, 43, -28,
@@ -44,7 +44,7 @@ const int32_t reds_fc1_multiplier[12] = {
 const int32_t reds_fc1_shift[12] = {
     -8, -8, -8, -8, -9, -9, -8, -8, -8, -8, -8, -8,
 };
-/* fc2: widths per submodel: in 5, 9, 12; out 3, 7, 10 */
+/* fc2 (fully_connected): widths per submodel: in 5, 9, 12; out 3, 7, 10 */
 const int8_t reds_fc2_weights[120] REDS_ALIGN4 = {
     -26, 99, -68, 127, -20, -28, 28, -17, -17, -45, -94, -45, 19, -18, 16, 39,
     -24, 8, -85, 5, -60, -101, -127, -127, 48, 84, 60, 6, 11, -62, -76, -80,
@@ -61,7 +61,7 @@ const int32_t reds_fc2_multiplier[10] = {
 const int32_t reds_fc2_shift[10] = {
     -6, -6, -6, -6, -5, -6, -6, -6, -6, -6,
 };
-/* logits: widths per submodel: in 3, 7, 10; out 5, 5, 5 */
+/* logits (fully_connected): widths per submodel: in 3, 7, 10; out 5, 5, 5 */
 const int8_t reds_logits_weights[50] REDS_ALIGN4 = {
     -57, 61, 59, -21, -104, -35, -76, 0, 111, -107, -54, -65, -5, -102, 40, -16,
     -3, -63, -125, -51, -74, -3, -4, 43, -8, -127, 82, -13, 4, 54, -127, 63,
