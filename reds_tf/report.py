@@ -46,7 +46,11 @@ def render_markdown(
         "",
     ]
     head = ["k", "budget", "widths (" + ", ".join(prunable) + ")", "true MACs", "MAC fraction"]
-    head += ["params", "accuracy", "before fine-tune"]
+    both_bn = all("accuracy_per_submodel_bn" in s for s in sub["submodels"])
+    head += ["params", "accuracy"]
+    if both_bn:
+        head += ["shared BN", "per-submodel BN"]
+    head += ["before fine-tune"]
     if scratch:
         head += [f"scratch ({scratch['epochs']} ep.)", "REDS - scratch"]
     head += ["knapsack"]
@@ -61,6 +65,10 @@ def render_markdown(
             f"{s['macs_fraction']:.4f}",
             f"{s['params']:,}",
             _pct(s["accuracy"]),
+        ]
+        if both_bn:
+            row += [_pct(s["accuracy_shared_bn"]), _pct(s["accuracy_per_submodel_bn"])]
+        row += [
             _pct(s["accuracy_before_finetune"]) if "accuracy_before_finetune" in s else "",
         ]
         if scratch:
@@ -71,6 +79,13 @@ def render_markdown(
         row.append(f"{status}, {secs:.2f} s" if secs is not None else status)
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    if both_bn:
+        lines += [
+            f"BatchNorm statistics used for `accuracy` (and by the export): "
+            f"{sub.get('bn_stats', 'shared')}. Shared = one set for all submodels (the "
+            "paper); per-submodel = re-estimated for each submodel after fine-tuning.",
+            "",
+        ]
     if meta:
         if meta.get("base_accuracy") is not None:
             src = meta.get("base_model") or "trained here"
