@@ -346,7 +346,9 @@ def cost_layers_from_keras(model) -> list[CostLayer]:
             )
         producer = layer.name
         in_channels, in_positions = channels, positions
-    if not out or out[-1].kind != "dense":
+    if not out:
+        raise RedsError(f"model {model.name!r} has no Dense layer to count")
+    if out[-1].kind != "dense":
         raise RedsError(f"model {model.name!r} must end in a Dense classifier")
     last = out[-1]
     out[-1] = CostLayer(**{**last.__dict__, "prunable": False})
