@@ -139,3 +139,213 @@ def check_every_submodel(full, plan, rt, sub, xq, n_ref: int) -> list[float]:
 def weights_stored_once(full: bytes, plan) -> None:
     assert plan.weight_bytes == slicer.weight_bytes(full)
     assert f"#define REDS_WEIGHT_BYTES {plan.weight_bytes}u" in render_sources(plan)["reds_model.h"]
+
+
+N_INPUTS = 500  # per submodel and model (the acceptance count)
+N_REF = 40  # NumPy reference rows (slow einsum on big maps)
+
+
+def _fmnist(n: int) -> tuple[np.ndarray, np.ndarray]:
+    from reds_tf.data import load_dataset
+
+    d = load_dataset("fashion_mnist")
+    return d.x_test[:n], d.x_train[:200]
+
+
+def _build(name: str):
+    """(model, evaluation inputs (float), calibration inputs (float))."""
+    from reds_tf import models
+
+    if name == "mobilenet_v1":
+        rng = np.random.default_rng(0)
+        model = models.mobilenet_v1((96, 96, 3), 2, alpha=0.25)
+        x = rng.uniform(0, 1, (N_INPUTS, 96, 96, 3)).astype(np.float32)
+        cal = rng.uniform(0, 1, (100, 96, 96, 3)).astype(np.float32)
+    else:
+        x, cal = _fmnist(N_INPUTS)
+        if name == "dscnn_s":
+            model = models.dscnn(
+                (28, 28, 1),
+                {"filters": 64, "kernel": [3, 3], "strides": [2, 2]},
+                [{"filters": 64, "strides": [1, 1]}] * 4,
+                10,
+            )
+        else:  # CNN-S of the paper on a 28x28x1 input
+            model = models.cnn(
+                (28, 28, 1),
+                [
+                    {"filters": 28, "kernel": [10, 4], "strides": [1, 1]},
+                    {"filters": 30, "kernel": [10, 4], "strides": [2, 1]},
+                ],
+                [16, 128],
+                10,
+            )
+    realistic_batchnorm(model, cal[:64])
+    return model, x, cal
+
+
+@pytest.fixture(scope="module", params=["cnn_s", "dscnn_s", "mobilenet_v1"])
+def case(request, tmp_path_factory):
+    model, x, cal = _build(request.param)
+    sub = handmade_submodels(model, request.param, "fashion_mnist")
+    full, plan, rt = export_case(model, sub, cal, tmp_path_factory.mktemp(request.param))
+    xq = numerics.quantize(x, plan.input_scale, plan.input_zero_point)
+    return request.param, model, sub, full, plan, rt, xq
+
+
+def test_every_submodel_bit_exact_with_tflm(case):
+    """500 inputs x every submodel: runtime == TFLM; NumPy reference == TFLM on 40."""
+    name, _, sub, full, plan, rt, xq = case
+    assert len(xq) == N_INPUTS
+    check_every_submodel(full, plan, rt, sub, xq, N_REF)
+    kinds = {ly.kind for ly in plan.layers}
+    expect = {
+        "cnn_s": {"conv", "reshape", "fully_connected"},
+        "dscnn_s": {"conv", "depthwise", "pointwise", "avgpool", "fully_connected"},
+        "mobilenet_v1": {"conv", "depthwise", "pointwise", "avgpool", "fully_connected"},
+    }[name]
+    assert expect <= kinds
+
+
+def test_weights_stored_once_and_macs(case):
+    name, _, sub, full, plan, _, _ = case
+    weights_stored_once(full, plan)
+    # Every submodel reads a prefix: the nested arrays hold each weight exactly once.
+    for ly in plan.layers:
+        if ly.full_weights is not None:
+            assert ly.weights.size == ly.full_weights.size
+    # MACs follow the contract's formulas (conv kh*kw*cin*cout*H*W, depthwise kh*kw*c*H*W).
+    k = 0
+    w = sub["submodels"][k]["widths"]
+    want = 0
+    for ly in plan.layers:
+        if ly.kind in ("conv", "pointwise"):
+            want += ly.kernel[0] * ly.kernel[1] * ly.in_widths[k] * w[ly.name] * np.prod(ly.out_hw)
+        elif ly.kind == "depthwise":
+            want += ly.kernel[0] * ly.kernel[1] * w[ly.name] * np.prod(ly.out_hw)
+        elif ly.kind == "fully_connected":
+            want += ly.in_widths[k] * w[ly.name]
+    assert plan.macs(k) == want < plan.macs(len(sub["submodels"]) - 1)
+
+
+def test_arena_buffers_never_overlap(case):
+    """Inside every layer, for every submodel, input and output bytes are disjoint
+    and inside the activation region (the plan is the only memory planner)."""
+    _, _, sub, _, plan, rt, _ = case
+    region = plan.arena["activations"]
+    assert rt.arena_bytes == plan.arena_bytes >= region
+
+    def interval(expr: str, nbytes: int):
+        if expr in ("input", "output"):
+            return None
+        off = int(expr.split("+")[1])
+        assert 0 <= off and off + nbytes <= region, (expr, nbytes, region)
+        return off, off + nbytes
+
+    for k in range(len(sub["submodels"])):
+        for ly in plan.layers:
+            if ly.kind == "reshape":
+                assert ly.src == ly.dst
+                continue
+            a = interval(ly.src, ly.in_bytes(k))
+            b = interval(ly.dst, ly.out_bytes(k))
+            if a and b:
+                assert a[1] <= b[0] or b[1] <= a[0], (ly.name, a, b)
+
+
+def test_sliced_conv_weights_are_shared_prefixes(case):
+    """The submodel .tflite holds prefixes of the full int8 weights (depthwise:
+    channel axis last) with the per-channel scales cut to the width."""
+    _, _, sub, full, _, _, _ = case
+    names = [ly["name"] for ly in sub["layers"]]
+    fm = slicer.read_model(full)
+    fops = slicer.width_ops(fm)
+    part = slicer.read_model(
+        slicer.slice_model(full, [sub["submodels"][0]["widths"][n] for n in names])
+    )
+    pops = slicer.width_ops(part)
+    fsg, psg = fm.subgraphs[0], part.subgraphs[0]
+    for f, p in zip(fops, pops, strict=True):
+        fw = slicer.tensor_data(fm, fsg.tensors[f.weights])
+        pw = slicer.tensor_data(part, psg.tensors[p.weights])
+        opname = slicer.op_name(fm, fsg.operators[f.op_index])
+        if opname == "DEPTHWISE_CONV_2D":
+            np.testing.assert_array_equal(pw, fw[..., : pw.shape[-1]])
+            n = pw.shape[-1]
+        elif opname == "CONV_2D":
+            np.testing.assert_array_equal(pw, fw[: pw.shape[0], :, :, : pw.shape[3]])
+            n = pw.shape[0]
+        else:
+            n = pw.shape[0]
+            assert pw.shape[1] <= fw.shape[1]
+        scales = psg.tensors[p.weights].quantization.scale
+        np.testing.assert_array_equal(
+            scales, np.asarray(fsg.tensors[f.weights].quantization.scale)[:n]
+        )
+        out = psg.tensors[p.output]
+        assert int(out.shape[-1]) == n
+
+
+@pytest.mark.parametrize(
+    "in_w,out_w,kernel",
+    [([2, 3, 5], [1, 4, 6], (3, 3)), ([4], [4], (1, 1)), ([1, 1, 3], [2, 2, 2], (2, 3))],
+)
+def test_nested_conv_layout_prefix_property(in_w, out_w, kernel):
+    """Submodel k's conv weights are the first kh*kw*i_k*o_k bytes, in nested im2col order."""
+    from reds_tf.codegen import plan as P
+
+    kh, kw = kernel
+    w = np.random.default_rng(0).integers(-127, 128, (out_w[-1], kh, kw, in_w[-1]), dtype=np.int8)
+    flat = P.nest_conv_weights(w, in_w, out_w)
+    assert flat.size == w.size
+    for k in range(len(in_w)):
+        n = kh * kw * in_w[k]
+        cols = P.conv_column_order(kh, kw, in_w)[:n]
+        mat = P.unnest_fc_weights(flat, [kh * kw * v for v in in_w], out_w, k)
+        sub = w[: out_w[k], :, :, : in_w[k]]
+        np.testing.assert_array_equal(mat, sub[:, cols[:, 0], cols[:, 1], cols[:, 2]])
+        # The columns of submodel k are exactly the (ky, kx, c < i_k) positions.
+        assert sorted(map(tuple, cols.tolist())) == sorted(
+            (a, b, c) for a in range(kh) for b in range(kw) for c in range(in_w[k])
+        )
+    dw = w[0]  # (kh, kw, C) depthwise
+    flat = P.nest_depthwise_weights(dw)
+    for c in range(1, dw.shape[-1] + 1):
+        np.testing.assert_array_equal(
+            flat[: c * kh * kw].reshape(c, kh, kw), np.transpose(dw[..., :c], (2, 0, 1))
+        )
+
+
+def test_windowed_pool_relu6_and_linear_activations(tmp_path):
+    """Windowed AVERAGE_POOL_2D (SAME, odd sizes: partial windows), fused ReLU6,
+    a depthwise conv without activation, VALID strided conv, FC after Flatten."""
+    import tf_keras as keras
+
+    inp = keras.Input((11, 9, 2), name="input")
+    x = keras.layers.Conv2D(6, (3, 3), padding="same", activation="relu6", name="conv1")(inp)
+    x = keras.layers.AveragePooling2D((3, 3), strides=(2, 2), padding="same", name="pool")(x)
+    x = keras.layers.DepthwiseConv2D((3, 3), padding="same", name="dw1")(x)
+    x = keras.layers.Conv2D(8, (1, 1), name="pw1", activation="relu")(x)
+    x = keras.layers.AveragePooling2D((2, 2), strides=(1, 1), padding="valid", name="pool2")(x)
+    x = keras.layers.Conv2D(5, (2, 2), strides=(2, 1), name="conv2", activation="relu")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    out = keras.layers.Dense(4, name="logits")(x)
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(3)
+    for ly in model.layers:
+        ws = ly.get_weights()
+        if ws:
+            ly.set_weights([rng.normal(0, 0.6, w.shape).astype(np.float32) for w in ws])
+    x = rng.uniform(0, 1, (600, 11, 9, 2)).astype(np.float32)
+    sub = handmade_submodels(model, "mixed", "none")
+    full, plan, rt = export_case(model, sub, x[500:], tmp_path)
+    assert [ly.kind for ly in plan.layers if ly.kind != "reshape"] == [
+        "conv", "avgpool", "depthwise", "pointwise", "avgpool", "conv", "conv",
+    ]  # fmt: skip
+    pools = [ly for ly in plan.layers if ly.kind == "avgpool"]
+    assert pools[0].padding == (1, 1) and pools[0].out_hw == (6, 5)
+    conv1 = plan.layers[0]
+    assert conv1.activation == "relu6" and conv1.act_min == conv1.output_zero_point
+    assert plan.layers[2].activation == "none"
+    xq = numerics.quantize(x[:500], plan.input_scale, plan.input_zero_point)
+    check_every_submodel(full, plan, rt, sub, xq, 100)
