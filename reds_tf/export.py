@@ -64,15 +64,17 @@ def load_model(run_dir: Path):
         raise RunDirError(f"{path} cannot be loaded ({e}); re-run `reds train`") from e
 
 
+def is_dense_only(sub: dict[str, Any]) -> bool:
+    """Whether every width-carrying layer of ``submodels.json`` is dense (a DNN)."""
+    return all(ly.get("type") == "dense" for ly in sub["layers"])
+
+
 def dense_chain(model, sub: dict[str, Any]) -> list[tuple[str, np.ndarray, np.ndarray, str]]:
     """(name, kernel (in, out), bias (out,), activation) per dense layer of ``sub``."""
     out = []
     for spec in sub["layers"]:
         if spec.get("type") != "dense":
-            raise RedsError(
-                f"layer {spec['name']}: type {spec.get('type')!r} is not supported by export "
-                "yet (dense only)"
-            )
+            raise RedsError(f"layer {spec['name']}: type {spec.get('type')!r} is not dense")
         try:
             layer = model.get_layer(spec["name"])
         except ValueError as e:
@@ -85,6 +87,31 @@ def dense_chain(model, sub: dict[str, Any]) -> list[tuple[str, np.ndarray, np.nd
     return out
 
 
+def check_layers(model, sub: dict[str, Any]) -> None:
+    """Every ``submodels.json`` layer exists in ``model.keras`` with its type."""
+    import tf_keras as keras
+
+    kinds = {
+        "dense": keras.layers.Dense,
+        "depthwise": keras.layers.DepthwiseConv2D,
+        "conv": keras.layers.Conv2D,
+    }
+    for spec in sub["layers"]:
+        kind = spec.get("type")
+        if kind not in kinds:
+            raise RunDirError(f"submodels.json: layer {spec.get('name')} has unknown type {kind!r}")
+        try:
+            layer = model.get_layer(spec["name"])
+        except ValueError as e:
+            raise RunDirError(f"model.keras has no layer {spec['name']!r}") from e
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        if not isinstance(layer, kinds[kind]) or depthwise != (kind == "depthwise"):
+            raise RunDirError(
+                f"layer {spec['name']} is a {type(layer).__name__} in model.keras but "
+                f"{kind!r} in submodels.json"
+            )
+
+
 def float_logits(chain, widths: dict[str, int], x: np.ndarray) -> np.ndarray:
     """Float32 logits of a prefix submodel: x (N, *input_shape) -> (N, classes)."""
     h = x.reshape(len(x), -1).astype(np.float32)
@@ -94,6 +121,14 @@ def float_logits(chain, widths: dict[str, int], x: np.ndarray) -> np.ndarray:
         if act == "relu":
             h = np.maximum(h, 0.0)
     return h
+
+
+def float_submodel_logits(model, widths: dict[str, int], x: np.ndarray) -> np.ndarray:
+    """Float32 logits of any prefix submodel (conv included) via a sliced plain
+    tf_keras model: x (N, *input_shape) -> (N, classes)."""
+    from reds_tf.models import submodel
+
+    return np.asarray(submodel(model, widths).predict(x, batch_size=256, verbose=0))
 
 
 def _fc_widths(sub: dict[str, Any], k: int) -> list[int]:
@@ -192,7 +227,11 @@ def run_export(
         raise RedsError(f"--qat-epochs must be at least 1, got {qat_epochs}")
     sub = load_submodels(run)
     model = load_model(run)
-    chain = dense_chain(model, sub)
+    check_layers(model, sub)
+    dense = is_dense_only(sub)
+    if qat and not dense:
+        raise RedsError("--qat supports dense (DNN) models only; export conv models without it")
+    chain = dense_chain(model, sub) if dense else None
     data = load_dataset(sub["dataset"])
     if list(data.input_shape) != list(sub["input_shape"]):
         raise RunDirError(
@@ -233,9 +272,12 @@ def run_export(
             res = run_tflm(buf, xq)
             tflm_outputs.append(res.outputs)
             int8_acc = float(np.mean(np.argmax(res.outputs, axis=1) == y_test))
-            float_acc = float(
-                np.mean(np.argmax(float_logits(chain, s["widths"], x_test), axis=1) == y_test)
+            logits = (
+                float_logits(chain, s["widths"], x_test)
+                if chain is not None
+                else float_submodel_logits(model, s["widths"], x_test)
             )
+            float_acc = float(np.mean(np.argmax(logits, axis=1) == y_test))
             log(f"export: submodel {k}: float {float_acc:.4f}, int8 (TFLM) {int8_acc:.4f}")
             entries.append(
                 {

@@ -298,14 +298,7 @@ def benchmark(
     )
 
     def weight_bytes(path: Path) -> int:
-        model = slicer.read_model(path.read_bytes())
-        sg = model.subgraphs[0]
-        n = 0
-        for fc in slicer.fully_connected_ops(model):
-            n += slicer.tensor_data(model, sg.tensors[fc.weights]).nbytes
-            if fc.bias >= 0:
-                n += slicer.tensor_data(model, sg.tensors[fc.bias]).nbytes
-        return n
+        return slicer.weight_bytes(path.read_bytes())
 
     rows = []
     for e in manifest["submodels"]:

@@ -349,3 +349,48 @@ def test_windowed_pool_relu6_and_linear_activations(tmp_path):
     assert plan.layers[2].activation == "none"
     xq = numerics.quantize(x[:500], plan.input_scale, plan.input_zero_point)
     check_every_submodel(full, plan, rt, sub, xq, 100)
+
+
+def make_dscnn_run(run_dir, *, blocks: int = 2, filters: int = 16):
+    """A small DS-CNN run directory for Fashion-MNIST (model.keras +
+    submodels.json, random weights with realistic BN statistics)."""
+    import json
+
+    from reds_tf import models
+
+    model = models.dscnn(
+        (28, 28, 1),
+        {"filters": filters, "kernel": [3, 3], "strides": [2, 2]},
+        [{"filters": filters, "strides": [1, 1]}] * blocks,
+        10,
+    )
+    x, cal = _fmnist(64)
+    realistic_batchnorm(model, cal[:64])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.save(run_dir / "model.keras")
+    sub = handmade_submodels(model, "fmnist_dscnn_test", "fashion_mnist")
+    (run_dir / "submodels.json").write_text(json.dumps(sub, indent=1))
+    return model, sub
+
+
+def test_reds_export_of_a_conv_run(tmp_path):
+    """`reds export` on a DS-CNN run: manifest, submodel files, runtime check,
+    float accuracy of the sliced float model next to the int8 accuracy."""
+    import json
+
+    from reds_tf.export import run_export
+
+    run = tmp_path / "fmnist_dscnn_test"
+    make_dscnn_run(run)
+    export = run_export(run, limit=200, log=lambda _m: None)
+    m = json.loads((export / "manifest.json").read_text())
+    assert m["runtime_check"] == "bit-exact with TFLite Micro on 200 test inputs per submodel"
+    assert len(m["submodels"]) == 4 and all(
+        (export / e["tflite"]).is_file() for e in m["submodels"]
+    )
+    assert m["weight_bytes"] == slicer.weight_bytes((export / "model.tflite").read_bytes())
+    for e in m["submodels"]:
+        assert 0.0 <= e["float_accuracy"] <= 1.0 and 0.0 <= e["int8_accuracy"] <= 1.0
+    # Random weights: int8 and float still agree on most predictions' accuracy level.
+    full = m["submodels"][-1]
+    assert abs(full["float_accuracy"] - full["int8_accuracy"]) < 0.1
