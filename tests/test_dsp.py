@@ -201,13 +201,15 @@ def _conv_case(
     strides=(1, 1),
     same=True,
     pointwise=False,
+    depthwise=False,
     bias=True,
     per_submodel=False,
     act=(-128, 127),
     shifts=(-12, -6),
     extreme=False,
 ) -> dict:
-    """A random int8 conv layer with nested widths (TFLite weights O, kh, kw, I)."""
+    """A random int8 conv layer with nested widths (TFLite weights O, kh, kw, I;
+    depthwise: C, kh, kw and in widths == out widths)."""
     n_in, n_out, K = in_w[-1], out_w[-1], len(in_w)
     kh, kw = kernel
     if same:
@@ -216,15 +218,16 @@ def _conv_case(
         oh, ow = ((hw[i] - kernel[i]) // strides[i] + 1 for i in (0, 1))
         pt = pl = 0
     vals = np.array([-128, 127], np.int8)
+    wshape = (n_out, kh, kw) if depthwise else (n_out, kh, kw, n_in)
     if extreme:
-        w = rng.choice(vals, size=(n_out, kh, kw, n_in))
+        w = rng.choice(vals, size=wshape)
         x = rng.choice(vals, size=hw[0] * hw[1] * n_in)
     else:
-        w = rng.integers(-128, 128, size=(n_out, kh, kw, n_in), dtype=np.int8)
+        w = rng.integers(-128, 128, size=wshape, dtype=np.int8)
         x = rng.integers(-128, 128, size=hw[0] * hw[1] * n_in, dtype=np.int8)
     nq = K * n_out if per_submodel else n_out
     return {
-        "kind": 1 if pointwise else 0,
+        "kind": 2 if depthwise else 1 if pointwise else 0,
         "in_w": list(in_w),
         "out_w": list(out_w),
         "hw": hw,
@@ -264,12 +267,14 @@ def _conv_expected(c: dict, k: int) -> np.ndarray:
     x = c["x"][: h * wd * i].reshape(h, wd, i).astype(np.int64) + c["input_offset"]
     xp = np.zeros((h + kh + sh * oh, wd + kw + sw * ow, i), np.int64)  # padding contributes 0
     xp[pt : pt + h, pl : pl + wd] = x
-    w = c["w"][:o, :, :, :i].astype(np.int64)
     acc = np.zeros((oh, ow, o), np.int64)
     for ky in range(kh):
         for kx in range(kw):
             patch = xp[ky : ky + sh * oh : sh, kx : kx + sw * ow : sw][:oh, :ow]
-            acc += patch @ w[:, ky, kx, :].T
+            if c["kind"] == 2:  # depthwise: channel c reads channel c
+                acc += patch * c["w"][:o, ky, kx].astype(np.int64)
+            else:
+                acc += patch @ c["w"][:o, ky, kx, :i].astype(np.int64).T
     q = k * c["qparam_stride"]
     if c["bias"] is not None:
         acc = acc + c["bias"][q : q + o]
@@ -325,7 +330,25 @@ def _conv_cases() -> list[dict]:
         # pointwise with shifts -31..+3 (the generic requantisation)
         _conv_case(rng, [4, 8], [4, 8], hw=(2, 3), kernel=(1, 1), pointwise=True, shifts=(-31, 3)),
     ]
-    c = cases[-1]  # special multipliers, as in the FC cases
+    cases += [
+        # depthwise 3x3 (DS-CNN): SAME borders, stride 2, per-submodel rows, a clamp
+        _conv_case(rng, [8, 16, 24], [8, 16, 24], hw=(7, 6), depthwise=True, extreme=True),
+        _conv_case(
+            rng,
+            [4, 12],
+            [4, 12],
+            hw=(6, 5),
+            strides=(2, 2),
+            depthwise=True,
+            per_submodel=True,
+            bias=False,
+            act=(-128, 90),
+        ),
+        # another kernel size (generic path) and widths not multiples of 4 (reference)
+        _conv_case(rng, [4, 8], [4, 8], hw=(6, 6), kernel=(5, 3), depthwise=True),
+        _conv_case(rng, [6, 10], [6, 10], hw=(4, 4), depthwise=True, shifts=(-31, 3)),
+    ]
+    c = cases[9]  # special multipliers, as in the FC cases
     c["mult"][1] = INT32_MIN
     c["mult"][2] = -(2**30) - 12345
     c["mult"][3] = INT32_MIN
@@ -339,9 +362,12 @@ def _conv_blob(cases: list[dict]) -> bytes:
     for c in cases:
         K, (kh, kw) = len(c["in_w"]), c["kernel"]
         n_in, n_out = c["in_w"][-1], c["out_w"][-1]
-        cols = _conv_columns(kh, kw, c["in_w"])
-        matrix = c["w"].reshape(n_out, -1)[:, cols]
-        nested = nest_fc_weights(matrix, [kh * kw * i for i in c["in_w"]], c["out_w"])
+        if c["kind"] == 2:  # depthwise: channel-major, a prefix per submodel
+            nested = np.ascontiguousarray(c["w"]).reshape(-1)
+        else:
+            cols = _conv_columns(kh, kw, c["in_w"])
+            matrix = c["w"].reshape(n_out, -1)[:, cols]
+            nested = nest_fc_weights(matrix, [kh * kw * i for i in c["in_w"]], c["out_w"])
         head = [c["kind"], K, n_in, n_out, *c["hw"], *c["out_hw"], kh, kw, *c["strides"]]
         head += [*c["pad"], c["bias"] is not None, c["qparam_stride"], c["input_offset"]]
         head += [c["output_offset"], *c["act"], *c["in_w"], *c["out_w"], nested.size]
@@ -374,7 +400,7 @@ def _build(d: Path, main_src: Path, name: str) -> Path:
 
 
 def test_dsp_conv_kernels_match_reference_in_qemu(tmp_path: Path) -> None:
-    """reds_conv_dsp and reds_pointwise_dsp equal the portable kernels and the
+    """reds_conv_dsp, reds_pointwise_dsp and reds_depthwise_dsp equal the portable kernels and the
     NumPy int8 model on every submodel of layers that hit every path; the DSP
     pointwise kernel is also much cheaper where it applies."""
     elf = _build(tmp_path, CONV_SRC, "conv_check")

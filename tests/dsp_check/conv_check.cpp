@@ -6,7 +6,7 @@
  * the plugin). Links with firmware/bench/bench_startup.c.
  *
  * Blob (little-endian 32-bit words): magic "CONV", number of layers, then per
- * layer: kind (0 standard, 1 pointwise), K, max_in, max_out, in_h, in_w,
+ * layer: kind (0 standard, 1 pointwise, 2 depthwise), K, max_in, max_out, in_h, in_w,
  * out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
  * has_bias, qparam_stride, input_offset, output_offset, act_min, act_max,
  * in_width[K], out_width[K], weight byte count, weights (padded to 4),
@@ -22,6 +22,10 @@
 #include "reds_kernels.h"
 
 #define CHECK_MAGIC 0x564E4F43u /* "CONV" */
+
+/* Defined in reds_kernels_dsp.cpp; not (yet) part of the kernel interface. */
+extern "C" void reds_depthwise_dsp(const reds_conv_layer *layer, int k, const int8_t *input,
+                                   int8_t *output);
 #define MAX_K 8
 #define MAX_OUT_BYTES 32768
 #define SCRATCH_WORDS 4096
@@ -115,7 +119,9 @@ int main(void) {
             memset(out_dsp, 0x55, n);
             memset(scratch, 0xA7, sizeof scratch); /* stale scratch must not matter */
             reds_bench_mark();
-            if (kind == 0) {
+            if (kind == 2) {
+                reds_depthwise_ref(&layer, (int)k, input, out_ref);
+            } else if (kind == 0) {
                 reds_conv_ref(&layer, (int)k, input, out_ref, scratch);
             } else {
                 reds_pointwise_ref(&layer, (int)k, input, out_ref, scratch);
@@ -123,7 +129,9 @@ int main(void) {
             reds_bench_mark();
             memset(scratch, 0xA7, sizeof scratch);
             reds_bench_mark();
-            if (kind == 0) {
+            if (kind == 2) {
+                reds_depthwise_dsp(&layer, (int)k, input, out_dsp);
+            } else if (kind == 0) {
                 reds_conv_dsp(&layer, (int)k, input, out_dsp, scratch);
             } else {
                 reds_pointwise_dsp(&layer, (int)k, input, out_dsp, scratch);
