@@ -174,34 +174,22 @@ def test_bench_default_model(bench_run_dir: Path, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def dscnn_run_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An exported DS-CNN-S (Fashion-MNIST) run: the shared fixture when there
-    is one, else trained here very briefly (600 samples; the weights only need
-    to be a real trained, int8-exported DS-CNN-S, not a good one)."""
+    """An exported DS-CNN-S run (Fashion-MNIST geometry: 3x3 stride-2 first conv,
+    4 depthwise-separable blocks of 64): the shared fixture when there is one,
+    else random weights with realistic BatchNorm statistics and hand-picked
+    nested widths (tests/test_export_conv.py), exported here. Instruction counts
+    and bit-exactness do not depend on how well the weights were trained."""
     try:
         return Path(request.getfixturevalue("exported_dscnn_run"))
     except pytest.FixtureLookupError:
-        from reds_tf import export
+        from test_export_conv import make_dscnn_run
+
         from reds_tf.export import run_export
-        from reds_tf.pipeline import run_training
 
-        # Until `reds export` handles convolutions, skip before paying for training.
-        if hasattr(export, "dense_chain"):
-            try:
-                export.dense_chain(None, {"layers": [{"name": "conv1", "type": "conv"}]})
-            except RedsError as e:
-                if "not supported" in str(e):
-                    pytest.skip(f"reds export cannot export convolutions yet: {e}")
-            except Exception:  # noqa: BLE001 - any other behaviour: the export path changed
-                pass
-
-        config = Path(__file__).resolve().parents[1] / "configs" / "fmnist_dscnn.yaml"
-        out = tmp_path_factory.mktemp("bench_dscnn") / "fmnist_dscnn"
-        run = run_training(
-            config, out_dir=out, epochs=1, finetune_epochs=1, limit=600, seed=0, verbose=0,
-            log=lambda _msg: None,
-        )  # fmt: skip
-        run_export(run, limit=200, log=lambda _msg: None)
-        return Path(run)
+        run = tmp_path_factory.mktemp("bench_dscnn") / "fmnist_dscnn_s"
+        make_dscnn_run(run, blocks=4, filters=64)
+        run_export(run, limit=100, log=lambda _msg: None)
+        return run
 
 
 @needs_tools
