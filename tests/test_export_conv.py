@@ -394,3 +394,24 @@ def test_reds_export_of_a_conv_run(tmp_path):
     # Random weights: int8 and float still agree on most predictions' accuracy level.
     full = m["submodels"][-1]
     assert abs(full["float_accuracy"] - full["int8_accuracy"]) < 0.1
+
+
+def test_conv_runtime_compiles_warning_free(case, tmp_path):
+    """Host g++ and arm-none-eabi-g++ (Cortex-M4, DSP variants included), -Wall -Wextra -Werror."""
+    import shutil
+    import subprocess
+
+    _, _, _, _, plan, _, _ = case
+    for fname, text in render_sources(plan).items():
+        (tmp_path / fname).write_text(text)
+    arm = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-fno-exceptions"]
+    compilers = [("g++", ["-std=c++11"])]
+    if shutil.which("arm-none-eabi-g++"):
+        compilers.append(("arm-none-eabi-g++", [*arm, "-fno-rtti"]))
+    for cxx, flags in compilers:
+        for cpp in sorted(tmp_path.glob("*.cpp")):
+            cmd = [cxx, *flags, "-Wall", "-Wextra", "-Werror", "-O2", "-c", str(cpp)]
+            proc = subprocess.run(
+                cmd + ["-o", str(tmp_path / "x.o")], capture_output=True, text=True
+            )
+            assert proc.returncode == 0 and not proc.stderr, f"{cxx} {cpp.name}: {proc.stderr}"
