@@ -150,6 +150,8 @@ void reds_pointwise_dsp(const reds_conv_layer *layer, int k, const int8_t *input
  * reads channel c of the input. No scratch. */
 void reds_depthwise_ref(const reds_conv_layer *layer, int k, const int8_t *input,
                         int8_t *output);
+void reds_depthwise_dsp(const reds_conv_layer *layer, int k, const int8_t *input,
+                        int8_t *output);
 
 /* Scratch bytes of REDS_CONV / REDS_POINTWISE for a kh x kw kernel. */
 #define REDS_CONV_SCRATCH_BYTES(kh, kw, n_in, n_out) \
@@ -168,9 +170,10 @@ typedef struct reds_pool_layer {
 
 void reds_avgpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, int8_t *output);
 
-/* 1 when reds_kernels_dsp.cpp defines reds_conv_dsp / reds_pointwise_dsp. */
+/* 1 when reds_kernels_dsp.cpp defines reds_conv_dsp / reds_pointwise_dsp / reds_depthwise_dsp. */
 #define REDS_HAVE_CONV_DSP 1
 #define REDS_HAVE_POINTWISE_DSP 1
+#define REDS_HAVE_DEPTHWISE_DSP 1
 
 #if REDS_HAVE_CONV_DSP && defined(__ARM_FEATURE_DSP) && !defined(REDS_NO_DSP)
 #define REDS_CONV reds_conv_dsp
@@ -182,7 +185,11 @@ void reds_avgpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, 
 #else
 #define REDS_POINTWISE reds_pointwise_ref
 #endif
+#if REDS_HAVE_DEPTHWISE_DSP && defined(__ARM_FEATURE_DSP) && !defined(REDS_NO_DSP)
+#define REDS_DEPTHWISE reds_depthwise_dsp
+#else
 #define REDS_DEPTHWISE reds_depthwise_ref
+#endif
 #define REDS_AVGPOOL reds_avgpool_ref
 
 /* TFLite's MultiplyByQuantizedMultiplier with double rounding; shared by
