@@ -318,6 +318,7 @@ def solve_nested(
     time_limit: float = 60.0,
     log: Callable[[str], None] | None = print,
     max_activation_elems: int | None = None,
+    method: str = "auto",
 ) -> KnapsackResult:
     """Choose nested per-layer widths for each MAC budget with a MILP (PuLP + CBC).
 
@@ -339,6 +340,10 @@ def solve_nested(
             layer's input plus output activation elements (see
             :func:`reds_tf.costs.model_activation_elems`) stay at or below it.
             Multiply by the bytes per element yourself (1 for int8).
+        method: "auto" solves chains (every bilinear term couples neighbouring
+            chosen widths: DNN, CNN, DS-CNN, MobileNetV1) exactly by dynamic
+            programming over Pareto fronts and anything else with the MILP;
+            "milp" always uses the MILP.
 
     Returns:
         A :class:`KnapsackResult`, smallest budget first. Widths are nested:
@@ -348,6 +353,8 @@ def solve_nested(
         InfeasibleBudgetError: the smallest budget is below
             :func:`min_macs_fraction`.
     """
+    if method not in ("auto", "milp"):
+        raise ConfigError(f"knapsack method must be 'auto' or 'milp', got {method!r}")
     if not (isinstance(time_limit, (int, float)) and time_limit > 0):
         raise ConfigError(
             f"knapsack time_limit must be a positive number of seconds, got {time_limit!r}"
@@ -365,8 +372,13 @@ def solve_nested(
                 chosen = {n: inst.levels[n][-1] for n in inst.free}
                 status = "full model"
             else:
-                chosen, status = _solve_one(inst, budget, prev, time_limit, tmp)
-                chosen = _fill(inst, chosen, math.floor(budget * inst.full_macs))
+                cap = math.floor(budget * inst.full_macs)
+                chosen = _solve_chain(inst, cap, prev) if method == "auto" else None
+                if chosen is not None:
+                    status = "optimal"
+                else:
+                    chosen, status = _solve_one(inst, budget, prev, time_limit, tmp)
+                chosen = _fill(inst, chosen, cap)
             prev = _record(res, inst, budget, chosen, status, time.perf_counter() - t0, log)
     return res
 
@@ -486,6 +498,134 @@ def _solve_one(
         a = max(allowed[n], key=lambda a, n=n: x[n][a].value() or 0.0)
         chosen[n] = inst.levels[n][a]
     return chosen, status
+
+
+def _chain_order(inst: _Instance) -> list[str] | None:
+    """The chosen-width layers in order if every bilinear cost and activation term
+    couples only neighbours in that order (a chain, e.g. CNN, DS-CNN, MobileNetV1);
+    None otherwise."""
+    order = list(inst.free)
+    pos = {n: i for i, n in enumerate(order)}
+    for p, c in inst.quad:
+        if pos[c] != pos[p] + 1:
+            return None
+    for _name, _c, lin in inst.act:
+        idx = sorted(pos[n] for n in lin)
+        if len(idx) > 2 or (len(idx) == 2 and idx[1] != idx[0] + 1):
+            return None
+    return order
+
+
+def _solve_chain(inst: _Instance, cap: int, prev: Mapping[str, int]) -> dict[str, int] | None:
+    """Exact nested knapsack on a chain by dynamic programming over Pareto fronts.
+
+    State after layer i: its level, with the Pareto front of (MACs so far, value
+    so far) over the choices of layers 0..i (more MACs only with more value).
+    A transition adds the layer's linear MACs, the bilinear MACs with its
+    neighbour and its kept importance; entries that cannot meet ``cap`` even
+    with every later layer at its narrowest allowed level are dropped.
+    Returns the widths of the highest value (ties: fewest MACs), None if the
+    instance is not a chain (the MILP handles it).
+    """
+    order = _chain_order(inst)
+    if order is None or not order:
+        return None
+    n_l = len(order)
+    vals = [np.asarray(inst.levels[n], dtype=np.int64) for n in order]
+    allowed = [np.asarray([a for a, v in enumerate(inst.levels[n]) if v >= prev[n]]) for n in order]
+    quad = [inst.quad.get((order[i - 1], order[i]), 0) if i else 0 for i in range(n_l)]
+    # Activation limits: per layer (single level) and per neighbour pair.
+    single = [np.zeros(len(v), bool) for v in vals]
+    pair: list[np.ndarray | None] = [None] * n_l
+    if inst.max_act is not None:
+        for _name, c, lin in inst.act:
+            names = sorted(lin, key=order.index)
+            room = inst.max_act - c
+            if len(names) == 1:
+                i = order.index(names[0])
+                single[i] |= lin[names[0]] * vals[i] > room
+            elif len(names) == 2:
+                i, j = order.index(names[0]), order.index(names[1])
+                bad = (lin[names[0]] * vals[i][:, None] + lin[names[1]] * vals[j][None, :]) > room
+                pair[j] = bad if pair[j] is None else (pair[j] | bad)
+    allowed = [a[~single[i][a]] for i, a in enumerate(allowed)]
+    if any(len(a) == 0 for a in allowed):
+        return None
+    low = [int(vals[i][a[0]]) for i, a in enumerate(allowed)]
+    # tail[i]: least MACs of layers i.. (linear terms and couplings among them).
+    lin_low = [int(inst.lin[order[i]][allowed[i][0]]) for i in range(n_l)]
+    tail = [0] * (n_l + 1)
+    for i in range(n_l - 1, -1, -1):
+        tail[i] = lin_low[i] + (quad[i + 1] * low[i] * low[i + 1] if i + 1 < n_l else 0)
+        tail[i] += tail[i + 1]
+    budget = cap - inst.const
+
+    def bound_after(i: int, level_vals: np.ndarray) -> np.ndarray:
+        """Least MACs still to come after layer i at the given widths."""
+        if i + 1 >= n_l:
+            return np.zeros_like(level_vals)
+        return quad[i + 1] * level_vals * low[i + 1] + tail[i + 1]
+
+    # fronts[i][a] = (macs, value, back_level, back_index) arrays for layer i level a.
+    fronts: list[dict[int, tuple]] = [dict() for _ in range(n_l)]
+    cum0 = inst.cum[order[0]]
+    for a in allowed[0]:
+        m = int(inst.lin[order[0]][a])
+        if m + int(bound_after(0, np.array([vals[0][a]]))[0]) <= budget:
+            fronts[0][int(a)] = (
+                np.array([m], np.int64),
+                np.array([float(cum0[a])]),
+                np.array([-1]),
+                np.array([-1]),
+            )
+    for i in range(1, n_l):
+        cum = inst.cum[order[i]]
+        lin = inst.lin[order[i]]
+        for b in allowed[i]:
+            vb = int(vals[i][b])
+            after = int(bound_after(i, np.array([vb]))[0])
+            parts_m, parts_v, parts_a, parts_k = [], [], [], []
+            for a, (m, v, _, _) in fronts[i - 1].items():
+                if pair[i] is not None and pair[i][a, b]:
+                    continue
+                mm = m + quad[i] * int(vals[i - 1][a]) * vb + int(lin[b])
+                ok = mm + after <= budget
+                if not ok.any():
+                    continue
+                idx = np.nonzero(ok)[0]
+                parts_m.append(mm[idx])
+                parts_v.append(v[idx] + float(cum[b]))
+                parts_a.append(np.full(len(idx), a))
+                parts_k.append(idx)
+            if not parts_m:
+                continue
+            m = np.concatenate(parts_m)
+            v = np.concatenate(parts_v)
+            ba = np.concatenate(parts_a)
+            bk = np.concatenate(parts_k)
+            # Pareto filter: by MACs ascending (value descending on ties), keep
+            # an entry only if it beats the value of every cheaper one.
+            o = np.lexsort((-v, m))
+            m, v, ba, bk = m[o], v[o], ba[o], bk[o]
+            best_before = np.maximum.accumulate(np.concatenate([[-np.inf], v[:-1]]))
+            keep = v > best_before
+            fronts[i][int(b)] = (m[keep], v[keep], ba[keep], bk[keep])
+    last = fronts[n_l - 1]
+    if not last:
+        return None  # nothing fits (should not happen: feasibility was checked)
+    best = None
+    for a, (m, v, _, _) in last.items():
+        j = int(np.argmax(v))  # fronts are MAC-sorted: the first maximum is the cheapest
+        key = (float(v[j]), -int(m[j]))
+        if best is None or key > best[0]:
+            best = (key, a, j)
+    _, a, j = best
+    chosen: dict[str, int] = {}
+    for i in range(n_l - 1, -1, -1):
+        chosen[order[i]] = int(vals[i][a])
+        _, _, ba, bk = fronts[i][a]
+        a, j = int(ba[j]), int(bk[j])
+    return chosen
 
 
 def _macs_at(inst: _Instance, level_index: Mapping[str, int]) -> int:

@@ -183,8 +183,9 @@ def _tiny_dscnn_layers():
     return cost_layers_from_keras(model)
 
 
+@pytest.mark.parametrize("method", ["auto", "milp"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_knapsack_equals_bruteforce_on_small_conv_net(seed):
+def test_knapsack_equals_bruteforce_on_small_conv_net(seed, method):
     layers = _tiny_dscnn_layers()
     rng = np.random.default_rng(seed)
     raw = {
@@ -192,7 +193,7 @@ def test_knapsack_equals_bruteforce_on_small_conv_net(seed):
     }
     scores = {n: np.sort(s)[::-1] for n, s in fold_tied_scores(raw, layers).items()}
     budgets = [0.3, 0.6, 1.0]
-    ilp = solve_nested(layers, scores, budgets, block=2)
+    ilp = solve_nested(layers, scores, budgets, block=2, method=method, log=None)
     bf = solve_bruteforce(layers, scores, budgets, block=2)
     np.testing.assert_allclose(ilp.value, bf.value, rtol=1e-9)
     full = model_macs(layers, full_widths(layers))
@@ -201,10 +202,26 @@ def test_knapsack_equals_bruteforce_on_small_conv_net(seed):
         assert model_macs(layers, w) <= math.floor(budgets[k] * full)
     # With an activation limit both agree too and every submodel fits it.
     cap = max(model_activation_elems(layers, ilp.widths[1]).values())
-    lim = solve_nested(layers, scores, [0.3, 0.6], block=2, max_activation_elems=cap)
+    lim = solve_nested(
+        layers, scores, [0.3, 0.6], block=2, max_activation_elems=cap, method=method, log=None
+    )
     bfl = solve_bruteforce(layers, scores, [0.3, 0.6], block=2, max_activation_elems=cap)
     np.testing.assert_allclose(lim.value, bfl.value, rtol=1e-9)
     assert all(max(model_activation_elems(layers, w).values()) <= cap for w in lim.widths)
+
+
+def test_chain_dynamic_programming_equals_milp_on_ds_cnn_s():
+    """Full-size DS-CNN-S (CIFAR-10 input): the exact chain DP and the MILP agree."""
+    model = build_model(load_config(CONFIGS / "cifar10_dscnn.yaml").model, (32, 32, 3), 10)
+    layers = cost_layers_from_keras(model)
+    rng = np.random.default_rng(5)
+    scores = {c.name: np.sort(rng.exponential(size=c.units))[::-1] for c in free_layers(layers)}
+    budgets = [0.25, 0.5, 0.75, 1.0]
+    dp = solve_nested(layers, scores, budgets, 4, log=None)
+    milp = solve_nested(layers, scores, budgets, 4, log=None, method="milp")
+    assert milp.all_optimal and dp.all_optimal
+    np.testing.assert_allclose(dp.value, milp.value, rtol=1e-7)
+    assert dp.total_seconds < 10
 
 
 def test_fold_tied_scores_adds_depthwise_to_producer():

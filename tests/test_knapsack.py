@@ -207,7 +207,7 @@ def test_time_limit_is_reported_not_hidden():
     layers.append(CostLayer("out", "dense", 10, 1, "h3", 256, prunable=False))
     scores = _sorted_scores(np.random.default_rng(0), layers, decay=80.0)
     lines: list[str] = []
-    res = solve_nested(layers, scores, [0.25], 4, time_limit=0.2, log=lines.append)
+    res = solve_nested(layers, scores, [0.25], 4, time_limit=0.2, log=lines.append, method="milp")
     _assert_valid(layers, 4, res)
     assert "time limit" in res.status[0] and not res.all_optimal
     assert "time limit" in lines[0] and "optimal" in lines[0]
@@ -223,10 +223,10 @@ def test_no_solver_solution_falls_back_to_previous_widths(monkeypatch):
 
     layers = _default_layers()
     scores = _sorted_scores(np.random.default_rng(5), layers, decay=60.0)
-    good = solve_nested(layers, scores, [0.25], 4, log=None)
+    good = solve_nested(layers, scores, [0.25], 4, log=None, method="milp")
     monkeypatch.setattr(pulp.LpProblem, "solve", no_solution)
     lines: list[str] = []
-    res = solve_nested(layers, scores, [0.25, 0.5, 1.0], 4, log=lines.append)
+    res = solve_nested(layers, scores, [0.25, 0.5, 1.0], 4, log=lines.append, method="milp")
     _assert_valid(layers, 4, res)
     assert res.status[0].startswith("no CBC solution") and "not optimal" in lines[0]
     assert res.status[2] == "full model" and not res.all_optimal
