@@ -27,7 +27,12 @@ pytestmark = pytest.mark.skipif(
 
 INT32_MIN = -(2**31)
 # Every DSP kernel on: the check programs call them directly.
-RENDER_FLAGS = {"has_fc_dsp": True, "has_conv_dsp": True, "has_pointwise_dsp": True}
+RENDER_FLAGS = {
+    "has_fc_dsp": True,
+    "has_conv_dsp": True,
+    "has_pointwise_dsp": True,
+    "has_depthwise_dsp": True,
+}
 
 
 def _layer(rng, in_w, out_w, *, bias=True, act=(-128, 127), shifts=(-12, -6), extreme=False):
@@ -347,6 +352,19 @@ def _conv_cases() -> list[dict]:
         # another kernel size (generic path) and widths not multiples of 4 (reference)
         _conv_case(rng, [4, 8], [4, 8], hw=(6, 6), kernel=(5, 3), depthwise=True),
         _conv_case(rng, [6, 10], [6, 10], hw=(4, 4), depthwise=True, shifts=(-31, 3)),
+        # a map wider than the padded row buffer holds at once (refills), and
+        # VALID stride 2 with shifts -31..+3 (the generic per-pixel path)
+        _conv_case(rng, [4, 8], [4, 8], hw=(40, 37), depthwise=True),
+        _conv_case(
+            rng,
+            [8, 12],
+            [8, 12],
+            hw=(9, 8),
+            strides=(2, 2),
+            same=False,
+            depthwise=True,
+            shifts=(-31, 3),
+        ),
     ]
     c = cases[9]  # special multipliers, as in the FC cases
     c["mult"][1] = INT32_MIN

@@ -23,9 +23,6 @@
 
 #define CHECK_MAGIC 0x564E4F43u /* "CONV" */
 
-/* Defined in reds_kernels_dsp.cpp; not (yet) part of the kernel interface. */
-extern "C" void reds_depthwise_dsp(const reds_conv_layer *layer, int k, const int8_t *input,
-                                   int8_t *output);
 #define MAX_K 8
 #define MAX_OUT_BYTES 32768
 #define SCRATCH_WORDS 4096
