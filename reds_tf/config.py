@@ -112,6 +112,9 @@ class Config:
     name: str
     dataset: str
     seed: int = 0
+    # Loader keywords for ``load_dataset(dataset, **data)`` (e.g. ``augment: 2``,
+    # the synthetic set's ``variants_per_voice``); the loader checks names/values.
+    data: dict[str, Any] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
     budgets: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
     block: int = 4
@@ -314,6 +317,52 @@ def _budgets(r: _Reader) -> tuple[float, ...]:
     return budgets
 
 
+def _scalar_or_list(v: Any) -> bool:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return not (isinstance(v, float) and not math.isfinite(v))
+    return isinstance(v, list) and all(_scalar_or_list(e) for e in v)
+
+
+def _data_options(r: _Reader) -> dict[str, Any]:
+    """The optional ``data:`` mapping: loader keywords with plain YAML values.
+    Whether the loader knows a name is checked when the data set is loaded
+    (:func:`check_data_options`), so the registry is not imported here."""
+    v = r.raw("data", None)
+    key = r.key("data")
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        r.fail(key, "must be a mapping of data set options (e.g. {augment: 2})", v)
+    for k, e in v.items():
+        if not isinstance(k, str) or not k.isidentifier():
+            r.fail(key, "keys must be option names (identifiers)", k)
+        if not _scalar_or_list(e):
+            r.fail(f"{key}.{k}", "must be a number, string, true/false, null or a list", e)
+    return dict(v)
+
+
+def check_data_options(cfg: Config, load: Any) -> Any:
+    """Call ``load(cfg.dataset, **cfg.data)``; a data set error caused by the
+    ``data:`` options becomes a ConfigError naming ``data.<key>`` and the file."""
+    from reds_tf.errors import DataError
+
+    try:
+        return load(cfg.dataset, **cfg.data)
+    except DataError as e:
+        if not cfg.data:
+            raise
+        msg = str(e)
+        named = [k for k in cfg.data if k in msg] or list(cfg.data)
+        keys = ", ".join(f"data.{k}" for k in named)
+        raise ConfigError(f"{cfg.source}: {keys}: {msg}") from None
+    except TypeError as e:
+        if not cfg.data:
+            raise
+        raise ConfigError(
+            f"{cfg.source}: data: option value of the wrong type for {cfg.dataset}: {e}"
+        ) from None
+
+
 def parse_config(data: Any, source: str = "<config>") -> Config:
     """Validate a parsed YAML mapping into a :class:`Config`."""
     r = _Reader(source, "", data)
@@ -322,6 +371,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         r.fail("name", "must use only letters, digits, '_', '-', '.' (it names the run dir)", name)
     dataset = r.str("dataset", None)
     seed = r.int("seed", 0, minimum=0)
+    data_options = _data_options(r)
     model = _model(r.sub("model"))
     budgets = _budgets(r)
     block = r.int("block", Config.block)
@@ -369,6 +419,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         name=name,
         dataset=dataset,
         seed=seed,
+        data=data_options,
         model=model,
         budgets=budgets,
         block=block,
@@ -465,6 +516,8 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         del out["finetune"]["bn_stats"]
     if cfg.memory_budget_bytes is None:
         del out["memory_budget_bytes"]
+    if not cfg.data:
+        del out["data"]
     return out
 
 

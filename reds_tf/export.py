@@ -48,7 +48,19 @@ def load_submodels(run_dir: Path) -> dict[str, Any]:
         missing = [n for n in names if n not in s.get("widths", {})]
         if missing:
             raise RunDirError(f"{path}: submodel {s.get('index')} has no width for {missing}")
+    opts = sub.get("data_options", {})
+    if not isinstance(opts, dict):
+        raise RunDirError(f"{path}: data_options must be an object; re-run `reds train`")
     return sub
+
+
+def load_run_data(sub: dict[str, Any]) -> Any:
+    """The run's data set (:class:`reds_tf.data.Dataset`): ``sub["dataset"]``
+    loaded with the config's ``data:`` options that training recorded in
+    ``submodels.json`` as ``data_options`` (absent in older run dirs: none)."""
+    from reds_tf.data import load_dataset
+
+    return load_dataset(sub["dataset"], **sub.get("data_options", {}))
 
 
 def load_model(run_dir: Path):
@@ -212,7 +224,6 @@ def run_export(
     """
     from reds_tf.codegen.plan import build_plan
     from reds_tf.codegen.render import render_sources
-    from reds_tf.data import load_dataset
     from reds_tf.quant import numerics
     from reds_tf.quant.convert import convert_int8, qat_finetune
     from reds_tf.quant.slicer import slice_model
@@ -232,7 +243,7 @@ def run_export(
     if qat and not dense:
         raise RedsError("--qat supports dense (DNN) models only; export conv models without it")
     chain = dense_chain(model, sub) if dense else None
-    data = load_dataset(sub["dataset"])
+    data = load_run_data(sub)
     if list(data.input_shape) != list(sub["input_shape"]):
         raise RunDirError(
             f"data set input {data.input_shape} differs from submodels.json {sub['input_shape']}"

@@ -47,8 +47,7 @@ class DemoRow:
 def demo_inputs(run_dir: str | os.PathLike, samples: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """The first ``samples`` test inputs of the run's data set quantised like the
     exported model's input: returns (x int8 (N, *input_shape), labels (N,), manifest)."""
-    from reds_tf.data import load_dataset
-    from reds_tf.export import load_submodels
+    from reds_tf.export import load_run_data, load_submodels
     from reds_tf.quant import numerics
     from reds_tf.sim import load_manifest
 
@@ -56,7 +55,7 @@ def demo_inputs(run_dir: str | os.PathLike, samples: int) -> tuple[np.ndarray, n
     if not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} does not exist")
     manifest = load_manifest(run_dir)
-    data = load_dataset(load_submodels(run_dir)["dataset"])
+    data = load_run_data(load_submodels(run_dir))
     if samples < 1:
         raise RedsError(f"--samples must be at least 1, got {samples}")
     n = min(samples, len(data.x_test))

@@ -39,7 +39,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from reds_tf.config import Config, config_to_dict, config_to_yaml, load_config, with_overrides
+from reds_tf.config import (
+    Config,
+    check_data_options,
+    config_to_dict,
+    config_to_yaml,
+    load_config,
+    with_overrides,
+)
 from reds_tf.errors import InfeasibleBudgetError, RunDirError
 from reds_tf.fsutil import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
 
@@ -84,6 +91,7 @@ _KEY_STAGE: dict[str, str | None] = {
     "name": "evaluate",
     "baseline": None,
     "memory_budget_bytes": "select",
+    "data": "base",
     # Both BN variants are computed in "finetune"; the key only picks one.
     "finetune.bn_stats": "evaluate",
 }
@@ -153,7 +161,9 @@ def run_training(
     # any training and before the run directory exists.
     from reds_tf.data import load_dataset
 
-    data = load_dataset(cfg.dataset).limited(cfg.train.limit, seed=cfg.seed)
+    # ``data:`` options go to the loader; submodels.json keeps them so export,
+    # simulate and monitor reload the same data.
+    data = check_data_options(cfg, load_dataset).limited(cfg.train.limit, seed=cfg.seed)
     log(
         f"data: {cfg.dataset} from {data.source}: {len(data.x_train)} train, "
         f"{len(data.x_test)} test samples, input {data.input_shape}, {data.num_classes} classes"
@@ -532,6 +542,7 @@ def _stage_evaluate(ctx: _Ctx) -> str:
     doc = {
         "name": cfg.name,
         "dataset": cfg.dataset,
+        "data_options": dict(cfg.data),
         "input_shape": list(d.input_shape),
         "num_classes": int(d.num_classes),
         "block": cfg.block,

@@ -248,13 +248,12 @@ def run_simulate(
             for i, row in enumerate(y):
                 print(f"{i}: class {int(np.argmax(row))}  logits {row.tolist()}")
         return y
-    from reds_tf.data import load_dataset
-    from reds_tf.export import load_submodels
+    from reds_tf.export import load_run_data, load_submodels
     from reds_tf.quant import numerics
 
     sub = load_submodels(Path(run_dir))
     manifest = load_manifest(run_dir)
-    data = load_dataset(sub["dataset"])
+    data = load_run_data(sub)
     n = len(data.x_test) if limit is None else max(1, min(limit, len(data.x_test)))
     xq = numerics.quantize(data.x_test[:n], manifest["input_scale"], manifest["input_zero_point"])
     y = rt.predict(xq, submodel)
@@ -282,8 +281,7 @@ def benchmark(
     images (the two alternate round by round), plus
     weight bytes stored once against per-submodel copies.
     """
-    from reds_tf.data import load_dataset
-    from reds_tf.export import load_submodels
+    from reds_tf.export import load_run_data, load_submodels
     from reds_tf.quant import numerics, slicer
     from reds_tf.quant.tflm import run_tflm
 
@@ -292,7 +290,7 @@ def benchmark(
     sub = load_submodels(run)
     rt = load_runtime(run)
     generic = load_runtime(run, native=False)
-    data = load_dataset(sub["dataset"])
+    data = load_run_data(sub)
     x = numerics.quantize(
         data.x_test[:samples], manifest["input_scale"], manifest["input_zero_point"]
     )
