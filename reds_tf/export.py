@@ -176,6 +176,12 @@ def _check_runtime(
 
 
 def _report_section(manifest: dict[str, Any], n_test: int, qat: bool) -> str:
+    extra = ""
+    if manifest["per_submodel_qparam_bytes"]:
+        extra = (
+            " (each submodel has its own requantisation rows: "
+            f"{manifest['per_submodel_qparam_bytes']:,} extra bytes)"
+        )
     lines = [
         REPORT_BEGIN,
         "## int8 export",
@@ -183,7 +189,8 @@ def _report_section(manifest: dict[str, Any], n_test: int, qat: bool) -> str:
         f"Written by `reds export`{' --qat' if qat else ''}: int8 accuracy from TFLite Micro on "
         f"`export/submodel_<k>.tflite` ({n_test} test samples), float accuracy of the same "
         "submodel on the same samples. Weights stored once: "
-        f"{manifest['weight_bytes']:,} bytes; arena {manifest['arena_bytes']:,} bytes.",
+        f"{manifest['weight_bytes']:,} bytes; arena {manifest['arena_bytes']:,} bytes. "
+        f"BatchNorm statistics: {manifest['bn_stats']}{extra}.",
         "",
         "| k | MACs | float accuracy | int8 accuracy | int8 - float |",
         "|---|---|---|---|---|",
@@ -216,15 +223,22 @@ def run_export(
     qat: bool = False,
     qat_epochs: int = 2,
     limit: int | None = None,
+    bn_stats: str | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Export ``run_dir`` (see module doc); returns the ``export/`` path.
 
     ``limit``: evaluate accuracies on at most this many test samples.
+    ``bn_stats``: 'shared' or 'per_submodel' BatchNorm statistics (default:
+    ``submodels.json``'s ``bn_stats``). Per-submodel: the full model is
+    converted with the full submodel's statistics and every submodel gets its
+    own BN-folded weight scales and biases (int8 weights shared; see
+    :mod:`reds_tf.quant.bnfold`); float accuracies use each submodel's own
+    statistics.
     """
     from reds_tf.codegen.plan import build_plan
     from reds_tf.codegen.render import render_sources
-    from reds_tf.quant import numerics
+    from reds_tf.quant import bnfold, numerics
     from reds_tf.quant.convert import convert_int8, qat_finetune
     from reds_tf.quant.slicer import slice_model
     from reds_tf.quant.tflm import run_tflm
@@ -242,6 +256,15 @@ def run_export(
     dense = is_dense_only(sub)
     if qat and not dense:
         raise RedsError("--qat supports dense (DNN) models only; export conv models without it")
+    bn_mode = bn_stats or str(sub.get("bn_stats", "shared"))
+    if bn_mode not in bnfold.BN_MODES:
+        raise RedsError(f"bn_stats must be one of {bnfold.BN_MODES}, got {bn_mode!r}")
+    K_sub = len(sub["submodels"])
+    stats = None
+    if bn_mode == "per_submodel" and bnfold.bn_layer_names(model):
+        stats = bnfold.read_bn_stats(run, model, K_sub)
+    elif bn_mode == "per_submodel":
+        bn_mode = "shared"  # no BatchNorm layer: nothing differs between submodels
     chain = dense_chain(model, sub) if dense else None
     data = load_run_data(sub)
     if list(data.input_shape) != list(sub["input_shape"]):
@@ -263,8 +286,15 @@ def run_export(
             widths=[s["widths"] for s in sub["submodels"]],
         )
         chain = dense_chain(_strip_qat(to_convert, model), sub)
+    qparams = None
+    if stats is not None:
+        # The full model's own statistics are the full (last) submodel's.
+        to_convert = bnfold.with_bn_stats(model, stats[-1])
     full = convert_int8(to_convert, rep)
-    plan = build_plan(full, sub)  # rejects unsupported ops before anything is written
+    if stats is not None:
+        qparams = bnfold.per_submodel_qparams(full, model, sub, stats)
+    # build_plan rejects unsupported ops before anything is written
+    plan = build_plan(full, sub, qparams)
     K = plan.num_submodels
 
     n_test = len(data.x_test) if limit is None else min(limit, len(data.x_test))
@@ -278,7 +308,8 @@ def run_export(
         tflm_outputs = []
         for k, s in enumerate(sub["submodels"]):
             name = f"submodel_{k}.tflite"
-            buf = slice_model(full, _fc_widths(sub, k))
+            rows = bnfold.submodel_rows(qparams, sub, k) if qparams else None
+            buf = slice_model(full, _fc_widths(sub, k), rows)
             (tmp / name).write_bytes(buf)
             res = run_tflm(buf, xq)
             tflm_outputs.append(res.outputs)
@@ -286,7 +317,11 @@ def run_export(
             logits = (
                 float_logits(chain, s["widths"], x_test)
                 if chain is not None
-                else float_submodel_logits(model, s["widths"], x_test)
+                else float_submodel_logits(
+                    model if stats is None else bnfold.with_bn_stats(model, stats[k]),
+                    s["widths"],
+                    x_test,
+                )
             )
             float_acc = float(np.mean(np.argmax(logits, axis=1) == y_test))
             log(f"export: submodel {k}: float {float_acc:.4f}, int8 (TFLM) {int8_acc:.4f}")
@@ -315,6 +350,8 @@ def run_export(
             "output_scale": plan.output_scale,
             "output_zero_point": plan.output_zero_point,
             "weight_bytes": plan.weight_bytes,
+            "per_submodel_qparam_bytes": plan.extra_qparam_bytes,
+            "bn_stats": bn_mode,
             "arena_bytes": plan.arena_bytes,
             "num_submodels": K,
             "qat": qat,

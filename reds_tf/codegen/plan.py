@@ -170,9 +170,22 @@ class LayerPlan:
 
     @property
     def weight_bytes(self) -> int:
-        """Bytes of weights + bias (the quantities counted as model parameters)."""
+        """Bytes of weights + bias (the quantities counted as model parameters);
+        with per-submodel rows one bias row counts (the others are in
+        :attr:`extra_qparam_bytes`)."""
         n = 0 if self.weights is None else self.weights.nbytes
-        return n + (0 if self.bias is None else self.bias.nbytes)
+        if self.bias is not None:
+            n += self.bias[-1].nbytes if self.bias.ndim == 2 else self.bias.nbytes
+        return n
+
+    @property
+    def extra_qparam_bytes(self) -> int:
+        """Bytes of the per-submodel bias/multiplier/shift rows beyond one shared
+        set (0 without per-submodel BatchNorm)."""
+        if not self.per_submodel:
+            return 0
+        arrays = [a for a in (self.bias, self.multiplier, self.shift) if a is not None]
+        return sum(a.nbytes - a[-1].nbytes for a in arrays)
 
     def out_bytes(self, k: int) -> int:
         """int8 output bytes of submodel k."""
@@ -272,6 +285,11 @@ class ModelPlan:
         return sum(layer.weight_bytes for layer in self.layers)
 
     @property
+    def extra_qparam_bytes(self) -> int:
+        """Per-submodel requantisation rows beyond one shared set (per-submodel BN)."""
+        return sum(layer.extra_qparam_bytes for layer in self.layers)
+
+    @property
     def arena_bytes(self) -> int:
         return self.arena["total"]
 
@@ -340,14 +358,24 @@ def _geometry(op, in_hw, kernel, out_hw) -> tuple[tuple[int, int], tuple[int, in
     return stride, pad  # type: ignore[return-value]
 
 
-def build_plan(full_tflite: bytes, submodels: dict[str, Any]) -> ModelPlan:
+def build_plan(
+    full_tflite: bytes,
+    submodels: dict[str, Any],
+    qparams: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> ModelPlan:
     """The runtime plan for the int8 full model and the ``submodels.json`` contract.
 
     The width-carrying ops (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) in
     execution order are the ``submodels['layers']`` in order (types must
     match); layer j's output width in submodel k is
     ``submodels['submodels'][k]['widths'][name]``.
+
+    ``qparams`` (per-submodel BatchNorm, :func:`reds_tf.quant.bnfold.per_submodel_qparams`):
+    layer name -> (weight scales (K, O) float32, bias (K, O) int32); those
+    layers get one row of bias / multiplier / shift per submodel
+    (``qparam_stride``), the int8 weights stay the full model's.
     """
+    qparams = dict(qparams or {})
     model = slicer.read_model(full_tflite)
     if len(model.subgraphs) != 1:
         raise RedsError(f"expected one subgraph, the model has {len(model.subgraphs)}")
@@ -462,6 +490,17 @@ def build_plan(full_tflite: bytes, submodels: dict[str, Any]) -> ModelPlan:
         x_scale, x_zp = _qparams(tx)
         y_scale, y_zp = _qparams(ty)
         mult, shift = numerics.channel_multipliers(x_scale, w_scales, y_scale)
+        own = qparams.pop(lname, None)
+        if own is not None:  # one row per submodel: its own BN-folded scales and bias
+            if opname not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+                raise RedsError(f"layer {lname}: per-submodel requantisation needs a convolution")
+            o_scales, o_bias = (np.asarray(v) for v in own)
+            if o_scales.shape != (K, units) or o_bias.shape != (K, units) or bias is None:
+                raise RedsError(f"layer {lname}: per-submodel scales/bias must be ({K}, {units})")
+            rows = [numerics.channel_multipliers(x_scale, r, y_scale) for r in o_scales]
+            mult = np.stack([m for m, _ in rows])
+            shift = np.stack([sh for _, sh in rows])
+            bias = o_bias.astype(np.int32)
         act = _activation(op, lname)
         lo, hi = numerics.activation_range(act, y_scale, y_zp)
         try:
@@ -551,6 +590,8 @@ def build_plan(full_tflite: bytes, submodels: dict[str, Any]) -> ModelPlan:
         raise RedsError("the last operator does not produce the model output")
     if j == 0:
         raise RedsError("the model has no CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED layer")
+    if qparams:
+        raise RedsError(f"per-submodel qparams for unknown layer(s) {sorted(qparams)}")
 
     plan = ModelPlan(
         name=str(submodels.get("name", "model")),

@@ -209,7 +209,11 @@ def _set_shape(t, shape: Sequence[int]) -> None:
         t.shapeSignature = np.asarray(shape, dtype=np.int32)
 
 
-def slice_model(full: bytes, widths: Sequence[int]) -> bytes:
+def slice_model(
+    full: bytes,
+    widths: Sequence[int],
+    qparams: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> bytes:
     """A submodel .tflite keeping the SHARED int8 weights' prefixes.
 
     ``widths``: the output width (channels / units) of every width-carrying op
@@ -220,7 +224,13 @@ def slice_model(full: bytes, widths: Sequence[int]) -> bytes:
     ``[..., :c]``, a FULLY_CONNECTED after a flattened ``H x W x C`` map keeps
     the columns ``{(h, w, c): c < c_k}``; bias and per-channel scales are cut to
     the output width and every activation shape is cut to its active channels.
+
+    ``qparams`` (per-submodel BatchNorm, see :mod:`reds_tf.quant.bnfold`): width
+    layer index -> this submodel's (weight scales (O,) float32, bias (O,) int32),
+    which replace the full model's (cut to the width); the int8 weights stay
+    the shared ones.
     """
+    qparams = qparams or {}
     model = read_model(full)
     sg = model.subgraphs[0]
     ops = width_ops(model)
@@ -282,9 +292,25 @@ def slice_model(full: bytes, widths: Sequence[int]) -> bytes:
                     raise RedsError(f"layer {j}: FULLY_CONNECTED input shape not understood")
             inputs = list(ins)
             inputs[1] = _clone_tensor(model, t.weights, ws, o)
+            own = qparams.get(j)
+            if own is not None:  # this submodel's BN-folded scales and bias
+                scales, bias = (np.asarray(v) for v in own)
+                if t.bias < 0 or len(scales) != full_out or len(bias) != full_out:
+                    raise RedsError(
+                        f"layer {j}: per-submodel scales/bias must have {full_out} entries"
+                    )
+                sg.tensors[inputs[1]].quantization.scale = scales[:o].astype(np.float32).copy()
             if t.bias >= 0:
                 b = tensor_data(model, sg.tensors[t.bias])
+                if own is not None:
+                    b = bias.astype(b.dtype)
                 inputs[2] = _clone_tensor(model, t.bias, b[:o], o)
+                bq = sg.tensors[inputs[2]].quantization
+                if own is not None and bq is not None and bq.scale is not None:
+                    # int32 bias scale = input scale * weight scale (informative in TFLM)
+                    s_in = np.float64(xt.quantization.scale[0])
+                    bq.scale = (s_in * scales[:o].astype(np.float64)).astype(np.float32)
+                    bq.zeroPoint = np.zeros(o, np.int64)
             op.inputs = np.asarray(inputs, dtype=np.int32)
             shape = [int(d) for d in yt.shape]
             if shape[-1] != full_out:
