@@ -33,7 +33,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from reds_tf.export import run_export
 
-    run_export(args.run_dir, qat=args.qat, qat_epochs=args.qat_epochs, limit=args.limit)
+    run_export(
+        args.run_dir,
+        qat=args.qat,
+        qat_epochs=args.qat_epochs,
+        limit=args.limit,
+        bn_stats=args.bn_stats,
+    )
     return 0
 
 
@@ -103,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qat", action="store_true", help="quantisation-aware fine-tuning first")
     p.add_argument("--qat-epochs", type=int, default=2, help="epochs of QAT (default 2)")
     p.add_argument("--limit", type=int, help="evaluate int8 accuracy on at most N test samples")
+    p.add_argument(
+        "--bn-stats",
+        choices=["shared", "per_submodel"],
+        help="BatchNorm statistics to fold (default: the run's submodels.json 'bn_stats')",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("simulate", help="run the generated C++ on the host (bit-exact with TFLM)")
