@@ -62,6 +62,17 @@ def test_options_the_loader_rejects_name_the_key(tmp_path: Path, monkeypatch) ->
     cfg = parse_config({**BASE, "data": {"augment": 1, "voices": 3}}, "c.yaml")
     with pytest.raises(ConfigError, match=r"c\.yaml: data\.voices: .*no option\(s\) voices"):
         check_data_options(cfg, load_dataset)
+    # Bad values are caught before generation too, naming the option.
+    for data, key in [
+        ({"variants_per_voice": 0}, "variants_per_voice"),
+        ({"repeats": "2"}, "repeats"),
+    ]:
+        cfg = parse_config({**BASE, "data": data}, "c.yaml")
+        with pytest.raises(ConfigError, match=rf"c\.yaml: data\.{key}: .*{key} must be an integer"):
+            check_data_options(cfg, load_dataset)
+    cfg = parse_config({**BASE, "data": {"speakers": [["en", 3]]}}, "c.yaml")
+    with pytest.raises(ConfigError, match=r"data\.speakers: .*\[voice, variant\]"):
+        check_data_options(cfg, load_dataset)
     # A loader without keywords: the registry rejects the option before loading.
     cfg = parse_config({**BASE, "dataset": "fashion_mnist", "data": {"augment": 2}}, "c.yaml")
     with pytest.raises(ConfigError, match=r"data\.augment: dataset 'fashion_mnist' has no"):

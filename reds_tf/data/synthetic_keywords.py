@@ -361,8 +361,27 @@ def _spec(options: dict) -> SynthSpec:
     if bad:
         known = ", ".join(sorted(allowed))
         raise DataError(f"synthetic_keywords has no option(s) {', '.join(bad)}; known: {known}")
-    if options.get("speakers") is not None:
-        options = {**options, "speakers": tuple(tuple(s) for s in options["speakers"])}
+    # Options may come from a config's `data:` section: check types here, and
+    # name the option, so a bad value is not a TypeError deep in generation.
+    minimum = {"variants_per_voice": 1, "repeats": 1, "unknown_per_speaker": 0, "seed": 0}
+    minimum |= {"noise_seconds": 1, "workers": 1}
+    for k, lo in minimum.items():
+        v = options.get(k)
+        if k in options and not (k == "variants_per_voice" and v is None):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise DataError(
+                    f"synthetic_keywords option {k} must be an integer >= {lo}, got {v!r}"
+                )
+    sp = options.get("speakers")
+    if sp is not None:
+        if not isinstance(sp, (list, tuple)) or not all(
+            isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(e, str) for e in s)
+            for s in sp
+        ):
+            raise DataError(
+                f"synthetic_keywords option speakers must be a list of [voice, variant], got {sp!r}"
+            )
+        options = {**options, "speakers": tuple(tuple(s) for s in sp)}
     return SynthSpec(**options)
 
 
