@@ -300,6 +300,10 @@ def _conv_cases() -> list[dict]:
         ),
         # nested input channels (R strips), VALID, 10x4 kernel (KWS-style)
         _conv_case(rng, [4, 8, 12], [8, 12, 20], hw=(12, 6), kernel=(10, 4), same=False),
+        # constant input width (first layers): 27 columns (tail 3), odd pixel count,
+        # per-submodel rows, no bias; 36 columns (no tail) with shifts -31..+3
+        _conv_case(rng, [3, 3], [16, 24], hw=(5, 5), bias=False, per_submodel=True),
+        _conv_case(rng, [4, 4], [8, 12], hw=(3, 4), shifts=(-31, 3)),
         # input widths whose im2col columns do not start chunks: the reference path
         _conv_case(rng, [3, 6], [4, 8], hw=(4, 4)),
         # shifts from -31 to +3 and extreme values
@@ -366,7 +370,7 @@ def _conv_cases() -> list[dict]:
             shifts=(-31, 3),
         ),
     ]
-    c = cases[9]  # special multipliers, as in the FC cases
+    c = cases[11]  # special multipliers, as in the FC cases
     c["mult"][1] = INT32_MIN
     c["mult"][2] = -(2**30) - 12345
     c["mult"][3] = INT32_MIN
@@ -442,5 +446,10 @@ def test_dsp_conv_kernels_match_reference_in_qemu(tmp_path: Path) -> None:
         costs.append((int(li), int(k), m[1] - m[0] - overhead, m[3] - m[2] - overhead))
     # The two-row, two-pixel pointwise path at full width (case 5): at least 2x
     # fewer instructions than the portable kernel.
-    full = [c for c in costs if c[0] == 5 and c[1] == 3][0]
+    full = [c for c in costs if c[0] == 7 and c[1] == 3][0]
     assert full[3] * 2 < full[2], full
+    # The constant-input-width conv path (case 0, 9 columns) and the 3x3
+    # depthwise row-buffer path (case 12) at full width: also at least 2x cheaper.
+    for case, k in ((0, 3), (12, 2)):
+        got = [c for c in costs if c[0] == case and c[1] == k][0]
+        assert got[3] * 2 < got[2], got
