@@ -336,6 +336,9 @@ def _conv_cases() -> list[dict]:
         # for two pixels (64 inputs, 8 outputs)
         _conv_case(rng, [6, 10], [5, 9], hw=(3, 3), kernel=(1, 1), pointwise=True),
         _conv_case(rng, [32, 64], [4, 8], hw=(3, 2), kernel=(1, 1), pointwise=True),
+        # a bias too large for the SMMULR requantisation (|acc| may reach 2^30):
+        # the generic path, same results
+        _conv_case(rng, [8, 16], [8, 16], hw=(3, 3), kernel=(1, 1), pointwise=True),
         # pointwise with shifts -31..+3 (the generic requantisation)
         _conv_case(rng, [4, 8], [4, 8], hw=(2, 3), kernel=(1, 1), pointwise=True, shifts=(-31, 3)),
     ]
@@ -370,7 +373,10 @@ def _conv_cases() -> list[dict]:
             shifts=(-31, 3),
         ),
     ]
-    c = cases[11]  # special multipliers, as in the FC cases
+    big = cases[11]
+    big["bias"][3] = 2**30 + 600_000  # |acc| > 2^30 whatever the products
+    big["bias"][5] = -(2**30) - 600_000
+    c = cases[12]  # special multipliers, as in the FC cases
     c["mult"][1] = INT32_MIN
     c["mult"][2] = -(2**30) - 12345
     c["mult"][3] = INT32_MIN
@@ -449,7 +455,7 @@ def test_dsp_conv_kernels_match_reference_in_qemu(tmp_path: Path) -> None:
     full = [c for c in costs if c[0] == 7 and c[1] == 3][0]
     assert full[3] * 2 < full[2], full
     # The constant-input-width conv path (case 0, 9 columns) and the 3x3
-    # depthwise row-buffer path (case 12) at full width: also at least 2x cheaper.
-    for case, k in ((0, 3), (12, 2)):
+    # depthwise row-buffer path (case 13) at full width: also at least 2x cheaper.
+    for case, k in ((0, 3), (13, 2)):
         got = [c for c in costs if c[0] == case and c[1] == k][0]
         assert got[3] * 2 < got[2], got
