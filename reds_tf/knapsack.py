@@ -1,4 +1,9 @@
-"""Nested width selection: one knapsack per MAC budget, solved bottom-up with PuLP/CBC.
+"""Nested width selection: one knapsack per MAC budget, solved bottom-up.
+
+Chains (every bilinear cost couples neighbouring chosen widths: DNN, CNN,
+DS-CNN, MobileNetV1) are solved exactly by dynamic programming over Pareto
+fronts of (MACs, value) (:func:`_solve_chain`); other graphs, or
+``method="milp"``, by the MILP below with PuLP/CBC.
 
 Each prunable layer keeps a prefix of its units (units are sorted by
 importance, so keeping ``w`` units is worth ``sum(scores[:w])``). For every

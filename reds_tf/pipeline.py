@@ -69,7 +69,7 @@ STAGE_TITLES = {
     "base": "base training",
     "rank": "importance (first-order Taylor)",
     "permute": "permutation by importance",
-    "select": "knapsack (PuLP/CBC)",
+    "select": "knapsack",
     "finetune": "joint fine-tuning",
     "evaluate": "evaluation",
     "scratch": "scratch baseline",
