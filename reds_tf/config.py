@@ -352,7 +352,11 @@ def check_data_options(cfg: Config, load: Any) -> Any:
         if not cfg.data:
             raise
         msg = str(e)
-        named = [k for k in cfg.data if k in msg] or list(cfg.data)
+        # Name the option(s) the message is about (not those in its list of
+        # known names); all of them when it names none.
+        head = msg.split("; known:")[0]
+        named = [k for k in cfg.data if re.search(rf"\b{re.escape(k)}\b", head)]
+        named = named or list(cfg.data)
         keys = ", ".join(f"data.{k}" for k in named)
         raise ConfigError(f"{cfg.source}: {keys}: {msg}") from None
     except TypeError as e:

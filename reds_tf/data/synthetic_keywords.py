@@ -359,7 +359,7 @@ def _spec(options: dict) -> SynthSpec:
     allowed = {f for f in SynthSpec.__dataclass_fields__}
     bad = sorted(set(options) - allowed)
     if bad:
-        known = ", ".join(sorted(allowed))
+        known = ", ".join(sorted(allowed | {"augment"}))  # the loader's own keyword too
         raise DataError(f"synthetic_keywords has no option(s) {', '.join(bad)}; known: {known}")
     # Options may come from a config's `data:` section: check types here, and
     # name the option, so a bad value is not a TypeError deep in generation.
