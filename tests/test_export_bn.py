@@ -262,3 +262,38 @@ def test_int8_agrees_with_own_float_model_only_with_own_statistics(bn_run, expor
         assert gains[k] >= -0.01, (k, rows)  # never worse beyond noise
     # Clearly better on average, and by >= 10 points on at least one submodel.
     assert np.mean(gains) >= 0.05 and max(gains) >= 0.1, rows
+
+
+def test_bn_stats_file_errors(tmp_path):
+    """Missing or damaged bn_stats.npz: a RunDirError naming the file and the fix."""
+    import tf_keras as keras
+
+    from reds_tf.errors import RunDirError
+
+    inp = keras.Input((6, 6, 1))
+    x = keras.layers.Conv2D(4, 3, use_bias=False, name="conv1")(inp)
+    x = keras.layers.BatchNormalization(name="conv1_bn")(x)
+    model = keras.Model(inp, x)
+    with pytest.raises(RunDirError, match="bn_stats.npz is missing.*--bn-stats shared"):
+        bnfold.read_bn_stats(tmp_path, model, 2)
+    good = {"mean": np.zeros(4, np.float32), "variance": np.ones(4, np.float32)}
+    np.savez(tmp_path / "bn_stats.npz", **{f"0/conv1_bn/{n}": v for n, v in good.items()})
+    with pytest.raises(RunDirError, match="no '1/conv1_bn/mean'"):
+        bnfold.read_bn_stats(tmp_path, model, 2)
+    arrays = {f"{k}/conv1_bn/{n}": v for k in range(2) for n, v in good.items()}
+    arrays["1/conv1_bn/variance"] = -np.ones(4, np.float32)
+    np.savez(tmp_path / "bn_stats.npz", **arrays)
+    with pytest.raises(RunDirError, match="negative variances"):
+        bnfold.read_bn_stats(tmp_path, model, 2)
+    arrays["1/conv1_bn/variance"] = np.ones(3, np.float32)
+    np.savez(tmp_path / "bn_stats.npz", **arrays)
+    with pytest.raises(RunDirError, match="not 4 finite values"):
+        bnfold.read_bn_stats(tmp_path, model, 2)
+    arrays["1/conv1_bn/variance"] = np.full(4, 2.0, np.float32)
+    np.savez(tmp_path / "bn_stats.npz", **arrays)
+    stats = bnfold.read_bn_stats(tmp_path, model, 2)
+    np.testing.assert_array_equal(stats[1]["conv1_bn"][1], 2.0)
+    # with_bn_stats: a copy using those statistics, the original untouched.
+    copy = bnfold.with_bn_stats(model, stats[1])
+    assert float(copy.get_layer("conv1_bn").moving_variance.numpy()[0]) == 2.0
+    assert float(model.get_layer("conv1_bn").moving_variance.numpy()[0]) == 1.0
