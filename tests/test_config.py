@@ -105,3 +105,68 @@ def test_overrides_apply_and_validate():
     assert with_overrides(cfg, epochs=None) == cfg
     with pytest.raises(ConfigError, match="train.limit must be a positive integer"):
         with_overrides(cfg, limit=-5)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["kws_cnn_s", "kws_cnn_l", "kws_dscnn_s", "kws_dscnn_l", "cifar10_dscnn", "fmnist_dscnn",
+     "vww_mobilenet"],
+)  # fmt: skip
+def test_conv_configs_round_trip(name):
+    cfg = load_config(REPO / "configs" / f"{name}.yaml")
+    again = parse_config(config_to_dict(cfg), cfg.source)
+    assert again == cfg
+
+
+def test_conv_model_keys():
+    cfg = parse_config(
+        {
+            **BASE,
+            "model": {
+                "type": "dscnn",
+                "first": {"filters": 8, "kernel": 3, "strides": [2, 1]},
+                "blocks": [{"filters": 8, "strides": 2}, {"filters": 4}],
+            },
+            "train": {"augment": {"flip": True, "shift": 4}},
+            "finetune": {"bn_stats": "per_submodel"},
+            "memory_budget_bytes": 65536,
+        }
+    )
+    m = cfg.model
+    assert m.first.kernel == (3, 3) and m.first.strides == (2, 1)
+    assert [b.filters for b in m.blocks] == [8, 4] and m.blocks[0].strides == (2, 2)
+    assert cfg.train.augment.flip and cfg.train.augment.shift == 4
+    assert cfg.finetune.bn_stats == "per_submodel" and cfg.memory_budget_bytes == 65536
+    n = parse_config({**BASE, "model": {"type": "dscnn", "first": {"filters": 8}, "blocks": 3}})
+    assert [b.filters for b in n.model.blocks] == [8, 8, 8]
+    # Keys that do not apply to a dense config stay out of the resolved config.
+    d = config_to_dict(parse_config(BASE))
+    assert set(d["model"]) == {"type", "hidden", "dropout"} and "augment" not in d["train"]
+
+
+@pytest.mark.parametrize(
+    ("model", "match"),
+    [
+        ({"type": "dscnn", "blocks": 2}, r"model\.first is required"),
+        ({"type": "dscnn", "first": {"filters": 8}, "blocks": 0}, r"model\.blocks must be"),
+        ({"type": "dscnn", "first": {"filters": 8, "kernal": 3}, "blocks": 1}, r"first\.kernal"),
+        ({"type": "cnn", "hidden": [8]}, r"model\.conv is required"),
+        ({"type": "cnn", "conv": [{"filters": 4, "strides": [1, 0]}]}, r"conv\[0\]\.strides"),
+        ({"type": "dnn", "first": {"filters": 8}}, r"model\.first is only used by"),
+        ({"type": "mobilenet_v1", "alpha": 0}, r"model\.alpha"),
+    ],
+)  # fmt: skip
+def test_conv_model_errors_name_the_key(model, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config({**BASE, "model": model})
+
+
+def test_augment_and_bn_stats_errors():
+    with pytest.raises(ConfigError, match=r"train\.augment\.shift"):
+        parse_config({**BASE, "train": {"augment": {"shift": -1}}})
+    with pytest.raises(ConfigError, match=r"train\.augment\.rotate"):
+        parse_config({**BASE, "train": {"augment": {"rotate": 5}}})
+    with pytest.raises(ConfigError, match=r"finetune\.bn_stats must be one of"):
+        parse_config({**BASE, "finetune": {"bn_stats": "switchable"}})
+    with pytest.raises(ConfigError, match=r"memory_budget_bytes"):
+        parse_config({**BASE, "memory_budget_bytes": 0})
