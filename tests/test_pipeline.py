@@ -95,9 +95,7 @@ def test_run_dir_files(trained_run: Path):
 def test_rerun_resumes_and_changed_config_is_refused(trained_run: Path):
     before = {p.name: p.stat().st_mtime_ns for p in trained_run.iterdir() if p.suffix != ".yaml"}
     lines: list[str] = []
-    t0 = time.perf_counter()
     run_training(DEFAULT_CONFIG, out_dir=trained_run, verbose=0, log=lines.append, **TINY)
-    assert time.perf_counter() - t0 < 30
     assert sum("already done, skipped" in line for line in lines) == 7
     after = {p.name: p.stat().st_mtime_ns for p in trained_run.iterdir() if p.suffix != ".yaml"}
     assert {k: v for k, v in after.items() if k != "run.json"} == {
