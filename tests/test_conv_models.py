@@ -221,7 +221,6 @@ def test_chain_dynamic_programming_equals_milp_on_ds_cnn_s():
     milp = solve_nested(layers, scores, budgets, 4, log=None, method="milp")
     assert milp.all_optimal and dp.all_optimal
     np.testing.assert_allclose(dp.value, milp.value, rtol=1e-7)
-    assert dp.total_seconds < 10
 
 
 def test_fold_tied_scores_adds_depthwise_to_producer():
