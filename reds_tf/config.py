@@ -89,6 +89,9 @@ class ImportanceConfig:
 @dataclass(frozen=True)
 class KnapsackConfig:
     time_limit: float = 60.0  # seconds per budget for CBC
+    # "auto": exact dynamic programming for chains of chosen widths, PuLP/CBC otherwise;
+    # "milp": always PuLP/CBC (same optimum, slower on deep conv chains).
+    method: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -399,7 +402,8 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
 
     k, dk = r.sub("knapsack"), KnapsackConfig()
     knapsack = KnapsackConfig(
-        time_limit=k.float("time_limit", dk.time_limit, lo=0, hi=86400, lo_open=True)
+        time_limit=k.float("time_limit", dk.time_limit, lo=0, hi=86400, lo_open=True),
+        method=k.str("method", dk.method, ("auto", "milp")),
     )
     k.done()
 

@@ -419,6 +419,7 @@ def _stage_select(ctx: _Ctx) -> str:
         list(ctx.cfg.budgets),
         ctx.cfg.block,
         time_limit=ctx.cfg.knapsack.time_limit,
+        method=ctx.cfg.knapsack.method,
         log=ctx.log,
         max_activation_elems=ctx.cfg.memory_budget_bytes,  # int8: one byte per element
     )
