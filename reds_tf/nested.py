@@ -13,7 +13,7 @@ plain full-width model, which is what the run directory stores.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -456,7 +456,13 @@ def use_per_submodel_stats(nested: keras.Model, on: bool) -> None:
 
 
 def estimate_bn_stats(
-    nested: keras.Model, x: np.ndarray, *, batches: int = 100, batch_size: int = 128, seed: int = 0
+    nested: keras.Model,
+    x: np.ndarray,
+    *,
+    batches: int = 100,
+    batch_size: int = 128,
+    seed: int = 0,
+    transform: Callable[[tf.Tensor], tf.Tensor] | None = None,
 ) -> int:
     """Re-estimate every submodel's own BN statistics on training data.
 
@@ -464,6 +470,11 @@ def estimate_bn_stats(
     the way that submodel will see them); the population mean and variance of
     each BN input are averaged over ``batches`` equal-size mini-batches and
     stored in ``sub_mean``/``sub_variance``. Returns the number of batches used.
+
+    ``transform`` maps each (batch, H, W, C) mini-batch before it is fed: pass
+    the training augmentation. The weights were fitted to activations
+    normalised with statistics of AUGMENTED inputs; statistics of clean inputs
+    measured 3.4 points worse on a CIFAR-10 DS-CNN-S (78.16 -> 74.74 %).
     """
     layers = bn_layers(nested)
     if not layers:
@@ -477,7 +488,8 @@ def estimate_bn_stats(
         layer.sub_mean.assign(tf.zeros_like(layer.sub_mean))
         layer.sub_variance.assign(tf.zeros_like(layer.sub_variance))
         layer.calibrating = True
-    step = tf.function(lambda xb: nested(xb, training=True))
+    feed = transform if transform is not None else (lambda xb: xb)
+    step = tf.function(lambda xb: nested(feed(xb), training=True))
     try:
         nb = 0
         for s in range(0, n, batch_size):

@@ -447,7 +447,7 @@ def _param_fractions(layers, widths: list[dict[str, int]]) -> list[float]:
 def _stage_finetune(ctx: _Ctx) -> str:
     from reds_tf.costs import cost_layers_from_keras
     from reds_tf.nested import bn_layers, bn_stats_arrays, build_nested, estimate_bn_stats, to_plain
-    from reds_tf.train import finetune_joint, set_seed
+    from reds_tf.train import augmentation, finetune_joint, set_seed
 
     full = _load_model(ctx, STAGE_FILES["permute"])
     widths = _knapsack(ctx)["widths"]
@@ -476,12 +476,15 @@ def _stage_finetune(ctx: _Ctx) -> str:
         # compare them with the shared ones; written before model.keras (the
         # stage's done marker).
         set_seed(ctx.cfg.seed)
+        aug = ctx.cfg.train.augment
         nb = estimate_bn_stats(
             nested,
             ctx.data.x_train,
             batches=_BN_BATCHES,
             batch_size=f.batch_size,
             seed=ctx.cfg.seed,
+            # Same input distribution as training (see estimate_bn_stats).
+            transform=augmentation(aug.flip, aug.shift) if aug.active else None,
         )
         with atomic_path(ctx.run / BN_STATS_FILE) as tmp:
             with open(tmp, "wb") as fh:

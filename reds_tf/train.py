@@ -72,6 +72,11 @@ def augment_batch(x: tf.Tensor, flip: bool, shift: int, seed: int | None = None)
     return x
 
 
+def augmentation(flip: bool, shift: int) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``augment_batch`` with fixed settings, as a batch -> batch function."""
+    return lambda x: augment_batch(x, flip, shift)
+
+
 def train_dataset(
     x: np.ndarray,
     y: np.ndarray,

@@ -176,6 +176,12 @@ def test_per_submodel_bn_statistics_are_population_moments():
     assert not np.allclose(shared[0], own[0])
     assert len(bn_layers(nested)) == 3  # conv1_bn, dw1_bn, pw1_bn
 
+    # With a transform (the training augmentation) the statistics describe the
+    # transformed inputs: doubling x doubles the conv outputs' mean.
+    estimate_bn_stats(nested, x, batches=4, batch_size=64, transform=lambda xb: 2.0 * xb)
+    np.testing.assert_allclose(bn.sub_mean.numpy()[1], 2.0 * flat.mean(0), atol=2e-5)
+    np.testing.assert_allclose(bn.sub_variance.numpy()[1], 4.0 * flat.var(0), rtol=1e-3)
+
 
 def _tiny_dscnn_layers():
     blocks = [{"filters": 8, "strides": [1, 1]}, {"filters": 6, "strides": [2, 2]}]
