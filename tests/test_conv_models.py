@@ -155,6 +155,31 @@ def test_nested_branches_equal_sliced_submodels(name):
         np.testing.assert_allclose(o, submodel(model, w).predict(x, verbose=0), atol=1e-4)
 
 
+def test_nested_training_step_equals_sliced_submodel_in_training_mode():
+    """Training mode (batch statistics, fused BN kernel): each branch's outputs
+    and gradients equal those of its sliced plain submodel."""
+    model = _small_models()["dscnn_s"]
+    _randomise(model, 5)
+    layers = cost_layers_from_keras(model)
+    widths = [{c.name: max(1, c.units // 2) for c in free_layers(layers)}, {}]
+    nested = build_nested(model, widths)
+    x = tf.constant(np.random.default_rng(4).normal(size=(16, 49, 10, 1)).astype(np.float32))
+    for k, w in enumerate(widths):
+        sub = submodel(model, w)
+        with tf.GradientTape() as t1:
+            ref = sub(x, training=True)
+            loss_ref = tf.reduce_sum(ref**2)
+        with tf.GradientTape() as t2:
+            out = nested(x, training=True)[k]
+            loss = tf.reduce_sum(out**2)
+        np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-4)
+        g_ref = t1.gradient(loss_ref, sub.get_layer("pw1").kernel).numpy()
+        g = t2.gradient(loss, nested.get_layer("pw1").kernel).numpy()
+        i, o = g_ref.shape[2:]
+        np.testing.assert_allclose(g[:, :, :i, :o], g_ref, rtol=1e-3, atol=1e-4)
+        assert not np.any(g[:, :, i:, :]) and not np.any(g[:, :, :, o:])
+
+
 def test_per_submodel_bn_statistics_are_population_moments():
     model = dscnn((12, 10, 1), {"filters": 8, "kernel": [3, 3], "strides": [2, 2]},
                   [{"filters": 8, "strides": [1, 1]}], 3)  # fmt: skip
