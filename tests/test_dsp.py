@@ -32,6 +32,7 @@ RENDER_FLAGS = {
     "has_conv_dsp": True,
     "has_pointwise_dsp": True,
     "has_depthwise_dsp": True,
+    "has_avgpool_dsp": True,
 }
 
 
@@ -252,6 +253,19 @@ def _conv_case(
     }
 
 
+def _pool_case(rng, widths, *, hw, pool, strides, same=True, act=(-128, 127), fill=None) -> dict:
+    """A random AVERAGE_POOL_2D layer (kind 3) on nested widths, in the conv case format."""
+    c = _conv_case(
+        rng, widths, widths, hw=hw, kernel=pool, strides=strides, same=same, depthwise=True,
+        bias=False, act=act, extreme=fill is None and rng.random() < 0.5,
+    )  # fmt: skip
+    c["kind"] = 3
+    c["w"] = np.zeros(0, np.int8)
+    if fill is not None:
+        c["x"][:] = fill
+    return c
+
+
 def _conv_columns(kh: int, kw: int, in_w: list[int]) -> np.ndarray:
     """Flat (ky, kx, c) column indices of the TFLite weight matrix in nested
     im2col order: channel block by block, (ky, kx, c) inside a block."""
@@ -269,6 +283,9 @@ def _conv_expected(c: dict, k: int) -> np.ndarray:
     i, o = c["in_w"][k], c["out_w"][k]
     (h, wd), (oh, ow) = c["hw"], c["out_hw"]
     (kh, kw), (sh, sw), (pt, pl) = c["kernel"], c["strides"], c["pad"]
+    if c["kind"] == 3:
+        x = c["x"][: h * wd * i].reshape(1, h, wd, i)
+        return numerics.avgpool_int8(x, (kh, kw), (sh, sw), (pt, pl), (oh, ow), *c["act"])[0]
     x = c["x"][: h * wd * i].reshape(h, wd, i).astype(np.int64) + c["input_offset"]
     xp = np.zeros((h + kh + sh * oh, wd + kw + sw * ow, i), np.int64)  # padding contributes 0
     xp[pt : pt + h, pl : pl + wd] = x
@@ -373,6 +390,32 @@ def _conv_cases() -> list[dict]:
             shifts=(-31, 3),
         ),
     ]
+    cases += [
+        # first convs with at most 10 im2col columns (one 16-instruction step per
+        # output): short row groups and per-submodel rows, more than 64 channels
+        # (two table passes), 2 channels x 2x2, 2x5 on one channel (10 columns),
+        # a generic clamp and a too large bias (the other paths)
+        _conv_case(rng, [1, 1, 1], [5, 9, 14], hw=(7, 6), bias=False, per_submodel=True),
+        _conv_case(rng, [1, 1], [40, 72], hw=(5, 4), strides=(2, 2), extreme=True),
+        _conv_case(rng, [2, 2], [8, 12], hw=(5, 5), kernel=(2, 2), same=False),
+        _conv_case(rng, [1, 1], [4, 8], hw=(6, 7), kernel=(2, 5), strides=(1, 2)),
+        _conv_case(rng, [1, 1], [4, 8], hw=(5, 5), act=(-20, 90)),
+        _conv_case(rng, [1, 1], [4, 8], hw=(4, 4)),
+    ]
+    cases += [
+        # average pools: global (DS-CNN), windows cut by SAME padding at odd
+        # sizes, VALID, a clamp, widths not multiples of 4 (reference), more than
+        # 256 positions (int16 lanes flushed) all -128 and all 127
+        _pool_case(rng, [16, 32, 48, 64], hw=(14, 14), pool=(14, 14), strides=(1, 1), same=False),
+        _pool_case(rng, [4, 8, 12], hw=(7, 9), pool=(3, 3), strides=(2, 2)),
+        _pool_case(rng, [8, 12], hw=(6, 5), pool=(2, 3), strides=(1, 2), act=(-60, 70)),
+        _pool_case(rng, [4, 8], hw=(5, 7), pool=(3, 2), strides=(2, 3), same=False),
+        _pool_case(rng, [6, 10], hw=(5, 5), pool=(3, 3), strides=(1, 1)),
+        _pool_case(rng, [4, 8], hw=(20, 17), pool=(20, 17), strides=(1, 1), same=False, fill=-128),
+        _pool_case(rng, [4, 8], hw=(20, 17), pool=(20, 17), strides=(1, 1), same=False, fill=127),
+    ]
+    c = cases[-12]  # a bias too large for the fast requantisation
+    c["bias"][2] = 2**30 + 600_000
     big = cases[11]
     big["bias"][3] = 2**30 + 600_000  # |acc| > 2^30 whatever the products
     big["bias"][5] = -(2**30) - 600_000
@@ -390,7 +433,7 @@ def _conv_blob(cases: list[dict]) -> bytes:
     for c in cases:
         K, (kh, kw) = len(c["in_w"]), c["kernel"]
         n_in, n_out = c["in_w"][-1], c["out_w"][-1]
-        if c["kind"] == 2:  # depthwise: channel-major, a prefix per submodel
+        if c["kind"] >= 2:  # depthwise: channel-major, a prefix per submodel; pool: none
             nested = np.ascontiguousarray(c["w"]).reshape(-1)
         else:
             cols = _conv_columns(kh, kw, c["in_w"])
@@ -459,3 +502,6 @@ def test_dsp_conv_kernels_match_reference_in_qemu(tmp_path: Path) -> None:
     for case, k in ((0, 3), (13, 2)):
         got = [c for c in costs if c[0] == case and c[1] == k][0]
         assert got[3] * 2 < got[2], got
+    # The global average pool at full width: at least 2x cheaper.
+    pool = [c for c in costs if c[0] == len(cases) - 7 and c[1] == 3][0]
+    assert pool[3] * 2 < pool[2], pool

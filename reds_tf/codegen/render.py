@@ -93,6 +93,7 @@ def render_sources(
         "has_conv_dsp": _defines(dsp_text, "reds_conv_dsp"),
         "has_pointwise_dsp": _defines(dsp_text, "reds_pointwise_dsp"),
         "has_depthwise_dsp": _defines(dsp_text, "reds_depthwise_dsp"),
+        "has_avgpool_dsp": _defines(dsp_text, "reds_avgpool_dsp"),
     }
     return {name: env.get_template(tpl).render(**ctx) for name, tpl in files.items()}
 

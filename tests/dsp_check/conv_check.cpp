@@ -1,12 +1,13 @@
-/* Convolution kernel check for QEMU (tests/test_dsp.py): runs the portable
- * reds_conv_ref / reds_pointwise_ref and the DSP reds_conv_dsp /
- * reds_pointwise_dsp on layers described in a blob that QEMU's loader puts at
+/* Convolution and pooling kernel check for QEMU (tests/test_dsp.py): runs the
+ * portable reds_{conv,pointwise,depthwise,avgpool}_ref and their DSP
+ * counterparts on layers described in a blob that QEMU's loader puts at
  * reds_bench_io, for every submodel k, and prints on UART0
  * "L K REF_HEX DSP_HEX INSTR_MARKS..." lines (the marks are only counted by
  * the plugin). Links with firmware/bench/bench_startup.c.
  *
  * Blob (little-endian 32-bit words): magic "CONV", number of layers, then per
- * layer: kind (0 standard, 1 pointwise, 2 depthwise), K, max_in, max_out, in_h, in_w,
+ * layer: kind (0 standard, 1 pointwise, 2 depthwise, 3 average pool: kernel =
+ * filter, no weights, multiplier/shift ignored), K, max_in, max_out, in_h, in_w,
  * out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
  * has_bias, qparam_stride, input_offset, output_offset, act_min, act_max,
  * in_width[K], out_width[K], weight byte count, weights (padded to 4),
@@ -85,8 +86,8 @@ int main(void) {
         p += 20;
         const uint32_t pixels = (uint32_t)layer.out_h * layer.out_w;
         if (K == 0 || K > MAX_K || pixels * max_out > MAX_OUT_BYTES ||
-            REDS_CONV_SCRATCH_BYTES(layer.kernel_h, layer.kernel_w, max_in, max_out) >
-                sizeof scratch) {
+            (kind != 3 && REDS_CONV_SCRATCH_BYTES(layer.kernel_h, layer.kernel_w, max_in,
+                                                  max_out) > sizeof scratch)) {
             reds_bench_write("error: layer too large\n");
             return 4;
         }
@@ -108,6 +109,20 @@ int main(void) {
         p += nq;
         layer.shift = (const int32_t *)p;
         p += nq;
+        reds_pool_layer pool;
+        pool.width = in_width;
+        pool.in_h = layer.in_h;
+        pool.in_w = layer.in_w;
+        pool.out_h = layer.out_h;
+        pool.out_w = layer.out_w;
+        pool.filter_h = layer.kernel_h;
+        pool.filter_w = layer.kernel_w;
+        pool.stride_h = layer.stride_h;
+        pool.stride_w = layer.stride_w;
+        pool.pad_top = layer.pad_top;
+        pool.pad_left = layer.pad_left;
+        pool.act_min = layer.act_min;
+        pool.act_max = layer.act_max;
         const int8_t *input = (const int8_t *)p;
         p += ((uint32_t)layer.in_h * layer.in_w * max_in + 3u) / 4u;
         for (uint32_t k = 0; k < K; k++) {
@@ -116,7 +131,9 @@ int main(void) {
             memset(out_dsp, 0x55, n);
             memset(scratch, 0xA7, sizeof scratch); /* stale scratch must not matter */
             reds_bench_mark();
-            if (kind == 2) {
+            if (kind == 3) {
+                reds_avgpool_ref(&pool, (int)k, input, out_ref);
+            } else if (kind == 2) {
                 reds_depthwise_ref(&layer, (int)k, input, out_ref);
             } else if (kind == 0) {
                 reds_conv_ref(&layer, (int)k, input, out_ref, scratch);
@@ -126,7 +143,9 @@ int main(void) {
             reds_bench_mark();
             memset(scratch, 0xA7, sizeof scratch);
             reds_bench_mark();
-            if (kind == 2) {
+            if (kind == 3) {
+                reds_avgpool_dsp(&pool, (int)k, input, out_dsp);
+            } else if (kind == 2) {
                 reds_depthwise_dsp(&layer, (int)k, input, out_dsp);
             } else if (kind == 0) {
                 reds_conv_dsp(&layer, (int)k, input, out_dsp, scratch);

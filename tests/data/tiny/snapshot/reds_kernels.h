@@ -169,11 +169,14 @@ typedef struct reds_pool_layer {
 } reds_pool_layer;
 
 void reds_avgpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, int8_t *output);
+void reds_avgpool_dsp(const reds_pool_layer *layer, int k, const int8_t *input, int8_t *output);
 
-/* 1 when reds_kernels_dsp.cpp defines reds_conv_dsp / reds_pointwise_dsp / reds_depthwise_dsp. */
+/* 1 when reds_kernels_dsp.cpp defines reds_conv_dsp / reds_pointwise_dsp / reds_depthwise_dsp /
+ * reds_avgpool_dsp. */
 #define REDS_HAVE_CONV_DSP 1
 #define REDS_HAVE_POINTWISE_DSP 1
 #define REDS_HAVE_DEPTHWISE_DSP 1
+#define REDS_HAVE_AVGPOOL_DSP 1
 
 #if REDS_HAVE_CONV_DSP && defined(__ARM_FEATURE_DSP) && !defined(REDS_NO_DSP)
 #define REDS_CONV reds_conv_dsp
@@ -190,7 +193,11 @@ void reds_avgpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, 
 #else
 #define REDS_DEPTHWISE reds_depthwise_ref
 #endif
+#if REDS_HAVE_AVGPOOL_DSP && defined(__ARM_FEATURE_DSP) && !defined(REDS_NO_DSP)
+#define REDS_AVGPOOL reds_avgpool_dsp
+#else
 #define REDS_AVGPOOL reds_avgpool_ref
+#endif
 
 /* TFLite's MultiplyByQuantizedMultiplier with double rounding; shared by
  * every kernel so that all of them round identically. */
