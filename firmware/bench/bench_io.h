@@ -12,6 +12,10 @@ extern "C" {
 void reds_bench_mark(void);
 /* Write a NUL-terminated string to UART0. */
 void reds_bench_write(const char *s);
+/* Write v in decimal to UART0. */
+void reds_bench_write_u32(uint32_t v);
+/* Write n bytes to UART0 as lowercase hex, two digits each, no separators. */
+void reds_bench_write_hex(const int8_t *data, uint32_t n);
 /* Bytes of stack ever used since reset (painted-stack high-water mark). */
 uint32_t reds_bench_stack_used(void);
 /* Leave QEMU with this exit status (semihosting). */

@@ -26,28 +26,6 @@
 
 static int8_t reds_bench_output[REDS_OUTPUT_SIZE];
 
-static void put_u32(uint32_t v) {
-    char buf[12];
-    int i = (int)sizeof buf - 1;
-    buf[i] = '\0';
-    do {
-        buf[--i] = (char)('0' + v % 10u);
-        v /= 10u;
-    } while (v != 0u);
-    reds_bench_write(&buf[i]);
-}
-
-static void put_hex(const int8_t *data, int n) {
-    static const char digits[] = "0123456789abcdef";
-    char pair[3] = {0, 0, 0};
-    for (int i = 0; i < n; i++) {
-        const uint8_t b = (uint8_t)data[i];
-        pair[0] = digits[b >> 4];
-        pair[1] = digits[b & 15u];
-        reds_bench_write(pair);
-    }
-}
-
 int main(void) {
     const reds_bench_inputs *in = &reds_bench_io;
     if (in->magic != REDS_BENCH_MAGIC || in->size != (uint32_t)REDS_INPUT_SIZE || in->count == 0u) {
@@ -55,7 +33,7 @@ int main(void) {
         return 4;
     }
     reds_bench_write("variant " REDS_BENCH_VARIANT "\nsubmodels ");
-    put_u32((uint32_t)reds_num_submodels());
+    reds_bench_write_u32((uint32_t)reds_num_submodels());
     reds_bench_write("\n");
 
     int rc = 0;
@@ -82,16 +60,16 @@ int main(void) {
                 return 5;
             }
             reds_bench_write("out ");
-            put_u32(j);
+            reds_bench_write_u32(j);
             reds_bench_write(" ");
-            put_u32((uint32_t)k);
+            reds_bench_write_u32((uint32_t)k);
             reds_bench_write(" ");
-            put_hex(reds_bench_output, REDS_OUTPUT_SIZE);
+            reds_bench_write_hex(reds_bench_output, (uint32_t)REDS_OUTPUT_SIZE);
             reds_bench_write("\n");
         }
     }
     reds_bench_write("stack ");
-    put_u32(reds_bench_stack_used());
+    reds_bench_write_u32(reds_bench_stack_used());
     reds_bench_write("\ndone\n");
     return 0;
 }

@@ -1,5 +1,6 @@
 /* Start-up, instrumentation hooks and I/O of the REDS bench build for QEMU's
- * mps2-an386 (bare-metal Cortex-M4F, no libc start files).
+ * mps2-an386 (bare-metal Cortex-M4F, no libc start files). Shared by the
+ * bench (bench_main.cpp) and the kernel checks in tests/dsp_check.
  *
  * - reds_bench_mark() is an empty, never-inlined function: the instruction
  *   count plugin records the running count each time it is entered.
@@ -44,6 +45,28 @@ void reds_bench_write(const char *s) {
         while (UART0_STATE & 1u) {
         }
         UART0_DATA = (uint32_t)(uint8_t)*s;
+    }
+}
+
+void reds_bench_write_u32(uint32_t v) {
+    char buf[12];
+    int i = (int)sizeof buf - 1;
+    buf[i] = '\0';
+    do {
+        buf[--i] = (char)('0' + v % 10u);
+        v /= 10u;
+    } while (v != 0u);
+    reds_bench_write(&buf[i]);
+}
+
+void reds_bench_write_hex(const int8_t *data, uint32_t n) {
+    static const char digits[] = "0123456789abcdef";
+    char pair[3] = {0, 0, 0};
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t b = (uint8_t)data[i];
+        pair[0] = digits[b >> 4];
+        pair[1] = digits[b & 15u];
+        reds_bench_write(pair);
     }
 }
 

@@ -20,52 +20,20 @@
 #include <string.h>
 
 #include "bench_io.h"
+#include "check_io.h"
 #include "reds_kernels.h"
 
-#define CHECK_MAGIC 0x564E4F43u /* "CONV" */
-
-#define MAX_K 8
 #define MAX_OUT_BYTES 32768
-#define SCRATCH_WORDS 4096
 
-static int32_t scratch[SCRATCH_WORDS];
 static int8_t out_ref[MAX_OUT_BYTES], out_dsp[MAX_OUT_BYTES];
 
-static void put_hex(const int8_t *data, uint32_t n) {
-    static const char digits[] = "0123456789abcdef";
-    char pair[3] = {0, 0, 0};
-    for (uint32_t i = 0; i < n; i++) {
-        const uint8_t b = (uint8_t)data[i];
-        pair[0] = digits[b >> 4];
-        pair[1] = digits[b & 15u];
-        reds_bench_write(pair);
-    }
-}
-
-static void put_u32(uint32_t v) {
-    char buf[12];
-    int i = (int)sizeof buf - 1;
-    buf[i] = '\0';
-    do {
-        buf[--i] = (char)('0' + v % 10u);
-        v /= 10u;
-    } while (v != 0u);
-    reds_bench_write(&buf[i]);
-}
-
 int main(void) {
-    const uint32_t *p = (const uint32_t *)(const void *)&reds_bench_io;
-    if (p[0] != CHECK_MAGIC) {
-        reds_bench_write("error: no layer blob\n");
-        return 4;
-    }
-    const uint32_t layers = p[1];
-    p += 2;
+    uint32_t layers;
+    const uint32_t *p = check_blob(0x564E4F43u /* "CONV" */, &layers);
     reds_bench_mark();
     reds_bench_mark();
     for (uint32_t l = 0; l < layers; l++) {
         const uint32_t kind = p[0], K = p[1], max_in = p[2], max_out = p[3];
-        static uint16_t in_width[MAX_K], out_width[MAX_K];
         reds_conv_layer layer;
         layer.in_h = (uint16_t)p[4];
         layer.in_w = (uint16_t)p[5];
@@ -91,24 +59,13 @@ int main(void) {
             reds_bench_write("error: layer too large\n");
             return 4;
         }
-        for (uint32_t k = 0; k < K; k++) {
-            in_width[k] = (uint16_t)p[k];
-            out_width[k] = (uint16_t)p[K + k];
-        }
-        p += 2 * K;
-        layer.in_width = in_width;
-        layer.out_width = out_width;
+        p = check_widths(p, K, &layer);
         const uint32_t weight_bytes = p[0];
         p += 1;
         layer.weights = (const int8_t *)p;
         p += (weight_bytes + 3u) / 4u;
         const uint32_t nq = layer.qparam_stride ? K * (uint32_t)layer.qparam_stride : max_out;
-        layer.bias = has_bias ? (const int32_t *)p : NULL;
-        p += has_bias ? nq : 0u;
-        layer.multiplier = (const int32_t *)p;
-        p += nq;
-        layer.shift = (const int32_t *)p;
-        p += nq;
+        p = check_qparams(p, has_bias, nq, &layer);
         reds_pool_layer pool;
         pool.width = in_width;
         pool.in_h = layer.in_h;
@@ -153,14 +110,7 @@ int main(void) {
                 reds_pointwise_dsp(&layer, (int)k, input, out_dsp, scratch);
             }
             reds_bench_mark();
-            put_u32(l);
-            reds_bench_write(" ");
-            put_u32(k);
-            reds_bench_write(" ");
-            put_hex(out_ref, n);
-            reds_bench_write(" ");
-            put_hex(out_dsp, n);
-            reds_bench_write("\n");
+            check_result(l, k, out_ref, out_dsp, n);
         }
     }
     reds_bench_write("done\n");
