@@ -251,7 +251,8 @@ def test_serve_cli_prints_port_first_and_stops_on_interrupt(exported_run: Path, 
         with RedsClient(first.split()[1], timeout=20) as c:
             assert c.info()["submodels"] >= 1
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        # Generous: on a loaded machine the exit took over 20 s once.
+        assert proc.wait(timeout=120) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
