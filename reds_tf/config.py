@@ -74,6 +74,8 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     schedule: str = "cosine"  # "cosine" (decay to 0 over the run) or "constant"
+    optimizer: str = "adam"  # "adam" or "sgd" (Nesterov momentum 0.9)
+    weight_decay: float = 0.0  # decoupled: each step shrinks weights by lr * weight_decay
     limit: int | None = None  # at most this many training samples (quick runs)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -102,12 +104,17 @@ class FinetuneConfig:
     batch_size: int = 128
     learning_rate: float = 5e-4
     schedule: str = "cosine"
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
     distill: bool = True  # smaller submodels also learn from the full model's outputs
     temperature: float = 1.0  # softening of both distributions in the distillation term
     alpha: float = 0.5  # weight of the distillation term (1 - alpha for the labels)
     # BatchNorm statistics the export uses: "shared" (one set, the paper) or
     # "per_submodel" (re-estimated for each submodel after fine-tuning).
     bn_stats: str = "shared"
+    # BatchNorm scale/shift: "shared" (one set, the paper) or "per_submodel"
+    # (every smaller submodel learns its own; needs bn_stats: per_submodel).
+    bn_affine: str = "shared"
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,7 @@ class Config:
 
 
 _SCHEDULES = ("cosine", "constant")
+_OPTIMIZERS = ("adam", "sgd")
 _BASELINES = ("none", "scratch")
 _BN_STATS = ("shared", "per_submodel")
 _PADDINGS = ("valid", "same")
@@ -389,6 +397,8 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         batch_size=t.int("batch_size", d.batch_size),
         learning_rate=t.float("learning_rate", d.learning_rate, lo=0, hi=1, lo_open=True),
         schedule=t.str("schedule", d.schedule, _SCHEDULES),
+        optimizer=t.str("optimizer", d.optimizer, _OPTIMIZERS),
+        weight_decay=t.float("weight_decay", d.weight_decay, lo=0, hi=1, lo_open=False),
         limit=t.int("limit", None, optional=True),
         augment=_augment(t.sub("augment")),
     )
@@ -413,11 +423,20 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         batch_size=f.int("batch_size", df.batch_size),
         learning_rate=f.float("learning_rate", df.learning_rate, lo=0, hi=1, lo_open=True),
         schedule=f.str("schedule", df.schedule, _SCHEDULES),
+        optimizer=f.str("optimizer", df.optimizer, _OPTIMIZERS),
+        weight_decay=f.float("weight_decay", df.weight_decay, lo=0, hi=1, lo_open=False),
         distill=f.bool("distill", df.distill),
         temperature=f.float("temperature", df.temperature, lo=0, hi=100, lo_open=True),
         alpha=f.float("alpha", df.alpha, lo=0, hi=1, lo_open=False),
         bn_stats=f.str("bn_stats", df.bn_stats, _BN_STATS),
+        bn_affine=f.str("bn_affine", df.bn_affine, _BN_STATS),
     )
+    if finetune.bn_affine == "per_submodel" and finetune.bn_stats != "per_submodel":
+        f.fail(
+            f.key("bn_affine"),
+            "per_submodel needs bn_stats: per_submodel (the export folds both together)",
+            finetune.bn_affine,
+        )
     f.done()
 
     baseline = r.str("baseline", "none", _BASELINES)
@@ -522,6 +541,12 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         del out["train"]["augment"]
     if cfg.finetune.bn_stats == "shared":
         del out["finetune"]["bn_stats"]
+    if cfg.finetune.bn_affine == "shared":
+        del out["finetune"]["bn_affine"]
+    for section in ("train", "finetune"):
+        # Adam without weight decay: the recipe older run dirs were trained with.
+        if out[section]["optimizer"] == "adam" and out[section]["weight_decay"] == 0:
+            del out[section]["optimizer"], out[section]["weight_decay"]
     if cfg.memory_budget_bytes is None:
         del out["memory_budget_bytes"]
     if not cfg.data:

@@ -202,10 +202,15 @@ def build_model(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int) 
     return builder(cfg, input_shape, num_classes)
 
 
-def compile_classifier(model: keras.Model, learning_rate: float | object) -> None:
-    """Adam on sparse categorical cross-entropy from logits, with accuracy."""
+def compile_classifier(
+    model: keras.Model,
+    learning_rate: float | object,
+    optimizer: keras.optimizers.Optimizer | None = None,
+) -> None:
+    """``optimizer`` (default Adam at ``learning_rate``) on sparse categorical
+    cross-entropy from logits, with accuracy."""
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer or keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
     )

@@ -222,6 +222,12 @@ class NestedBatchNorm(keras.layers.Layer):
     (on that branch's prefix), as when the submodels share one BN layer.
     Inference uses the shared statistics, or with ``per_submodel = True`` the
     per-submodel ones (filled by :func:`estimate_bn_stats`).
+
+    ``private_affine``: every submodel but the full one also gets its own
+    scale and shift, ``gamma_k = gamma * exp(sub_log_gamma[k])`` and
+    ``beta_k = beta + sub_dbeta[k]`` ((K-1, channels) each, trainable, start
+    at 0). The exponential keeps ``gamma_k``'s sign equal to ``gamma``'s, which
+    lets the int8 export keep the weights shared (see :func:`bn_stats_arrays`).
     """
 
     def __init__(
@@ -230,6 +236,7 @@ class NestedBatchNorm(keras.layers.Layer):
         widths: Sequence[int],
         momentum: float = 0.99,
         epsilon: float = 1e-3,
+        private_affine: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -237,6 +244,7 @@ class NestedBatchNorm(keras.layers.Layer):
         self.widths = [int(w) for w in widths]
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
+        self.private_affine = bool(private_affine) and len(self.widths) > 1
         self.per_submodel = False
         self.calibrating = False  # set by estimate_bn_stats
 
@@ -256,7 +264,23 @@ class NestedBatchNorm(keras.layers.Layer):
         self.sub_variance = self.add_weight(
             name="sub_variance", shape=(k, c), initializer="ones", trainable=False
         )
+        if self.private_affine:
+            self.sub_log_gamma = self.add_weight(
+                name="sub_log_gamma", shape=(k - 1, c), initializer="zeros"
+            )
+            self.sub_dbeta = self.add_weight(
+                name="sub_dbeta", shape=(k - 1, c), initializer="zeros"
+            )
         super().build(input_shape)
+
+    def affine(self, k: int, c: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """Branch k's (gamma, beta), each (c,)."""
+        if not self.private_affine or k == len(self.widths) - 1:
+            return self.gamma[:c], self.beta[:c]
+        return (
+            self.gamma[:c] * tf.exp(self.sub_log_gamma[k, :c]),
+            self.beta[:c] + self.sub_dbeta[k, :c],
+        )
 
     def _pad(self, v: tf.Tensor, c: int) -> tf.Tensor:
         return tf.pad(v, [[0, self.channels - c]])
@@ -275,11 +299,12 @@ class NestedBatchNorm(keras.layers.Layer):
     def call(self, inputs: list[tf.Tensor], training: bool | None = None) -> list[tf.Tensor]:
         outs = []
         for k, (x, c) in enumerate(zip(inputs, self.widths, strict=True)):
+            gamma, beta = self.affine(k, c)
             if training and not self.calibrating and len(x.shape) == 4:
                 # The fused kernel is what Keras uses on NHWC: it made a joint
                 # DS-CNN-S training step ~17 % faster than moments + normalise.
                 y, mean, var = tf.compat.v1.nn.fused_batch_norm(
-                    x, self.gamma[:c], self.beta[:c], epsilon=self.epsilon, is_training=True
+                    x, gamma, beta, epsilon=self.epsilon, is_training=True
                 )
                 self._update_moving(mean, var, c)
                 outs.append(y)
@@ -300,9 +325,7 @@ class NestedBatchNorm(keras.layers.Layer):
                 mean, var = self.sub_mean[k, :c], self.sub_variance[k, :c]
             else:
                 mean, var = self.moving_mean[:c], self.moving_variance[:c]
-            outs.append(
-                tf.nn.batch_normalization(x, mean, var, self.beta[:c], self.gamma[:c], self.epsilon)
-            )
+            outs.append(tf.nn.batch_normalization(x, mean, var, beta, gamma, self.epsilon))
         return outs
 
     def get_config(self) -> dict:
@@ -312,6 +335,7 @@ class NestedBatchNorm(keras.layers.Layer):
             widths=self.widths,
             momentum=self.momentum,
             epsilon=self.epsilon,
+            private_affine=self.private_affine,
         )
         return cfg
 
@@ -338,7 +362,9 @@ _WEIGHTLESS = (
 )
 
 
-def build_nested(full: keras.Model, widths: Sequence[dict[str, int]]) -> keras.Model:
+def build_nested(
+    full: keras.Model, widths: Sequence[dict[str, int]], *, private_bn_affine: bool = False
+) -> keras.Model:
     """Nested model over ``full`` (a plain chain of Conv2D / DepthwiseConv2D /
     BatchNormalization / Dense with activations, pooling, Flatten, Dropout).
 
@@ -347,6 +373,8 @@ def build_nested(full: keras.Model, widths: Sequence[dict[str, int]]) -> keras.M
         widths: one ``{layer name: output width}`` per submodel, smallest first;
             conv/dense layers missing from a dict stay at full width; depthwise
             and BN layers follow their input's width.
+        private_bn_affine: BN layers give every submodel but the full one its
+            own scale and shift (see :class:`NestedBatchNorm`).
     Returns:
         functional model: input (batch, *input_shape) -> list of K logits
         tensors, each (batch, num_classes).
@@ -423,6 +451,7 @@ def build_nested(full: keras.Model, widths: Sequence[dict[str, int]]) -> keras.M
                 chans,
                 momentum=layer.momentum,
                 epsilon=layer.epsilon,
+                private_affine=private_bn_affine,
                 name=name,
             )
             branches = nl(branches)
@@ -450,8 +479,19 @@ def set_bn_weights(nl: NestedBatchNorm, plain: list[np.ndarray]) -> None:
     """Load a plain BN layer's (gamma, beta, mean, variance) into ``nl``; the
     per-submodel statistics start as copies of the shared ones."""
     k = len(nl.widths)
-    mean, var = plain[2], plain[3]
-    nl.set_weights([*plain, np.tile(mean, (k, 1)), np.tile(var, (k, 1))])
+    gamma, beta, mean, var = plain
+    for v, value in (
+        (nl.gamma, gamma),
+        (nl.beta, beta),
+        (nl.moving_mean, mean),
+        (nl.moving_variance, var),
+        (nl.sub_mean, np.tile(mean, (k, 1))),
+        (nl.sub_variance, np.tile(var, (k, 1))),
+    ):
+        v.assign(value)
+    if nl.private_affine:
+        nl.sub_log_gamma.assign(tf.zeros_like(nl.sub_log_gamma))
+        nl.sub_dbeta.assign(tf.zeros_like(nl.sub_dbeta))
 
 
 def bn_layers(nested: keras.Model) -> list[NestedBatchNorm]:
@@ -525,23 +565,72 @@ def estimate_bn_stats(
 
 def bn_stats_arrays(nested: keras.Model) -> dict[str, np.ndarray]:
     """Per-submodel statistics in the ``bn_stats.npz`` layout:
-    ``"{k}/{bn name}/mean"`` and ``"{k}/{bn name}/variance"``, full length."""
+    ``"{k}/{bn name}/mean"`` and ``"{k}/{bn name}/variance"``, full length.
+
+    A layer with private affine parameters is written as EFFECTIVE statistics
+    for the shared ``gamma``/``beta``: with ``r = exp(sub_log_gamma[k])``,
+    ``variance' = (variance + eps) / r**2 - eps`` and
+    ``mean' = mean - sub_dbeta[k] / a_k`` (``a_k = gamma_k / sqrt(variance + eps)``)
+    give the same affine map, so a plain BN layer, the evaluation and the int8
+    export fold (which needs ``gamma_k / gamma > 0``) read one format.
+    ``variance'`` may dip below 0, never below ``-eps``.
+    """
     out: dict[str, np.ndarray] = {}
     for layer in bn_layers(nested):
+        means = layer.sub_mean.numpy().astype(np.float64)
+        variances = layer.sub_variance.numpy().astype(np.float64)
+        if layer.private_affine:
+            means, variances = _effective_stats(layer, means, variances)
         for k in range(len(layer.widths)):
-            out[f"{k}/{layer.name}/mean"] = layer.sub_mean.numpy()[k].astype(np.float32)
-            out[f"{k}/{layer.name}/variance"] = layer.sub_variance.numpy()[k].astype(np.float32)
+            out[f"{k}/{layer.name}/mean"] = means[k].astype(np.float32)
+            out[f"{k}/{layer.name}/variance"] = variances[k].astype(np.float32)
     return out
+
+
+def _affine_deltas(layer: NestedBatchNorm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gamma (C,), scale ratios r (K, C), shift deltas (K, C)); the full row is (1, 0)."""
+    c = layer.channels
+    r = np.vstack([np.exp(layer.sub_log_gamma.numpy().astype(np.float64)), np.ones((1, c))])
+    db = np.vstack([layer.sub_dbeta.numpy().astype(np.float64), np.zeros((1, c))])
+    return layer.gamma.numpy().astype(np.float64), r, db
+
+
+def _effective_stats(
+    layer: NestedBatchNorm, means: np.ndarray, variances: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    gamma, r, db = _affine_deltas(layer)
+    eps = layer.epsilon
+    a = gamma * r / np.sqrt(variances + eps)
+    if np.any((a == 0) & (db != 0)):
+        raise RedsError(f"BatchNorm '{layer.name}': a zero scale with a private shift")
+    shift = np.divide(db, a, out=np.zeros_like(db), where=a != 0)
+    return means - shift, (variances + eps) / r**2 - eps
+
+
+def _real_stats(
+    layer: NestedBatchNorm, means: np.ndarray, variances: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`_effective_stats`."""
+    gamma, r, db = _affine_deltas(layer)
+    eps = layer.epsilon
+    real_var = (variances + eps) * r**2 - eps
+    a = gamma * r / np.sqrt(real_var + eps)
+    shift = np.divide(db, a, out=np.zeros_like(db), where=a != 0)
+    return means + shift, real_var
 
 
 def load_bn_stats(nested: keras.Model, arrays: dict[str, np.ndarray]) -> None:
     """Inverse of :func:`bn_stats_arrays`."""
     for layer in bn_layers(nested):
         k = len(layer.widths)
-        layer.sub_mean.assign(np.stack([arrays[f"{i}/{layer.name}/mean"] for i in range(k)]))
-        layer.sub_variance.assign(
-            np.stack([arrays[f"{i}/{layer.name}/variance"] for i in range(k)])
+        means = np.stack([arrays[f"{i}/{layer.name}/mean"] for i in range(k)]).astype(np.float64)
+        variances = np.stack([arrays[f"{i}/{layer.name}/variance"] for i in range(k)]).astype(
+            np.float64
         )
+        if layer.private_affine:
+            means, variances = _real_stats(layer, means, variances)
+        layer.sub_mean.assign(means.astype(np.float32))
+        layer.sub_variance.assign(variances.astype(np.float32))
 
 
 def to_plain(nested: keras.Model, full: keras.Model) -> keras.Model:
@@ -552,7 +641,13 @@ def to_plain(nested: keras.Model, full: keras.Model) -> keras.Model:
     for layer in plain.layers:
         if not layer.get_weights():
             continue
-        w = nested.get_layer(layer.name).get_weights()
+        src = nested.get_layer(layer.name)
+        if isinstance(src, NestedBatchNorm):
+            layer.set_weights(
+                [v.numpy() for v in (src.gamma, src.beta, src.moving_mean, src.moving_variance)]
+            )
+            continue
+        w = src.get_weights()
         n = len(layer.get_weights())
         layer.set_weights(w[:n])
     return plain

@@ -347,6 +347,8 @@ def _stage_base(ctx: _Ctx) -> str:
             seed=cfg.seed,
             verbose=ctx.verbose,
             augment=t.augment,
+            optimizer=t.optimizer,
+            weight_decay=t.weight_decay,
         )
     acc = accuracy(model, d.x_test, d.y_test)
     ctx.meta["base_model"] = ctx.base_model
@@ -452,8 +454,8 @@ def _stage_finetune(ctx: _Ctx) -> str:
     full = _load_model(ctx, STAGE_FILES["permute"])
     widths = _knapsack(ctx)["widths"]
     layers = cost_layers_from_keras(full)
-    nested = build_nested(full, widths)
     f = ctx.cfg.finetune
+    nested = build_nested(full, widths, private_bn_affine=f.bn_affine == "per_submodel")
     finetune_joint(
         nested,
         ctx.data.x_train,
@@ -469,6 +471,8 @@ def _stage_finetune(ctx: _Ctx) -> str:
         seed=ctx.cfg.seed,
         verbose=ctx.verbose,
         augment=ctx.cfg.train.augment,
+        optimizer=f.optimizer,
+        weight_decay=f.weight_decay,
     )
     extra = ""
     if bn_layers(nested):
@@ -611,6 +615,8 @@ def _stage_scratch(ctx: _Ctx) -> str:
             seed=cfg.seed,
             verbose=ctx.verbose,
             augment=cfg.train.augment,
+            optimizer=cfg.train.optimizer,
+            weight_decay=cfg.train.weight_decay,
         )
         out["accuracy"].append(accuracy(model, d.x_test, d.y_test))
         out["seconds"].append(round(time.perf_counter() - t0, 2))

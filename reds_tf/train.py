@@ -46,6 +46,23 @@ def learning_rate(base: float, schedule: str, steps: int) -> float | object:
     raise ValueError(f"unknown schedule {schedule}")
 
 
+def make_optimizer(
+    name: str, lr: float | object, weight_decay: float = 0.0
+) -> keras.optimizers.Optimizer:
+    """``adam`` or ``sgd`` (Nesterov, momentum 0.9); ``weight_decay`` is decoupled.
+
+    Keras applies decoupled decay as ``w -= lr * weight_decay * w`` each step,
+    so with SGD it matches the usual L2 coefficient; with Adam it needs to be
+    larger (the step is scaled by a rate ~100x smaller).
+    """
+    wd = float(weight_decay) or None
+    if name == "adam":
+        return keras.optimizers.Adam(lr, weight_decay=wd)
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name}")
+
+
 def _steps(n: int, batch_size: int, epochs: int) -> int:
     return math.ceil(n / batch_size) * epochs
 
@@ -108,10 +125,13 @@ def fit_classifier(
     seed: int,
     verbose: int | str = "auto",
     augment: AugmentConfig | None = None,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
 ) -> keras.callbacks.History:
-    """Train a plain logits classifier with Adam on cross-entropy (in place)."""
+    """Train a plain logits classifier on cross-entropy (in place)."""
     set_seed(seed)
-    compile_classifier(model, learning_rate(lr, schedule, _steps(len(x), batch_size, epochs)))
+    rate = learning_rate(lr, schedule, _steps(len(x), batch_size, epochs))
+    compile_classifier(model, rate, make_optimizer(optimizer, rate, weight_decay))
     if augment is None or not augment.active:
         return model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
     ds = train_dataset(x, y, batch_size, augment, seed)
@@ -222,6 +242,8 @@ def finetune_joint(
     seed: int,
     verbose: int | str = "auto",
     augment: AugmentConfig | None = None,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
 ) -> keras.callbacks.History | None:
     """Jointly fine-tune all submodels of ``nested`` in place."""
     if epochs <= 0:
@@ -235,7 +257,9 @@ def finetune_joint(
         alpha=alpha,
     )
     steps = _steps(len(x), batch_size, epochs)
-    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate(lr, schedule, steps)))
+    trainer.compile(
+        optimizer=make_optimizer(optimizer, learning_rate(lr, schedule, steps), weight_decay)
+    )
     if augment is None or not augment.active:
         return trainer.fit(
             x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose

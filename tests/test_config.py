@@ -171,3 +171,30 @@ def test_augment_and_bn_stats_errors():
         parse_config({**BASE, "finetune": {"bn_stats": "switchable"}})
     with pytest.raises(ConfigError, match=r"memory_budget_bytes"):
         parse_config({**BASE, "memory_budget_bytes": 0})
+
+
+def test_optimizer_keys_round_trip_and_default_recipe_stays_implicit():
+    cfg = parse_config(
+        {**BASE, "train": {"optimizer": "sgd", "weight_decay": 5e-4}, "finetune": {}}
+    )
+    assert (cfg.train.optimizer, cfg.train.weight_decay) == ("sgd", 5e-4)
+    assert cfg.finetune.optimizer == "adam" and cfg.finetune.weight_decay == 0.0
+    d = config_to_dict(cfg)
+    assert d["train"]["optimizer"] == "sgd"
+    # Adam without decay is left out so run dirs written before these keys resume.
+    assert "optimizer" not in d["finetune"] and "weight_decay" not in d["finetune"]
+    assert parse_config(d) == cfg
+    with pytest.raises(ConfigError, match=r"train\.optimizer must be one of adam, sgd"):
+        parse_config({**BASE, "train": {"optimizer": "rmsprop"}})
+    with pytest.raises(ConfigError, match=r"finetune\.weight_decay must be a number in \[0, 1\]"):
+        parse_config({**BASE, "finetune": {"weight_decay": -1}})
+
+
+def test_private_bn_affine_needs_per_submodel_statistics():
+    ok = parse_config(
+        {**BASE, "finetune": {"bn_stats": "per_submodel", "bn_affine": "per_submodel"}}
+    )
+    assert config_to_dict(ok)["finetune"]["bn_affine"] == "per_submodel"
+    assert "bn_affine" not in config_to_dict(parse_config(BASE))["finetune"]
+    with pytest.raises(ConfigError, match=r"finetune\.bn_affine per_submodel needs bn_stats"):
+        parse_config({**BASE, "finetune": {"bn_affine": "per_submodel"}})

@@ -292,3 +292,81 @@ def test_tiny_dscnn_end_to_end(tmp_path):
     with np.load(run / "bn_stats.npz") as z:
         assert z["0/pw1_bn/mean"].shape == (8,) and "1/dw2_bn/variance" in z.files
     assert "per-submodel BN" in (run / "report.md").read_text()
+
+
+def test_private_bn_affine_round_trips_through_effective_statistics():
+    """Private per-submodel BN scale/shift are stored as effective statistics of
+    the shared gamma/beta: a plain nested model loading them (what evaluation
+    and the int8 export see) computes the same logits, and loading them back
+    into a private-affine model restores the real statistics."""
+    from reds_tf.nested import bn_stats_arrays, load_bn_stats
+    from reds_tf.quant.bnfold import with_bn_stats
+
+    model = _small_models()["dscnn_s"]
+    _randomise(model, 7)
+    layers = cost_layers_from_keras(model)
+    widths = [{c.name: max(1, c.units // d) for c in free_layers(layers)} for d in (4, 2)] + [{}]
+    x = np.random.default_rng(1).normal(size=(64, 49, 10, 1)).astype(np.float32)
+    private = build_nested(model, widths, private_bn_affine=True)
+    rng = np.random.default_rng(3)
+    for bn in bn_layers(private):
+        assert bn.sub_log_gamma.shape == (2, bn.channels)  # none for the full model
+        bn.sub_log_gamma.assign(rng.normal(scale=0.5, size=bn.sub_log_gamma.shape))
+        bn.sub_dbeta.assign(rng.normal(scale=0.5, size=bn.sub_dbeta.shape))
+    estimate_bn_stats(private, x, batches=2, batch_size=32)
+    use_per_submodel_stats(private, True)
+    want = predict_nested(private, x[:8])
+    arrays = bn_stats_arrays(private)
+
+    plain = build_nested(model, widths)
+    load_bn_stats(plain, arrays)
+    use_per_submodel_stats(plain, True)
+    got = predict_nested(plain, x[:8])
+    for k in range(3):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
+    # The deltas matter: without them the small submodels differ.
+    assert not np.allclose(
+        predict_nested(build_nested(model, widths), x[:8])[0], want[0], atol=1e-2
+    )
+    # A plain Keras BN layer with the effective statistics (the export path).
+    stats = {
+        bn.name: (arrays[f"1/{bn.name}/mean"], arrays[f"1/{bn.name}/variance"])
+        for bn in bn_layers(private)
+    }
+    sliced = submodel(with_bn_stats(model, stats), widths[1])
+    np.testing.assert_allclose(sliced.predict(x[:8], verbose=0), want[1], rtol=1e-4, atol=1e-4)
+
+    again = build_nested(model, widths, private_bn_affine=True)
+    for src, dst in zip(bn_layers(private), bn_layers(again), strict=True):
+        dst.sub_log_gamma.assign(src.sub_log_gamma)
+        dst.sub_dbeta.assign(src.sub_dbeta)
+    load_bn_stats(again, arrays)
+    for src, dst in zip(bn_layers(private), bn_layers(again), strict=True):
+        np.testing.assert_allclose(dst.sub_mean.numpy(), src.sub_mean.numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            dst.sub_variance.numpy(), src.sub_variance.numpy(), rtol=1e-4, atol=1e-4
+        )
+
+
+def test_private_bn_affine_is_trained_and_starts_as_shared():
+    model = _small_models()["dscnn_s"]
+    _randomise(model, 8)
+    layers = cost_layers_from_keras(model)
+    widths = [{c.name: max(1, c.units // 2) for c in free_layers(layers)}, {}]
+    x = tf.constant(np.random.default_rng(4).normal(size=(16, 49, 10, 1)).astype(np.float32))
+    shared, private = (
+        build_nested(model, widths),
+        build_nested(model, widths, private_bn_affine=True),
+    )
+    for a, b in zip(
+        predict_nested(shared, x.numpy()), predict_nested(private, x.numpy()), strict=True
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-5)  # zero deltas: identical function
+    bn = private.get_layer("pw1_bn")
+    with tf.GradientTape() as tape:
+        outs = private(x, training=True)
+        loss = tf.reduce_sum(outs[0] ** 2) + tf.reduce_sum(outs[1] ** 2)
+    g_log_gamma, g_full = tape.gradient(loss, [bn.sub_log_gamma, bn.gamma])
+    c = widths[0]["pw1"]
+    assert np.any(g_log_gamma.numpy()[0, :c]) and not np.any(g_log_gamma.numpy()[0, c:])
+    assert np.any(g_full.numpy())

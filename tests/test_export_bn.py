@@ -283,7 +283,7 @@ def test_bn_stats_file_errors(tmp_path):
     arrays = {f"{k}/conv1_bn/{n}": v for k in range(2) for n, v in good.items()}
     arrays["1/conv1_bn/variance"] = -np.ones(4, np.float32)
     np.savez(tmp_path / "bn_stats.npz", **arrays)
-    with pytest.raises(RunDirError, match="negative variances"):
+    with pytest.raises(RunDirError, match="variances <= -epsilon"):
         bnfold.read_bn_stats(tmp_path, model, 2)
     arrays["1/conv1_bn/variance"] = np.ones(3, np.float32)
     np.savez(tmp_path / "bn_stats.npz", **arrays)

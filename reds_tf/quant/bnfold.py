@@ -85,8 +85,11 @@ def read_bn_stats(run_dir: str | os.PathLike, model, num_submodels: int) -> list
                 v = arrays[key]
                 if v.shape != (c,) or not np.all(np.isfinite(v)):
                     raise RunDirError(f"{path}: '{key}' is not {c} finite values")
-                if what == "variance" and np.any(v < 0):
-                    raise RunDirError(f"{path}: '{key}' has negative variances")
+                # Private BN scales are stored as effective variances, which
+                # may dip below 0 but never reach -epsilon (see nested.py).
+                eps = float(model.get_layer(name).epsilon)
+                if what == "variance" and np.any(v <= -eps):
+                    raise RunDirError(f"{path}: '{key}' has variances <= -epsilon")
                 pair.append(v)
             stats[name] = (pair[0], pair[1])
         out.append(stats)
