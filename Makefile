@@ -53,7 +53,7 @@ lint: setup
 
 bench: setup
 	@test -f $(RUN)/export/manifest.json || $(MAKE) train
-	$(BIN)/reds bench $(RUN)
+	$(BIN)/reds bench $(RUN) --markdown BENCHMARKS.md
 
 flash: setup
 	@test -f $(RUN)/export/manifest.json || $(MAKE) train

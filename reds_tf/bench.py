@@ -491,7 +491,7 @@ def update_markdown(path: Path, section: str, name: str) -> None:
 def run_bench(
     run_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
-    markdown: str | os.PathLike | None = "BENCHMARKS.md",
+    markdown: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Benchmark the exported runtime of ``run_dir`` under QEMU.
 

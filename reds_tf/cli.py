@@ -154,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="instruction counts, flash and RAM under QEMU")
     p.add_argument("run_dir")
     p.add_argument("--out", help="bench.json path (default RUN_DIR/bench.json)")
-    p.add_argument("--markdown", default="BENCHMARKS.md", help="file for the results table")
+    p.add_argument(
+        "--markdown",
+        help="also write the results table into this Markdown file (its section for "
+        "the run's name; `make bench` passes BENCHMARKS.md)",
+    )
     p.set_defaults(func=_cmd_bench)
     return parser
 
