@@ -353,6 +353,10 @@ class ServedFirmware:
         self.close()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_firmware(
     run_dir: str | os.PathLike, board: str, serve: bool = False, upload: bool = False
 ) -> int:
@@ -377,13 +381,21 @@ def run_firmware(
     if not serve:
         print(f"built {build.program}")
         return 0
-    with ServedFirmware(build) as fw:
-        print(f"PORT {fw.port}", flush=True)
-        print(f"serving {board} firmware on {fw.port}; Ctrl-C stops it", file=sys.stderr)
-        try:
-            status = fw.proc.wait()
-        except KeyboardInterrupt:
-            return 0
+    # SIGTERM (kill, a service manager) stops the server like Ctrl-C, so the
+    # firmware process is shut down too instead of outliving us.
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main else None
+    try:
+        with ServedFirmware(build) as fw:
+            print(f"PORT {fw.port}", flush=True)
+            print(f"serving {board} firmware on {fw.port}; Ctrl-C stops it", file=sys.stderr)
+            try:
+                status = fw.proc.wait()
+            except KeyboardInterrupt:
+                return 0
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
     if status != 0:
         raise FirmwareError(f"the {board} firmware exited with status {status}")
     return 0

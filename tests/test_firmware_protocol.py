@@ -228,8 +228,22 @@ def test_reconnect_keeps_serving(client) -> None:
     assert fresh["active"] == 0
 
 
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_serve_cli_prints_port_first_and_stops_on_interrupt(
-    exported_run: Path, builds, tmp_path: Path
+    exported_run: Path, builds, tmp_path: Path, stop: int
 ) -> None:
     err = (tmp_path / "stderr.txt").open("w")
     proc = subprocess.Popen(
@@ -257,8 +271,12 @@ def test_serve_cli_prints_port_first_and_stops_on_interrupt(
         assert first.startswith("PORT /dev/"), first
         with RedsClient(first.split()[1], timeout=20) as c:
             assert c.info()["submodels"] >= 1
-        proc.send_signal(signal.SIGINT)
+        served = _children(proc.pid)
+        assert served, "the served firmware should be a child process"
+        proc.send_signal(stop)
         assert proc.wait(timeout=60) == 0, (tmp_path / "stderr.txt").read_text()[-2000:]
+        # The firmware went down with the server.
+        assert not any(_running(p) for p in served), served
     finally:
         if proc.poll() is None:
             proc.kill()
