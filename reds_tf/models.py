@@ -226,15 +226,10 @@ def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
     return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
 
 
-def canonical_dnn(
-    model: keras.Model, input_shape: Sequence[int], num_classes: int, *, source: str = "model"
-) -> keras.Model:
-    """Check that ``model`` is a dense chain this project supports and return an
-    equivalent model in canonical form (layer names fc1.., logits; logits out).
-
-    Supported: Input -> [Flatten] -> Dense(relu)* -> Dense(linear or softmax),
-    with optional Dropout anywhere. A final softmax is dropped (argmax unchanged).
-    """
+def _shape_problems(
+    model: keras.Model, input_shape: Sequence[int], num_classes: int, source: str
+) -> list[str]:
+    """Input/output shape mismatches with the data set (raises if unreadable)."""
     if not isinstance(model, keras.Model):
         raise RedsError(f"{source}: not a tf_keras model")
     problems = []
@@ -247,15 +242,12 @@ def canonical_dnn(
         problems.append(f"input shape {in_shape} differs from the data set's {tuple(input_shape)}")
     if out_shape != (num_classes,):
         problems.append(f"output shape {out_shape} differs from ({num_classes},)")
-    dense = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Dense):
-            dense.append(layer)
-        elif isinstance(layer, keras.layers.Flatten) and not dense:
-            continue
-        elif not isinstance(layer, _PASSIVE):
-            problems.append(f"layer '{layer.name}' ({type(layer).__name__}) is not supported")
-    # A chain: each layer has exactly one inbound layer (the previous one).
+    return problems
+
+
+def _chain_problems(model: keras.Model) -> list[str]:
+    """A chain: each layer has exactly one inbound layer (the previous one)."""
+    problems = []
     prev = None
     for layer in model.layers:
         inbound = list(layer._inbound_nodes)  # no public graph API in tf_keras
@@ -268,11 +260,37 @@ def canonical_dnn(
         if prev is not None and [s.name for s in srcs] != [prev.name]:
             problems.append(f"layer '{layer.name}' is not fed by the previous layer only")
         prev = layer
+    return problems
+
+
+def _act_name(fn) -> str:
+    act = keras.activations.serialize(fn)
+    return act if isinstance(act, str) else str(act)
+
+
+def canonical_dnn(
+    model: keras.Model, input_shape: Sequence[int], num_classes: int, *, source: str = "model"
+) -> keras.Model:
+    """Check that ``model`` is a dense chain this project supports and return an
+    equivalent model in canonical form (layer names fc1.., logits; logits out).
+
+    Supported: Input -> [Flatten] -> Dense(relu)* -> Dense(linear or softmax),
+    with optional Dropout anywhere. A final softmax is dropped (argmax unchanged).
+    """
+    problems = _shape_problems(model, input_shape, num_classes, source)
+    dense = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense):
+            dense.append(layer)
+        elif isinstance(layer, keras.layers.Flatten) and not dense:
+            continue
+        elif not isinstance(layer, _PASSIVE):
+            problems.append(f"layer '{layer.name}' ({type(layer).__name__}) is not supported")
+    problems += _chain_problems(model)
     if len(dense) < 2:
         problems.append("needs at least one hidden Dense layer and an output Dense layer")
     for i, layer in enumerate(dense):
-        act = keras.activations.serialize(layer.activation)
-        act = act if isinstance(act, str) else str(act)
+        act = _act_name(layer.activation)
         last = i == len(dense) - 1
         allowed = ("linear", "softmax") if last else ("relu",)
         if act not in allowed:
@@ -294,8 +312,189 @@ def canonical_dnn(
     return out
 
 
+_CONV_SUPPORTED = (
+    "Input -> Conv2D (groups 1, dilation 1) / DepthwiseConv2D (depth_multiplier 1) / "
+    "BatchNormalization (channels-last, center and scale) / ReLU / Activation('relu') / "
+    "AveragePooling2D / MaxPooling2D ... -> Flatten -> Dense ... -> Dense(classes, "
+    "linear/softmax), one plain chain, Dropout anywhere"
+)
+
+
+def _is_softmax(layer: keras.layers.Layer) -> bool:
+    """A softmax layer over the class axis (a final one is dropped)."""
+    if type(layer) is keras.layers.Softmax:
+        return layer.axis in (-1, [-1], 1, [1])
+    return type(layer) is keras.layers.Activation and _act_name(layer.activation) == "softmax"
+
+
+def _channels_last(layer: keras.layers.Layer) -> list[str]:
+    fmt = getattr(layer, "data_format", "channels_last")
+    if fmt == "channels_last":
+        return []
+    return [f"layer '{layer.name}' uses data_format '{fmt}' (only channels_last is supported)"]
+
+
+def _in_shape(layer: keras.layers.Layer) -> tuple | None:
+    """The layer's input shape (batch included); None if it has several (shared layer)."""
+    try:
+        shape = layer.input_shape
+    except (AttributeError, RuntimeError):
+        return None
+    return tuple(shape) if isinstance(shape, tuple) else None
+
+
+def _conv_layer_problems(layer: keras.layers.Layer, classifier: bool) -> list[str]:
+    """Why one layer of a convolutional chain is unsupported (empty: supported)."""
+    name, cls = layer.name, type(layer).__name__
+    if type(layer) in (keras.layers.InputLayer, keras.layers.Dropout):
+        return []
+    problems = []
+    if name == "input":
+        problems.append(f"layer 'input' ({cls}): the name 'input' is reserved; rename the layer")
+    if layer.compute_dtype != "float32":
+        problems.append(
+            f"layer '{name}' ({cls}) computes in {layer.compute_dtype}; save the model in float32"
+        )
+    act = _act_name(layer.activation) if hasattr(layer, "activation") else None
+    if type(layer) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D):
+        if tuple(layer.dilation_rate) != (1, 1):
+            problems.append(
+                f"layer '{name}' ({cls}) with dilation_rate {tuple(layer.dilation_rate)} is not "
+                "supported (use dilation_rate 1)"
+            )
+        if type(layer) is keras.layers.Conv2D and layer.groups != 1:
+            problems.append(
+                f"layer '{name}' (Conv2D) with groups={layer.groups} is not supported "
+                "(use groups 1)"
+            )
+        if type(layer) is keras.layers.DepthwiseConv2D and layer.depth_multiplier != 1:
+            problems.append(
+                f"layer '{name}' (DepthwiseConv2D) with depth_multiplier={layer.depth_multiplier}"
+                " is not supported (use depth_multiplier 1)"
+            )
+        problems += _channels_last(layer)
+        if act not in ("linear", "relu"):
+            problems.append(f"{cls} '{name}' has activation '{act}' (supported: linear/relu)")
+    elif type(layer) is keras.layers.BatchNormalization:
+        rank = len(_in_shape(layer) or ())
+        if list(layer.axis) not in ([-1], [rank - 1]):
+            problems.append(
+                f"BatchNormalization '{name}' normalises axis {list(layer.axis)} "
+                "(only the last, channel axis is supported)"
+            )
+        if not (layer.center and layer.scale):
+            problems.append(
+                f"BatchNormalization '{name}' has center={layer.center}, scale={layer.scale} "
+                "(both must be on)"
+            )
+        if layer.renorm or layer.virtual_batch_size is not None:
+            problems.append(
+                f"BatchNormalization '{name}' uses renorm/virtual_batch_size (not supported)"
+            )
+    elif type(layer) is keras.layers.ReLU:
+        if (
+            layer.max_value is not None
+            or float(layer.negative_slope) != 0
+            or float(layer.threshold) != 0
+        ):
+            problems.append(
+                f"ReLU '{name}' has max_value/negative_slope/threshold set "
+                "(only a plain ReLU is supported)"
+            )
+    elif type(layer) is keras.layers.Activation:
+        if act not in ("linear", "relu"):
+            problems.append(
+                f"Activation '{name}' is '{act}' (supported: relu; a softmax only at the end)"
+            )
+    elif type(layer) in (
+        keras.layers.AveragePooling2D,
+        keras.layers.MaxPooling2D,
+        keras.layers.Flatten,
+    ):
+        problems += _channels_last(layer)
+    elif type(layer) is keras.layers.GlobalAveragePooling2D:
+        problems.append(
+            f"layer '{name}' (GlobalAveragePooling2D) is not supported; replace it with "
+            "AveragePooling2D(pool_size=(H, W)) followed by Flatten (same function)"
+        )
+    elif type(layer) is keras.layers.Dense:
+        shape = _in_shape(layer)
+        if shape is not None and len(shape) != 2:
+            problems.append(
+                f"Dense '{name}' gets an input of shape {shape[1:]}; put a Flatten before it"
+            )
+        allowed = ("linear", "softmax") if classifier else ("linear", "relu")
+        if act not in allowed:
+            problems.append(
+                f"Dense '{name}' has activation '{act}' (supported: {'/'.join(allowed)})"
+            )
+        if not layer.use_bias:
+            problems.append(f"Dense '{name}' has no bias (use_bias=False not supported)")
+    else:
+        problems.append(f"layer '{name}' ({cls}) is not supported")
+    return problems
+
+
+def canonical_conv(
+    model: keras.Model, input_shape: Sequence[int], num_classes: int, *, source: str = "model"
+) -> keras.Model:
+    """Check that ``model`` is a convolutional chain this project supports (see
+    :data:`_CONV_SUPPORTED`) and return an equivalent functional model with
+    logits out: a final softmax (activation or layer) is dropped, the
+    classifier is renamed ``logits`` (if that name is free), other layer names
+    are kept. The checks cover what :func:`reds_tf.costs.cost_layers_from_keras`,
+    :func:`reds_tf.nested.build_nested` and :mod:`reds_tf.permute` need.
+    """
+    problems = _shape_problems(model, input_shape, num_classes, source)
+    layers = [ly for ly in model.layers if type(ly) is not keras.layers.InputLayer]
+    body = layers[:-1] if layers and _is_softmax(layers[-1]) else layers
+    dense = [i for i, ly in enumerate(body) if type(ly) is keras.layers.Dense]
+    cls_i = dense[-1] if dense else None
+    if cls_i is None:
+        problems.append("needs a Dense classifier layer at the end")
+    else:
+        after = [ly for ly in body[cls_i + 1 :] if type(ly) is not keras.layers.Dropout]
+        if after:
+            problems.append(
+                f"layer '{after[0].name}' ({type(after[0]).__name__}) follows the classifier "
+                f"'{body[cls_i].name}'; the model must end in the classifier (optionally softmax)"
+            )
+    if not any(type(ly) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) for ly in body):
+        problems.append("has no Conv2D/DepthwiseConv2D layer")
+    for i, layer in enumerate(body):
+        problems += _conv_layer_problems(layer, classifier=i == cls_i)
+    problems += _chain_problems(model)
+    if problems:
+        raise RedsError(
+            f"{source} is not a supported model: "
+            + "; ".join(problems)
+            + f". Supported: {_CONV_SUPPORTED}. Change or remove the named layers and save the "
+            "model again."
+        )
+    names = {ly.name for ly in body}
+    x = inp = keras.Input(shape=tuple(input_shape), name="input")
+    for i, layer in enumerate(body):
+        cfg = layer.get_config()
+        if i == cls_i:
+            cfg["activation"] = "linear"
+            if LOGITS not in names:
+                cfg["name"] = LOGITS
+        new = type(layer).from_config(cfg)
+        x = new(x)
+        new.set_weights(layer.get_weights())
+    return keras.Model(inp, x, name=model.name)
+
+
+def _has_conv(model: keras.Model) -> bool:
+    """Whether ``model`` has any convolution (supported or not): such models are
+    checked against the convolutional chain, all others against the dense one."""
+    return any("Conv" in type(layer).__name__ for layer in getattr(model, "layers", []))
+
+
 def load_base_model(path: str | Path, input_shape: Sequence[int], num_classes: int) -> keras.Model:
-    """Load a user's pretrained ``.keras``/``.h5`` model and canonicalise it."""
+    """Load a user's pretrained ``.keras``/``.h5`` model and canonicalise it: a
+    model with a convolution is checked by :func:`canonical_conv`, any other by
+    :func:`canonical_dnn`."""
     path = Path(path)
     if not path.exists():
         raise RedsError(f"--base: file not found: {path}")
@@ -305,7 +504,8 @@ def load_base_model(path: str | Path, input_shape: Sequence[int], num_classes: i
         raise RedsError(
             f"--base: cannot load {path} as a tf_keras model ({type(e).__name__}: {e})"
         ) from e
-    return canonical_dnn(model, input_shape, num_classes, source=f"--base {path}")
+    check = canonical_conv if _has_conv(model) else canonical_dnn
+    return check(model, input_shape, num_classes, source=f"--base {path}")
 
 
 def load_plain_model(path: str | Path) -> keras.Model:

@@ -5,8 +5,17 @@ import pytest
 import tf_keras as keras
 
 from reds_tf.config import ModelConfig
+from reds_tf.costs import cost_layers_from_keras, full_widths
 from reds_tf.errors import RedsError
-from reds_tf.models import build_model, canonical_dnn, dense_layers, load_base_model, submodel
+from reds_tf.models import (
+    build_model,
+    canonical_dnn,
+    dense_layers,
+    dscnn,
+    load_base_model,
+    submodel,
+)
+from reds_tf.nested import build_nested
 
 
 def test_dnn_names_and_logits():
@@ -92,3 +101,151 @@ def test_load_base_model_errors(tmp_path):
     wrong.save(tmp_path / "wrong.keras")
     with pytest.raises(RedsError, match=r"input shape \(5,\) differs"):
         load_base_model(tmp_path / "wrong.keras", (28, 28, 1), 10)
+
+
+def _randomise_bn(model: keras.Model, rng: np.random.Generator) -> None:
+    """Non-trivial BN statistics and affine parameters, so that a check sees them."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, c),
+                    rng.normal(0, 0.2, c),
+                    rng.normal(0, 0.2, c),
+                    rng.uniform(0.5, 2.0, c),
+                ]
+            )
+
+
+def _user_dscnn_softmax() -> keras.Model:
+    """The project's DS-CNN with a softmax layer appended (as a user would save it)."""
+    m = dscnn((12, 10, 1), {"filters": 6, "kernel": (3, 3), "strides": (2, 2)},
+              [{"filters": 8, "strides": (1, 1)}], 5)  # fmt: skip
+    return keras.Model(m.input, keras.layers.Activation("softmax", name="probs")(m.output))
+
+
+def _user_sequential_cnn() -> keras.Model:
+    """A Sequential conv net with every supported layer kind, Dense softmax output."""
+    return keras.Sequential(
+        [
+            keras.Input((12, 10, 1)),
+            keras.layers.Conv2D(6, 3, activation="relu", name="c1"),
+            keras.layers.BatchNormalization(name="c1_bn"),
+            keras.layers.MaxPooling2D(2, name="pool1"),
+            keras.layers.DepthwiseConv2D(3, padding="same", name="dw"),
+            keras.layers.BatchNormalization(name="dw_bn"),
+            keras.layers.ReLU(name="dw_relu"),
+            keras.layers.Conv2D(8, 1, use_bias=False, name="pw"),
+            keras.layers.Activation("relu", name="pw_relu"),
+            keras.layers.AveragePooling2D(2, padding="same", name="pool2"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dropout(0.2, name="drop"),
+            keras.layers.Dense(7, activation="relu", name="hidden"),
+            keras.layers.Dense(5, activation="softmax", name="out"),
+        ]
+    )
+
+
+@pytest.mark.parametrize("make", [_user_dscnn_softmax, _user_sequential_cnn])
+def test_load_base_accepts_conv_model(tmp_path, make):
+    rng = np.random.default_rng(3)
+    user = make()
+    _randomise_bn(user, rng)
+    user.save(tmp_path / "user.keras")
+    m = load_base_model(tmp_path / "user.keras", (12, 10, 1), 5)
+    # Same layers and names (the classifier becomes "logits"), softmax removed.
+    want = [ly.name for ly in user.layers if not isinstance(ly, keras.layers.InputLayer)]
+    want = [n for n in want if n != "probs"]
+    want[-1] = "logits"
+    assert [ly.name for ly in m.layers[1:]] == want
+    assert m.get_layer("logits").activation is keras.activations.linear
+    x = rng.normal(size=(6, 12, 10, 1)).astype(np.float32)
+    logits = m.predict(x, verbose=0)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probs, user.predict(x, verbose=0), atol=1e-5)
+    assert not np.allclose(logits.sum(axis=1), 1.0)  # logits, not probabilities
+    # The accepted model works with the cost model and the nested model: the
+    # full-width branch is the model, a smaller one the sliced plain submodel.
+    layers = cost_layers_from_keras(m)
+    full = full_widths(layers)
+    small = {c.name: max(1, c.units // 2) for c in layers if c.prunable}
+    assert len(small) >= 2 and "logits" not in small
+    nested = build_nested(m, [small, full])
+    out_small, out_full = nested.predict(x, verbose=0)
+    np.testing.assert_allclose(out_full, logits, atol=1e-4)
+    np.testing.assert_allclose(out_small, submodel(m, small).predict(x, verbose=0), atol=1e-4)
+
+
+def _residual() -> keras.Model:
+    x = inp = keras.Input((12, 10, 1))
+    y = keras.layers.Conv2D(1, 3, padding="same", name="c1")(x)
+    y = keras.layers.Add(name="skip")([x, y])
+    y = keras.layers.Flatten()(y)
+    return keras.Model(inp, keras.layers.Dense(5)(y))
+
+
+def _seq(*layers) -> keras.Model:
+    return keras.Sequential([keras.Input((12, 10, 1)), *layers])
+
+
+@pytest.mark.parametrize(
+    "make, needles",
+    [
+        (_residual, ["layer 'skip' (Add) is not supported", "'skip' is not fed"]),
+        (
+            lambda: _seq(
+                keras.layers.Conv2D(4, 3, dilation_rate=2, name="dil"),
+                keras.layers.Flatten(),
+                keras.layers.Dense(5),
+            ),
+            ["layer 'dil' (Conv2D) with dilation_rate (2, 2) is not supported"],
+        ),
+        (
+            lambda: _seq(
+                keras.layers.Conv2D(4, 3),
+                keras.layers.LayerNormalization(name="ln"),
+                keras.layers.Flatten(),
+                keras.layers.Dense(5),
+            ),
+            ["layer 'ln' (LayerNormalization) is not supported"],
+        ),
+        (
+            lambda: _seq(
+                keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw2"),
+                keras.layers.GlobalAveragePooling2D(name="gap"),
+                keras.layers.Dense(5),
+            ),
+            [
+                "layer 'dw2' (DepthwiseConv2D) with depth_multiplier=2",
+                "'gap' (GlobalAveragePooling2D) is not supported; replace it with AveragePooling2D",
+            ],
+        ),
+        (
+            lambda: _seq(keras.layers.Conv2D(4, 3), keras.layers.Dense(5, name="d4")),
+            ["Dense 'd4' gets an input of shape (10, 8, 4); put a Flatten before it"],
+        ),
+    ],
+)
+def test_load_base_rejects_unsupported_conv_model(tmp_path, make, needles):
+    make().save(tmp_path / "user.keras")
+    with pytest.raises(RedsError) as e:
+        load_base_model(tmp_path / "user.keras", (12, 10, 1), 5)
+    msg = str(e.value)
+    assert f"--base {tmp_path / 'user.keras'} is not a supported model" in msg
+    assert "Supported: Input -> Conv2D (groups 1, dilation 1)" in msg
+    for needle in needles:
+        assert needle in msg
+
+
+def test_load_base_conv_shape_mismatch(tmp_path):
+    _user_sequential_cnn().save(tmp_path / "user.keras")
+    with pytest.raises(RedsError) as e:
+        load_base_model(tmp_path / "user.keras", (28, 28, 1), 5)
+    msg = str(e.value)
+    assert "input shape (12, 10, 1) differs from the data set's (28, 28, 1)" in msg
+    assert "not supported" not in msg  # the layers themselves are fine
+    with pytest.raises(RedsError, match=r"output shape \(5,\) differs from \(10,\)") as e:
+        load_base_model(tmp_path / "user.keras", (12, 10, 1), 10)
+    assert "not supported" not in str(e.value)

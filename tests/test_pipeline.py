@@ -187,7 +187,7 @@ def test_unsupported_base_model(tmp_path):
     m = keras.Sequential(
         [
             keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(2, 3),
+            keras.layers.Conv2D(2, 3, dilation_rate=2),  # conv chains are fine, dilation not
             keras.layers.Flatten(),
             keras.layers.Dense(10),
         ]
