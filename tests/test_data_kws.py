@@ -198,3 +198,23 @@ def test_speech_commands_from_data_dir_and_archive(
     assert sc.looks_like_root(extracted) and from_archive.source.startswith(str(extracted))
     np.testing.assert_array_equal(from_archive.y_test, ds.y_test)
     np.testing.assert_allclose(from_archive.x_test, ds.x_test, atol=1e-6)
+
+
+def test_synthetic_seed_reaches_generation(monkeypatch) -> None:
+    """`data: {seed: N}` must change what is generated, not only the split."""
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_generate(spec):
+        seen.append(spec)
+        raise Stop
+
+    monkeypatch.setattr(sk, "generate", fake_generate)
+    for seed in (0, 7):
+        with pytest.raises(Stop):
+            load_dataset("synthetic_keywords", seed=seed)
+    assert [s.seed for s in seen] == [0, 7]
+    with pytest.raises(DataError, match="option seed must be an integer >= 0"):
+        load_dataset("synthetic_keywords", seed=-1)

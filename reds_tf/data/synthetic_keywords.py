@@ -386,7 +386,9 @@ def _spec(options: dict) -> SynthSpec:
 
 
 def _load(name: str, frontend_25: bool, augment: int, seed: int, options: dict) -> Dataset:
-    spec = _spec(options)
+    # One seed for the whole set: the generation draw (speakers, unknown words,
+    # noise) and the split/augmentation below.
+    spec = _spec({**options, "seed": seed})
     root = generate(spec)
     info = json.loads((root / "generation.json").read_text())
     return build_kws_dataset(
