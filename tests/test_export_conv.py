@@ -16,6 +16,7 @@ import pytest
 
 from reds_tf.codegen.plan import build_plan
 from reds_tf.codegen.render import render_sources
+from reds_tf.errors import RedsError
 from reds_tf.quant import numerics, slicer
 from reds_tf.quant.convert import convert_int8
 from reds_tf.quant.tflm import run_tflm
@@ -349,6 +350,82 @@ def test_windowed_pool_relu6_and_linear_activations(tmp_path):
     assert plan.layers[2].activation == "none"
     xq = numerics.quantize(x[:500], plan.input_scale, plan.input_zero_point)
     check_every_submodel(full, plan, rt, sub, xq, 100)
+
+
+def _maxpool_cnn():
+    """Conv+BN+ReLU -> MaxPooling2D(2) -> depthwise+BN+ReLU -> 1x1 conv+BN ->
+    MaxPooling2D(3, strides 2, SAME) -> ReLU (fused into the pool: an active
+    clamp) -> AveragePooling2D(full map) + Flatten -> Dense. Max and average
+    pools share the runtime's pool table."""
+    import tf_keras as keras
+
+    L = keras.layers
+    inp = keras.Input((20, 18, 3), name="input")
+    x = L.Conv2D(12, 3, padding="same", use_bias=False, name="conv1")(inp)
+    x = L.ReLU(name="conv1_relu")(L.BatchNormalization(name="conv1_bn")(x))
+    x = L.MaxPooling2D(2, name="mp1")(x)  # 20x18 -> 10x9
+    x = L.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw1")(x)
+    x = L.ReLU(name="dw1_relu")(L.BatchNormalization(name="dw1_bn")(x))
+    x = L.Conv2D(16, 1, use_bias=False, name="pw1")(x)
+    x = L.BatchNormalization(name="pw1_bn")(x)
+    x = L.MaxPooling2D(3, strides=2, padding="same", name="mp2")(x)  # -> 5x5, padded
+    x = L.ReLU(name="mp2_relu")(x)
+    x = L.AveragePooling2D((5, 5), name="gap")(x)
+    x = L.Flatten(name="gap_flatten")(x)
+    out = L.Dense(6, name="logits")(x)
+    return keras.Model(inp, out)
+
+
+def test_maxpool_model_every_submodel_bit_exact_with_tflm(tmp_path):
+    """MAX_POOL_2D (VALID after a ReLU; SAME with partial windows and a fused ReLU
+    clamp) in a nested conv model: generated runtime == TFLM on every submodel
+    (400 inputs), NumPy reference == TFLM on 100."""
+    rng = np.random.default_rng(8)
+    model = _maxpool_cnn()
+    x = rng.uniform(0, 1, (500, 20, 18, 3)).astype(np.float32)
+    realistic_batchnorm(model, x[400:], seed=8)
+    sub = handmade_submodels(model, "maxpool_cnn", "none")
+    full, plan, rt = export_case(model, sub, x[400:], tmp_path)
+    kinds = [ly.kind for ly in plan.layers if ly.kind != "reshape"]
+    assert kinds == [
+        "conv",
+        "maxpool",
+        "depthwise",
+        "pointwise",
+        "maxpool",
+        "avgpool",
+        "fully_connected",
+    ]
+    mp1, mp2 = [ly for ly in plan.layers if ly.kind == "maxpool"]
+    assert (mp1.kernel, mp1.stride, mp1.padding, mp1.out_hw) == ((2, 2), (2, 2), (0, 0), (10, 9))
+    assert (mp2.kernel, mp2.stride, mp2.padding, mp2.out_hw) == ((3, 3), (2, 2), (0, 1), (5, 5))
+    assert mp1.act_min == -128 and mp2.act_min > -128  # mp2 carries the fused ReLU
+    # Nested: each pool keeps its producer's per-submodel width, channels a prefix.
+    widths = [s["widths"] for s in sub["submodels"]]
+    assert mp1.in_widths == mp1.out_widths == [w["conv1"] for w in widths]
+    assert mp2.in_widths == mp2.out_widths == [w["pw1"] for w in widths]
+    assert len(set(mp1.in_widths)) == 4 and len(set(mp2.in_widths)) == 3
+    src = render_sources(plan)["reds_model.cpp"]
+    assert src.count("REDS_MAXPOOL(&reds_pool_layers[") == 2
+    assert "REDS_AVGPOOL(&reds_pool_layers[2]" in src
+    xq = numerics.quantize(x[:400], plan.input_scale, plan.input_zero_point)
+    check_every_submodel(full, plan, rt, sub, xq, 100)
+
+    # Not vacuous: mp2's clamp changes some outputs of the full model.
+    fm = slicer.read_model(full)
+    sg = fm.subgraphs[0]
+    ops = [op for op in sg.operators if slicer.op_name(fm, op) == "MAX_POOL_2D"]
+    t_in = int(ops[1].inputs[0])
+    h = run_tflm(full, xq[:100], tensors=[t_in]).tensors[t_in].reshape(100, 10, 9, 16)
+    args = (mp2.kernel, mp2.stride, mp2.padding, mp2.out_hw)
+    clamped = numerics.maxpool_int8(h, *args, mp2.act_min, mp2.act_max)
+    assert np.count_nonzero(clamped != numerics.maxpool_int8(h, *args)) > 50
+
+    # TFLM requires one quantisation in and out; the plan refuses anything else.
+    out_t = sg.tensors[int(ops[0].outputs[0])]
+    out_t.quantization.scale = np.asarray(out_t.quantization.scale, np.float32) * 2
+    with pytest.raises(RedsError, match="MAX_POOL_2D with different input/output quantisation"):
+        build_plan(slicer.write_model(fm), sub)
 
 
 def make_dscnn_run(run_dir, *, blocks: int = 2, filters: int = 16):

@@ -152,3 +152,80 @@ def test_reference_matches_tflm_per_layer_on_trained_run(exported_run):
             h = numerics.fc_int8(q, h)
             want = res.tensors.get(fc.output, res.outputs)
             np.testing.assert_array_equal(h, want.reshape(h.shape))
+
+
+def _maxpool_model():
+    """Conv -> MAX_POOL_2D chain covering VALID / SAME (partial windows), 2x2 and
+    3x3 windows with stride 2, a fused ReLU in the conv before the pool or not,
+    and a ReLU after the pool (fused into MAX_POOL_2D: an active clamp)."""
+    import tf_keras as keras
+
+    L = keras.layers
+    inp = keras.Input((31, 27, 3))
+    x = L.Conv2D(6, 3, padding="same", activation="relu")(inp)
+    x = L.MaxPooling2D(2, padding="valid")(x)  # 31x27 -> 15x13, drops a row/column
+    x = L.Conv2D(6, 1)(x)
+    x = L.MaxPooling2D(3, strides=2, padding="same")(x)  # -> 8x7, pad 1 on each side
+    x = L.ReLU()(x)  # fused into the pool above
+    x = L.Conv2D(6, 1, activation="relu")(x)
+    x = L.MaxPooling2D(3, strides=2, padding="valid")(x)  # -> 3x3
+    x = L.Conv2D(6, 1)(x)
+    x = L.MaxPooling2D(2, strides=2, padding="same")(x)  # -> 2x2, partial last windows
+    x = L.Flatten()(x)
+    out = L.Dense(3)(x)
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(11)
+    for ly in model.layers:
+        ws = ly.get_weights()
+        if ws:
+            ly.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in ws])
+    return model
+
+
+def test_maxpool_reference_matches_tflm():
+    """numerics.maxpool_int8 on TFLM's own input of every MAX_POOL_2D equals TFLM's
+    output, bit for bit (400 random int8 inputs)."""
+    from reds_tf.quant.convert import convert_int8
+
+    rng = np.random.default_rng(5)
+    cal = rng.uniform(-1, 1, (64, 31, 27, 3)).astype(np.float32)
+    buf = convert_int8(_maxpool_model(), cal)
+    model = slicer.read_model(buf)
+    sg = model.subgraphs[0]
+    pools = [op for op in sg.operators if slicer.op_name(model, op) == "MAX_POOL_2D"]
+    assert len(pools) == 4
+    ios = [(int(op.inputs[0]), int(op.outputs[0])) for op in pools]
+    x = rng.integers(-128, 128, (400, 31, 27, 3), dtype=np.int8)
+    res = run_tflm(buf, x, tensors=[t for io in ios for t in io])
+    seen = set()
+    clamped = 0
+    for op, (ti, to) in zip(pools, ios, strict=True):
+        tx, ty = sg.tensors[ti], sg.tensors[to]
+        scale, zp = float(ty.quantization.scale[0]), int(ty.quantization.zeroPoint[0])
+        assert (float(tx.quantization.scale[0]), int(tx.quantization.zeroPoint[0])) == (scale, zp)
+        o = op.builtinOptions
+        kernel, stride = (o.filterHeight, o.filterWidth), (o.strideH, o.strideW)
+        in_hw, out_hw = tuple(tx.shape[1:3]), tuple(ty.shape[1:3])
+        same = o.padding == 0
+        pad = tuple(
+            numerics.same_padding(i, f, s, n) if same else 0
+            for i, f, s, n in zip(in_hw, kernel, stride, out_hw, strict=True)
+        )
+        act = {0: "none", 1: "relu"}[o.fusedActivationFunction]
+        lo, hi = numerics.activation_range(act, scale, zp)
+        h = res.tensors[ti].reshape(len(x), *in_hw, -1)  # TFLM rows come flat
+        want = res.tensors[to].reshape(len(x), *out_hw, -1)
+        got = numerics.maxpool_int8(h, kernel, stride, pad, out_hw, lo, hi)
+        np.testing.assert_array_equal(got, want, err_msg=f"pool {kernel} {stride}")
+        unclamped = numerics.maxpool_int8(h, kernel, stride, pad, out_hw)
+        clamped += int(np.count_nonzero(got != unclamped))
+        producer = next(op for op in sg.operators if int(op.outputs[0]) == ti)
+        relu_before = producer.builtinOptions.fusedActivationFunction == 1
+        seen.add((kernel, same, act, relu_before, pad != (0, 0)))
+    assert seen == {
+        ((2, 2), False, "none", True, False),
+        ((3, 3), True, "relu", False, True),
+        ((3, 3), False, "none", True, False),
+        ((2, 2), True, "none", False, False),
+    }
+    assert clamped > 100  # the fused ReLU clamp is exercised

@@ -6,8 +6,8 @@ into integer multipliers exactly as TFLite Micro does) and the weights in the
 NESTED layout of docs/DESIGN.md, plus the arena layout. Layer kinds:
 ``fully_connected`` (vector input), ``conv`` (standard conv, and a fully
 connected layer after Flatten of an H x W map = a conv whose kernel covers the
-map), ``pointwise`` (1x1, stride 1), ``depthwise``, ``avgpool`` and ``reshape``
-(no code: same bytes). Memory planning happens in ONE place:
+map), ``pointwise`` (1x1, stride 1), ``depthwise``, ``avgpool``, ``maxpool`` and
+``reshape`` (no code: same bytes). Memory planning happens in ONE place:
 :func:`_assign_buffers`.
 """
 
@@ -22,7 +22,16 @@ import numpy as np
 from reds_tf.errors import RedsError, RunDirError
 from reds_tf.quant import numerics, slicer
 
-SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "RESHAPE")
+SUPPORTED_OPS = (
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "FULLY_CONNECTED",
+    "AVERAGE_POOL_2D",
+    "MAX_POOL_2D",
+    "RESHAPE",
+)
+# Pooling ops -> plan kind; both keep the width (and quantisation) of their input.
+POOL_KINDS = {"AVERAGE_POOL_2D": "avgpool", "MAX_POOL_2D": "maxpool"}
 _ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}
 ROW_GROUP = 4  # rows per group in the nested layout
 COL_CHUNK = 4  # columns per chunk
@@ -123,7 +132,7 @@ def nest_depthwise_weights(w: np.ndarray) -> np.ndarray:
 @dataclass(eq=False)  # identity, not array comparison
 class LayerPlan:
     """One runtime layer. ``kind``: 'fully_connected', 'conv', 'pointwise',
-    'depthwise', 'avgpool' or 'reshape'.
+    'depthwise', 'avgpool', 'maxpool' or 'reshape'.
 
     ``in_widths``/``out_widths``: active input/output channels (units) per
     submodel (K,). ``weights``: the nested flat int8 array. ``bias`` /
@@ -307,10 +316,9 @@ class ModelPlan:
                 if h.ndim == 2:  # a FC after Flatten sees the flat map: unflatten it
                     h = h.reshape(len(h), *ly.in_hw, -1)
                 h = numerics.conv_int8(ly.conv_quant(k), h)
-            elif ly.kind == "avgpool":
-                h = numerics.avgpool_int8(
-                    h, ly.kernel, ly.stride, ly.padding, ly.out_hw, ly.act_min, ly.act_max
-                )
+            elif ly.kind in ("avgpool", "maxpool"):
+                pool = numerics.avgpool_int8 if ly.kind == "avgpool" else numerics.maxpool_int8
+                h = pool(h, ly.kernel, ly.stride, ly.padding, ly.out_hw, ly.act_min, ly.act_max)
         return h.reshape(len(h), -1)
 
 
@@ -436,19 +444,20 @@ def build_plan(
             shape = y_shape
             current = int(op.outputs[0])
             continue
-        if opname == "AVERAGE_POOL_2D":
+        if opname in POOL_KINDS:
+            kind = POOL_KINDS[opname]
             if _qparams(tx) != _qparams(ty):
-                raise RedsError("AVERAGE_POOL_2D with different input/output quantisation")
+                raise RedsError(f"{opname} with different input/output quantisation")
             o = op.builtinOptions
             kernel = (int(o.filterHeight), int(o.filterWidth))
             in_hw, out_hw = (shape[0], shape[1]), (y_shape[0], y_shape[1])
             stride, pad = _geometry(op, in_hw, kernel, out_hw)
             y_scale, y_zp = _qparams(ty)
-            lo, hi = numerics.activation_range(_activation(op, "avgpool"), y_scale, y_zp)
+            lo, hi = numerics.activation_range(_activation(op, kind), y_scale, y_zp)
             layers.append(
                 LayerPlan(
                     f"pool{len(layers)}",
-                    "avgpool",
+                    kind,
                     list(width),
                     list(width),
                     act_min=lo,
@@ -608,7 +617,7 @@ def build_plan(
     return plan
 
 
-COMPUTE_KINDS = ("fully_connected", "conv", "pointwise", "depthwise", "avgpool")
+COMPUTE_KINDS = ("fully_connected", "conv", "pointwise", "depthwise", "avgpool", "maxpool")
 
 
 def _assign_buffers(plan: ModelPlan) -> None:

@@ -28,7 +28,15 @@ SOURCES = {
 }
 DSP_SOURCE = ("reds_kernels_dsp.cpp", "reds_kernels_dsp.cpp.j2")
 # Layer kinds reds_model.cpp.j2 knows how to invoke.
-RENDERABLE_KINDS = {"fully_connected", "conv", "pointwise", "depthwise", "avgpool", "reshape"}
+RENDERABLE_KINDS = {
+    "fully_connected",
+    "conv",
+    "pointwise",
+    "depthwise",
+    "avgpool",
+    "maxpool",
+    "reshape",
+}
 
 
 def carray(values: np.ndarray, per_line: int = 16) -> str:
@@ -86,7 +94,8 @@ def render_sources(
         "plan": plan,
         "fc_layers": fc_layers,
         "conv_layers": conv_layers,
-        "pool_layers": [ly for ly in plan.layers if ly.kind == "avgpool"],
+        # Average and max pools share one table of reds_pool_layer.
+        "pool_layers": [ly for ly in plan.layers if ly.kind in ("avgpool", "maxpool")],
         "weight_layers": [ly for ly in plan.layers if ly.weights is not None],
         "has_fc_dsp": has_dsp,
         # The DSP template may provide conv variants later; dispatch only to what it defines.

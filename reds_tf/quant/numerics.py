@@ -271,3 +271,33 @@ def avgpool_int8(
             avg = np.where(s > 0, (s + count // 2) // count, -((-s + count // 2) // count))
             out[:, oy, ox, :] = np.clip(avg, act_min, act_max)
     return out
+
+
+def maxpool_int8(
+    x: np.ndarray,
+    filter_hw: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    out_hw: tuple[int, int],
+    act_min: int = -128,
+    act_max: int = 127,
+) -> np.ndarray:
+    """TFLM int8 MAX_POOL_2D: the maximum over the in-image window positions
+    (padding never counts), starting from -128, then clamped to the fused
+    activation range. Input and output share one quantisation (TFLM requires
+    it; :func:`reds_tf.codegen.plan.build_plan` checks it), so there is no
+    rescaling. x (N, H, W, C) int8 -> (N, OH, OW, C) int8."""
+    n, h, w, c = x.shape
+    out = np.zeros((n, *out_hw, c), np.int8)
+    xs = np.asarray(x, np.int64)
+    for oy in range(out_hw[0]):
+        y0 = oy * stride[0] - padding[0]
+        ya, yb = max(0, y0), min(h, y0 + filter_hw[0])
+        for ox in range(out_hw[1]):
+            x0 = ox * stride[1] - padding[1]
+            xa, xb = max(0, x0), min(w, x0 + filter_hw[1])
+            m = np.full((n, c), -128, np.int64)
+            if yb > ya and xb > xa:  # TFLM keeps -128 for a window fully in the padding
+                m = np.maximum(m, xs[:, ya:yb, xa:xb, :].max(axis=(1, 2)))
+            out[:, oy, ox, :] = np.clip(m, act_min, act_max)
+    return out

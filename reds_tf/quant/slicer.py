@@ -175,7 +175,8 @@ def _compact(model) -> None:
 
 
 WIDTH_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-PASS_OPS = ("AVERAGE_POOL_2D", "RESHAPE")
+POOL_OPS = ("AVERAGE_POOL_2D", "MAX_POOL_2D")  # per-channel: keep the input's width
+PASS_OPS = (*POOL_OPS, "RESHAPE")
 
 
 def width_ops(model) -> list[FcTensors]:
@@ -318,7 +319,7 @@ def slice_model(
             _set_shape(yt, shape[:-1] + [o])
             active[out] = o
             full_c[out] = full_out
-        elif name == "AVERAGE_POOL_2D":
+        elif name in POOL_OPS:
             _set_shape(yt, [int(d) for d in yt.shape[:-1]] + [c_in])
             active[out] = c_in
             full_c[out] = full_c[x]
@@ -378,7 +379,7 @@ def _check_shapes(model) -> None:
                 raise AssertionError(f"op {i} ({name}): {len(q.scale)} scales for {n_out} channels")
             if len(ins) > 2 and ins[2] >= 0 and int(sg.tensors[ins[2]].shape[0]) != n_out:
                 raise AssertionError(f"op {i} ({name}): bias length differs from {n_out}")
-        elif name == "AVERAGE_POOL_2D":
+        elif name in POOL_OPS:
             if xs[-1] != ys[-1]:
                 raise AssertionError(f"op {i} ({name}): channels differ {xs} {ys}")
         elif name == "RESHAPE":

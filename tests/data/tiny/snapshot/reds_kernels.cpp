@@ -266,3 +266,37 @@ void reds_avgpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, 
         }
     }
 }
+
+void reds_maxpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, int8_t *output) {
+    const int32_t n = layer->width[k];
+    for (int32_t oy = 0; oy < layer->out_h; ++oy) {
+        const int32_t iy0 = oy * layer->stride_h - layer->pad_top;
+        const int32_t y0 = iy0 < 0 ? 0 : iy0;
+        const int32_t y1 = (iy0 + layer->filter_h) < layer->in_h ? (iy0 + layer->filter_h)
+                                                                  : layer->in_h;
+        for (int32_t ox = 0; ox < layer->out_w; ++ox) {
+            const int32_t ix0 = ox * layer->stride_w - layer->pad_left;
+            const int32_t x0 = ix0 < 0 ? 0 : ix0;
+            const int32_t x1 = (ix0 + layer->filter_w) < layer->in_w ? (ix0 + layer->filter_w)
+                                                                      : layer->in_w;
+            int8_t *out = output + (oy * layer->out_w + ox) * n;
+            /* TFLite Micro starts from the lowest int8 (a window entirely in the
+             * padding, impossible with SAME/VALID, would give -128). The running
+             * maximum lives in the output pixel: contiguous channel loops. */
+            for (int32_t c = 0; c < n; ++c) {
+                out[c] = INT8_MIN;
+            }
+            for (int32_t y = y0; y < y1; ++y) {
+                for (int32_t x = x0; x < x1; ++x) {
+                    const int8_t *in = input + (y * layer->in_w + x) * n;
+                    for (int32_t c = 0; c < n; ++c) {
+                        out[c] = in[c] > out[c] ? in[c] : out[c];
+                    }
+                }
+            }
+            for (int32_t c = 0; c < n; ++c) {
+                out[c] = reds_clamp_out(out[c], layer->act_min, layer->act_max);
+            }
+        }
+    }
+}

@@ -157,9 +157,10 @@ void reds_depthwise_dsp(const reds_conv_layer *layer, int k, const int8_t *input
 #define REDS_CONV_SCRATCH_BYTES(kh, kw, n_in, n_out) \
     (4u * (uint32_t)(n_out) + 2u * (uint32_t)(kh) * (uint32_t)(kw) * (uint32_t)(n_in) + 4u)
 
-/* Average pooling (AVERAGE_POOL_2D, same quantisation in and out): the mean
- * over the window positions inside the image, rounded half away from zero,
- * clamped to [act_min, act_max]. A global pool has a window of the map size. */
+/* Pooling (AVERAGE_POOL_2D, MAX_POOL_2D; same quantisation in and out, so no
+ * rescaling). Channel c of the output only reads channel c of the input, so
+ * submodel k pools the width[k] channels of its dense H x W x width[k] map.
+ * Only window positions inside the image count (padding is never read). */
 typedef struct reds_pool_layer {
     const uint16_t *width;      /* [K] active channels of submodel k */
     uint16_t in_h, in_w, out_h, out_w;
@@ -168,8 +169,16 @@ typedef struct reds_pool_layer {
     int32_t act_min, act_max;
 } reds_pool_layer;
 
+/* Average pooling: the mean over the window, rounded half away from zero,
+ * clamped to [act_min, act_max]. A global pool has a window of the map size. */
 void reds_avgpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, int8_t *output);
 void reds_avgpool_dsp(const reds_pool_layer *layer, int k, const int8_t *input, int8_t *output);
+
+/* Max pooling: the maximum over the window (starting from -128, as TFLite
+ * Micro), clamped to [act_min, act_max] (the fused activation). Comparisons
+ * only: the portable kernel is also the one used on DSP targets (REDS_MAXPOOL).
+ * output must not alias input. */
+void reds_maxpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, int8_t *output);
 
 /* 1 when reds_kernels_dsp.cpp defines reds_conv_dsp / reds_pointwise_dsp / reds_depthwise_dsp /
  * reds_avgpool_dsp. */
@@ -198,6 +207,7 @@ void reds_avgpool_dsp(const reds_pool_layer *layer, int k, const int8_t *input, 
 #else
 #define REDS_AVGPOOL reds_avgpool_ref
 #endif
+#define REDS_MAXPOOL reds_maxpool_ref
 
 /* TFLite's MultiplyByQuantizedMultiplier with double rounding; shared by
  * every kernel so that all of them round identically. */
