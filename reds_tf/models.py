@@ -315,8 +315,8 @@ def canonical_dnn(
 _CONV_SUPPORTED = (
     "Input -> Conv2D (groups 1, dilation 1) / DepthwiseConv2D (depth_multiplier 1) / "
     "BatchNormalization (channels-last, center and scale) / ReLU / Activation('relu') / "
-    "AveragePooling2D / MaxPooling2D ... -> Flatten -> Dense ... -> Dense(classes, "
-    "linear/softmax), one plain chain, Dropout anywhere"
+    "AveragePooling2D / MaxPooling2D ... -> Flatten or GlobalAveragePooling2D -> Dense ... "
+    "-> Dense(classes, linear/softmax), one plain chain, Dropout anywhere"
 )
 
 
@@ -413,10 +413,7 @@ def _conv_layer_problems(layer: keras.layers.Layer, classifier: bool) -> list[st
     ):
         problems += _channels_last(layer)
     elif type(layer) is keras.layers.GlobalAveragePooling2D:
-        problems.append(
-            f"layer '{name}' (GlobalAveragePooling2D) is not supported; replace it with "
-            "AveragePooling2D(pool_size=(H, W)) followed by Flatten (same function)"
-        )
+        problems += _channels_last(layer)  # rewritten by canonical_conv
     elif type(layer) is keras.layers.Dense:
         shape = _in_shape(layer)
         if shape is not None and len(shape) != 2:
@@ -442,8 +439,12 @@ def canonical_conv(
     :data:`_CONV_SUPPORTED`) and return an equivalent functional model with
     logits out: a final softmax (activation or layer) is dropped, the
     classifier is renamed ``logits`` (if that name is free), other layer names
-    are kept. The checks cover what :func:`reds_tf.costs.cost_layers_from_keras`,
-    :func:`reds_tf.nested.build_nested` and :mod:`reds_tf.permute` need.
+    are kept. A GlobalAveragePooling2D ``g`` becomes AveragePooling2D over the
+    whole map named ``g`` (plus Flatten ``g_flatten`` unless ``keepdims``):
+    the same function, in the form the nested layers, costs and int8 kernels
+    know (see :func:`_gap_logits`). The checks cover what
+    :func:`reds_tf.costs.cost_layers_from_keras`, :func:`reds_tf.nested.build_nested`
+    and :mod:`reds_tf.permute` need.
     """
     problems = _shape_problems(model, input_shape, num_classes, source)
     layers = [ly for ly in model.layers if type(ly) is not keras.layers.InputLayer]
@@ -479,10 +480,25 @@ def canonical_conv(
             cfg["activation"] = "linear"
             if LOGITS not in names:
                 cfg["name"] = LOGITS
+        if type(layer) is keras.layers.GlobalAveragePooling2D:
+            x = _global_pool_as_window(layer, x, names)
+            continue
         new = type(layer).from_config(cfg)
         x = new(x)
         new.set_weights(layer.get_weights())
     return keras.Model(inp, x, name=model.name)
+
+
+def _global_pool_as_window(layer: keras.layers.GlobalAveragePooling2D, x, names: set[str]):
+    """``layer`` applied to ``x`` as a full-map AveragePooling2D (+ Flatten)."""
+    h, w = (int(v) for v in x.shape[1:3])
+    x = keras.layers.AveragePooling2D(pool_size=(h, w), name=layer.name)(x)
+    if layer.keepdims:
+        return x
+    flat = f"{layer.name}_flatten"
+    while flat in names:
+        flat += "_"
+    return keras.layers.Flatten(name=flat)(x)
 
 
 def _has_conv(model: keras.Model) -> bool:

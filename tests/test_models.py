@@ -147,6 +147,52 @@ def _user_sequential_cnn() -> keras.Model:
     )
 
 
+def _user_gap_cnn(keepdims: bool = False) -> keras.Model:
+    """A Keras-style conv net ending in GlobalAveragePooling2D (-> Dense softmax)."""
+    tail = [keras.layers.Flatten(name="flat")] if keepdims else []
+    return keras.Sequential(
+        [
+            keras.Input((12, 10, 1)),
+            keras.layers.Conv2D(6, 3, strides=2, padding="same", name="c1"),
+            keras.layers.BatchNormalization(name="c1_bn"),
+            keras.layers.ReLU(name="c1_relu"),
+            keras.layers.DepthwiseConv2D(3, padding="same", name="dw"),
+            keras.layers.BatchNormalization(name="dw_bn"),
+            keras.layers.ReLU(name="dw_relu"),
+            keras.layers.Conv2D(8, 1, activation="relu", name="pw"),
+            keras.layers.GlobalAveragePooling2D(keepdims=keepdims, name="gap"),
+            *tail,
+            keras.layers.Dense(5, activation="softmax", name="out"),
+        ]
+    )
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_load_base_rewrites_global_average_pooling(tmp_path, keepdims):
+    rng = np.random.default_rng(4)
+    user = _user_gap_cnn(keepdims)
+    _randomise_bn(user, rng)
+    user.save(tmp_path / "user.keras")
+    m = load_base_model(tmp_path / "user.keras", (12, 10, 1), 5)
+    gap = m.get_layer("gap")
+    assert type(gap) is keras.layers.AveragePooling2D and tuple(gap.pool_size) == (6, 5)
+    names = [ly.name for ly in m.layers[1:]]
+    assert names[names.index("gap") + 1] == ("flat" if keepdims else "gap_flatten")
+    assert not any(type(ly) is keras.layers.GlobalAveragePooling2D for ly in m.layers)
+    x = rng.normal(size=(6, 12, 10, 1)).astype(np.float32)
+    logits = m.predict(x, verbose=0)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(
+        probs / probs.sum(axis=1, keepdims=True), user.predict(x, verbose=0), atol=1e-5
+    )
+    layers = cost_layers_from_keras(m)
+    small = {c.name: max(1, c.units // 2) for c in layers if c.prunable}
+    nested = build_nested(m, [small, full_widths(layers)])
+    out_small, out_full = nested.predict(x, verbose=0)
+    np.testing.assert_allclose(out_full, logits, atol=1e-4)
+    np.testing.assert_allclose(out_small, submodel(m, small).predict(x, verbose=0), atol=1e-4)
+
+
 @pytest.mark.parametrize("make", [_user_dscnn_softmax, _user_sequential_cnn])
 def test_load_base_accepts_conv_model(tmp_path, make):
     rng = np.random.default_rng(3)
@@ -217,10 +263,15 @@ def _seq(*layers) -> keras.Model:
                 keras.layers.GlobalAveragePooling2D(name="gap"),
                 keras.layers.Dense(5),
             ),
-            [
-                "layer 'dw2' (DepthwiseConv2D) with depth_multiplier=2",
-                "'gap' (GlobalAveragePooling2D) is not supported; replace it with AveragePooling2D",
-            ],
+            ["layer 'dw2' (DepthwiseConv2D) with depth_multiplier=2"],
+        ),
+        (
+            lambda: _seq(
+                keras.layers.Conv2D(4, 3, name="c"),
+                keras.layers.GlobalMaxPooling2D(name="gmp"),
+                keras.layers.Dense(5),
+            ),
+            ["layer 'gmp' (GlobalMaxPooling2D) is not supported"],
         ),
         (
             lambda: _seq(keras.layers.Conv2D(4, 3), keras.layers.Dense(5, name="d4")),

@@ -264,3 +264,68 @@ def test_training_is_deterministic(tmp_path):
     assert docs[0] == docs[1]
     w = [load_plain_model(r / "model.keras").get_weights() for r in runs]
     assert all(np.array_equal(x, y) for x, y in zip(*w, strict=True))
+
+
+def _user_keras_cnn():
+    """A conv net as a Keras user writes it: Sequential, max and average pooling,
+    GlobalAveragePooling2D, softmax output, default layer names."""
+    import tf_keras as keras
+
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Conv2D(24, 1, activation="relu"),
+            keras.layers.AveragePooling2D(2),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dropout(0.1),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
+def test_cli_conv_base_model_to_bit_exact_export(tmp_path):
+    """A user's own conv model: `reds train --base` then `reds export`, whose
+    generated runtime must equal TFLite Micro on every submodel."""
+    import tf_keras as keras
+
+    from reds_tf.data import load_dataset
+
+    data = load_dataset("fashion_mnist")
+    keras.utils.set_random_seed(0)
+    user = _user_keras_cnn()
+    user.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    user.fit(data.x_train[:3000], data.y_train[:3000], epochs=1, batch_size=64, verbose=0)
+    user.save(tmp_path / "user.keras")
+    out = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cfg = _config(tmp_path, finetune={"epochs": 1, "bn_stats": "per_submodel"})
+    base = [sys.executable, "-m", "reds_tf"]
+    r = subprocess.run(
+        [*base, "train", "--config", str(cfg), "--out", str(out),
+         "--base", str(tmp_path / "user.keras"), "--limit", "2000"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads((out / "submodels.json").read_text())
+    kinds = [la["type"] for la in doc["layers"]]
+    assert kinds == ["conv", "depthwise", "conv", "conv", "dense"]
+    widths = [s["widths"] for s in doc["submodels"]]
+    assert widths[0] != widths[-1]  # the small submodels really are smaller
+    r = subprocess.run(
+        [*base, "export", str(out), "--limit", "300"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "generated runtime == TFLite Micro on 300 inputs x 4" in r.stdout
+    manifest = json.loads((out / "export" / "manifest.json").read_text())
+    assert manifest["bn_stats"] == "per_submodel"
+    accs = [s["int8_accuracy"] for s in manifest["submodels"]]
+    assert accs[-1] > 0.2, accs  # above chance (0.1) after 1 + 1 short epochs
