@@ -109,6 +109,9 @@ class FinetuneConfig:
     distill: bool = True  # smaller submodels also learn from the full model's outputs
     temperature: float = 1.0  # softening of both distributions in the distillation term
     alpha: float = 0.5  # weight of the distillation term (1 - alpha for the labels)
+    # Distillation target: "inplace" (the full submodel teaches the smaller ones,
+    # the paper) or "base" (the frozen permuted base model teaches all of them).
+    teacher: str = "inplace"
     # BatchNorm statistics the export uses: "shared" (one set, the paper) or
     # "per_submodel" (re-estimated for each submodel after fine-tuning).
     bn_stats: str = "shared"
@@ -143,6 +146,7 @@ _SCHEDULES = ("cosine", "constant")
 _OPTIMIZERS = ("adam", "sgd")
 _BASELINES = ("none", "scratch")
 _BN_STATS = ("shared", "per_submodel")
+_TEACHERS = ("inplace", "base")
 _PADDINGS = ("valid", "same")
 
 
@@ -428,9 +432,16 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         distill=f.bool("distill", df.distill),
         temperature=f.float("temperature", df.temperature, lo=0, hi=100, lo_open=True),
         alpha=f.float("alpha", df.alpha, lo=0, hi=1, lo_open=False),
+        teacher=f.str("teacher", df.teacher, _TEACHERS),
         bn_stats=f.str("bn_stats", df.bn_stats, _BN_STATS),
         bn_affine=f.str("bn_affine", df.bn_affine, _BN_STATS),
     )
+    if finetune.teacher == "base" and not finetune.distill:
+        f.fail(
+            f.key("teacher"),
+            "base needs distill: true (the teacher is only used to distill)",
+            "base",
+        )
     if finetune.bn_affine == "per_submodel" and finetune.bn_stats != "per_submodel":
         f.fail(
             f.key("bn_affine"),
@@ -543,6 +554,8 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         del out["finetune"]["bn_stats"]
     if cfg.finetune.bn_affine == "shared":
         del out["finetune"]["bn_affine"]
+    if cfg.finetune.teacher == "inplace":
+        del out["finetune"]["teacher"]
     for section in ("train", "finetune"):
         # Adam without weight decay: the recipe older run dirs were trained with.
         if out[section]["optimizer"] == "adam" and out[section]["weight_decay"] == 0:

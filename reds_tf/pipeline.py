@@ -456,6 +456,8 @@ def _stage_finetune(ctx: _Ctx) -> str:
     layers = cost_layers_from_keras(full)
     f = ctx.cfg.finetune
     nested = build_nested(full, widths, private_bn_affine=f.bn_affine == "per_submodel")
+    # A second copy: the nested model may share variables with ``full``.
+    teacher = _load_model(ctx, STAGE_FILES["permute"]) if f.teacher == "base" else None
     finetune_joint(
         nested,
         ctx.data.x_train,
@@ -473,6 +475,7 @@ def _stage_finetune(ctx: _Ctx) -> str:
         augment=ctx.cfg.train.augment,
         optimizer=f.optimizer,
         weight_decay=f.weight_decay,
+        teacher=teacher,
     )
     extra = ""
     if bn_layers(nested):
@@ -495,7 +498,8 @@ def _stage_finetune(ctx: _Ctx) -> str:
                 np.savez(fh, **bn_stats_arrays(nested))
         extra = f"; per-submodel BN statistics from {nb} batches"
     _save_model(to_plain(nested, full), ctx.run / STAGE_FILES["finetune"])
-    return f"{f.epochs} epoch(s), distillation {'on' if f.distill else 'off'}{extra}"
+    distill = "off" if not f.distill else "from the base model" if teacher else "on"
+    return f"{f.epochs} epoch(s), distillation {distill}{extra}"
 
 
 def _layer_entries(model, layers) -> list[dict[str, Any]]:

@@ -7,7 +7,10 @@ full one uses ``L_i = (1 - alpha) * CE(y, z_i) + alpha * T^2 * KL(q_full || q_i)
 where ``q = softmax(z / T)`` and the full model's distribution is a constant
 (stop-gradient) target taken from the same forward pass ("in-place"
 distillation): small submodels learn the full model's soft labels, which
-regularises them where they lose most.
+regularises them where they lose most. With a frozen ``teacher`` model (the
+permuted base model, ``finetune.teacher: base``) the target is the teacher's
+distribution instead and the full submodel distills from it too: the joint
+updates then pull the full model back towards the function it started from.
 """
 
 from __future__ import annotations
@@ -165,10 +168,14 @@ class JointTrainer(keras.Model):
         distill: bool = True,
         temperature: float = 1.0,
         alpha: float = 0.5,
+        teacher: keras.Model | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.nested = nested
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.trainable = False
         self.pi = [float(w) for w in weights]
         self.distill = bool(distill)
         self.temperature = float(temperature)
@@ -187,15 +194,27 @@ class JointTrainer(keras.Model):
     def metrics(self) -> list[keras.metrics.Metric]:
         return [self.loss_tracker, *self.accs]
 
-    def joint_loss(self, y: tf.Tensor, logits: Sequence[tf.Tensor]) -> tf.Tensor:
-        """Scalar ``sum_i pi_i * L_i`` (see the module docstring)."""
+    def joint_loss(
+        self,
+        y: tf.Tensor,
+        logits: Sequence[tf.Tensor],
+        teacher_logits: tf.Tensor | None = None,
+    ) -> tf.Tensor:
+        """Scalar ``sum_i pi_i * L_i`` (see the module docstring).
+
+        ``logits``: K tensors (batch, classes), smallest submodel first;
+        ``teacher_logits`` (batch, classes): a frozen teacher's, which every
+        submodel (the full one included) then distills from; None: the full
+        submodel's own logits teach the smaller ones.
+        """
         t = self.temperature
-        teacher = tf.stop_gradient(tf.nn.softmax(logits[-1] / t))
+        source = logits[-1] if teacher_logits is None else teacher_logits
+        teacher = tf.stop_gradient(tf.nn.softmax(source / t))
         total = tf.constant(0.0)
-        last = len(logits) - 1
+        students = len(logits) - (1 if teacher_logits is None else 0)
         for i, (pi, z) in enumerate(zip(self.pi, logits, strict=True)):
             li = self.ce(y, z)
-            if self.distill and i < last and self.alpha > 0:
+            if self.distill and i < students and self.alpha > 0:
                 log_q = tf.nn.log_softmax(z / t)
                 kl = tf.reduce_mean(
                     tf.reduce_sum(teacher * (tf.math.log(teacher + 1e-12) - log_q), axis=-1)
@@ -210,11 +229,16 @@ class JointTrainer(keras.Model):
             m.update_state(y, z)
         return {m.name: m.result() for m in self.metrics}
 
+    def _teacher_logits(self, x: tf.Tensor) -> tf.Tensor | None:
+        # Inference mode: the teacher's BatchNorm keeps its moving statistics.
+        return None if self.teacher is None else self.teacher(x, training=False)
+
     def train_step(self, data: tuple) -> dict:
         x, y = data
+        teacher_logits = self._teacher_logits(x)
         with tf.GradientTape() as tape:
             logits = self(x, training=True)
-            loss = self.joint_loss(y, logits)
+            loss = self.joint_loss(y, logits, teacher_logits)
         variables = self.nested.trainable_variables
         grads = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
@@ -223,7 +247,7 @@ class JointTrainer(keras.Model):
     def test_step(self, data: tuple) -> dict:
         x, y = data
         logits = self(x, training=False)
-        return self._update(y, logits, self.joint_loss(y, logits))
+        return self._update(y, logits, self.joint_loss(y, logits, self._teacher_logits(x)))
 
 
 def finetune_joint(
@@ -244,8 +268,10 @@ def finetune_joint(
     augment: AugmentConfig | None = None,
     optimizer: str = "adam",
     weight_decay: float = 0.0,
+    teacher: keras.Model | None = None,
 ) -> keras.callbacks.History | None:
-    """Jointly fine-tune all submodels of ``nested`` in place."""
+    """Jointly fine-tune all submodels of ``nested`` in place (``teacher``: a
+    frozen model every submodel distills from; see the module docstring)."""
     if epochs <= 0:
         return None
     set_seed(seed)
@@ -255,6 +281,7 @@ def finetune_joint(
         distill=distill,
         temperature=temperature,
         alpha=alpha,
+        teacher=teacher,
     )
     steps = _steps(len(x), batch_size, epochs)
     trainer.compile(

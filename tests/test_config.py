@@ -198,3 +198,14 @@ def test_private_bn_affine_needs_per_submodel_statistics():
     assert "bn_affine" not in config_to_dict(parse_config(BASE))["finetune"]
     with pytest.raises(ConfigError, match=r"finetune\.bn_affine per_submodel needs bn_stats"):
         parse_config({**BASE, "finetune": {"bn_affine": "per_submodel"}})
+
+
+def test_base_teacher_needs_distillation():
+    ok = parse_config({**BASE, "finetune": {"teacher": "base"}})
+    assert ok.finetune.teacher == "base"
+    assert config_to_dict(ok)["finetune"]["teacher"] == "base"
+    assert "teacher" not in config_to_dict(parse_config(BASE))["finetune"]  # old runs resume
+    with pytest.raises(ConfigError, match=r"finetune\.teacher base needs distill: true"):
+        parse_config({**BASE, "finetune": {"teacher": "base", "distill": False}})
+    with pytest.raises(ConfigError, match=r"finetune\.teacher"):
+        parse_config({**BASE, "finetune": {"teacher": "self"}})

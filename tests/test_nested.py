@@ -119,3 +119,70 @@ def test_joint_finetuning_lowers_the_loss():
     assert set(hist.history) >= {"acc0", "acc1", "acc2"}
     after = nested_accuracy(nested, x, y)
     assert sum(after) > sum(before)
+
+
+def _kd(teacher_logits, z, t: float) -> float:
+    """KL(softmax(teacher / t) || softmax(z / t)), batch mean, in NumPy."""
+
+    def softmax(a):
+        e = np.exp(a - a.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    p, q = softmax(np.asarray(teacher_logits) / t), softmax(np.asarray(z) / t)
+    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
+
+
+def test_joint_loss_with_a_frozen_teacher_distills_every_submodel():
+    nested = build_nested(_model(4), WIDTHS)
+    x, y = _x(16), np.arange(16) % 4
+    logits = [z.numpy() for z in JointTrainer(nested, [1 / 3] * 3)(x)]
+    teacher = np.random.default_rng(7).normal(size=logits[0].shape).astype(np.float32) * 3
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    pi, a, t = [0.2, 0.3, 0.5], 0.7, 2.0
+    tr = JointTrainer(nested, pi, distill=True, alpha=a, temperature=t)
+    want = sum(
+        w * ((1 - a) * float(ce(y, z)) + a * t * t * _kd(teacher, z, t))
+        for w, z in zip(pi, logits, strict=True)
+    )
+    got = float(tr.joint_loss(tf.constant(y), logits, tf.constant(teacher)))
+    assert got == pytest.approx(want, rel=1e-4)
+    # Without a teacher the full submodel (last) has no distillation term.
+    inplace = sum(
+        w * ((1 - a) * float(ce(y, z)) + a * t * t * _kd(logits[-1], z, t))
+        for w, z in zip(pi[:-1], logits[:-1], strict=True)
+    ) + pi[-1] * float(ce(y, logits[-1]))
+    assert float(tr.joint_loss(tf.constant(y), logits)) == pytest.approx(inplace, rel=1e-4)
+
+
+def test_finetuning_with_a_teacher_leaves_the_teacher_unchanged():
+    m = _model(5)
+    teacher = _model(5)
+    before = [w.copy() for w in teacher.get_weights()]
+    x = _x(128, seed=1)
+    y = np.argmax(x.reshape(128, -1)[:, :4], axis=1)
+    nested = build_nested(m, WIDTHS)
+    start = [w.numpy().copy() for w in nested.trainable_variables]
+    hist = finetune_joint(
+        nested, x, y, [0.2, 0.5, 1.0], epochs=2, batch_size=32, lr=1e-2, schedule="cosine",
+        distill=True, temperature=2.0, alpha=0.5, seed=0, verbose=0, teacher=teacher,
+    )  # fmt: skip
+    assert np.isfinite(hist.history["loss"]).all()
+    assert all(np.array_equal(a, b) for a, b in zip(before, teacher.get_weights(), strict=True))
+    moved = [
+        not np.array_equal(a, v.numpy())
+        for a, v in zip(start, nested.trainable_variables, strict=True)
+    ]
+    assert any(moved)  # the student did train
+
+
+def test_train_and_test_steps_use_the_teacher():
+    nested = build_nested(_model(4), WIDTHS)
+    teacher = _model(9)
+    x, y = _x(32), np.arange(32) % 4
+    tr = JointTrainer(nested, [0.2, 0.3, 0.5], distill=True, alpha=0.7, teacher=teacher)
+    tr.compile(optimizer=keras.optimizers.SGD(1e-12))  # a step that changes nothing
+    want = float(tr.joint_loss(tf.constant(y), tr(x), teacher(x)))
+    assert want != pytest.approx(float(tr.joint_loss(tf.constant(y), tr(x))), rel=1e-3)
+    fit = tr.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    assert fit.history["loss"][0] == pytest.approx(want, rel=1e-4)
+    assert tr.evaluate(x, y, batch_size=32, verbose=0)[0] == pytest.approx(want, rel=1e-4)

@@ -329,3 +329,12 @@ def test_cli_conv_base_model_to_bit_exact_export(tmp_path):
     assert manifest["bn_stats"] == "per_submodel"
     accs = [s["int8_accuracy"] for s in manifest["submodels"]]
     assert accs[-1] > 0.2, accs  # above chance (0.1) after 1 + 1 short epochs
+
+
+def test_finetuning_from_the_base_teacher(tmp_path):
+    lines: list[str] = []
+    cfg = _config(tmp_path, finetune={"epochs": 1, "teacher": "base"})
+    run_training(cfg, out_dir=tmp_path / "run", verbose=0, log=lines.append, **TINY)
+    done = [ln for ln in lines if "stage 5/7 joint fine-tuning: done" in ln]
+    assert len(done) == 1 and "distillation from the base model" in done[0], lines
+    assert (tmp_path / "run" / STAGE_FILES["finetune"]).exists()
