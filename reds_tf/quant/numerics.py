@@ -260,17 +260,29 @@ def avgpool_int8(
     n, h, w, c = x.shape
     out = np.zeros((n, *out_hw, c), np.int8)
     xs = np.asarray(x, np.int64)
-    for oy in range(out_hw[0]):
-        y0 = oy * stride[0] - padding[0]
-        ya, yb = max(0, y0), min(h, y0 + filter_hw[0])
-        for ox in range(out_hw[1]):
-            x0 = ox * stride[1] - padding[1]
-            xa, xb = max(0, x0), min(w, x0 + filter_hw[1])
-            count = (yb - ya) * (xb - xa)
-            s = xs[:, ya:yb, xa:xb, :].sum(axis=(1, 2))
-            avg = np.where(s > 0, (s + count // 2) // count, -((-s + count // 2) // count))
-            out[:, oy, ox, :] = np.clip(avg, act_min, act_max)
+    for oy, ox, (ya, yb), (xa, xb) in _pool_windows((h, w), filter_hw, stride, padding, out_hw):
+        count = (yb - ya) * (xb - xa)
+        s = xs[:, ya:yb, xa:xb, :].sum(axis=(1, 2))
+        avg = np.where(s > 0, (s + count // 2) // count, -((-s + count // 2) // count))
+        out[:, oy, ox, :] = np.clip(avg, act_min, act_max)
     return out
+
+
+def _pool_windows(
+    in_hw: tuple[int, int],
+    filter_hw: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    out_hw: tuple[int, int],
+):
+    """Yield ``(oy, ox, (y0, y1), (x0, x1))``: each output pixel's window cut
+    to the image (TFLM pools never read padding)."""
+    for oy in range(out_hw[0]):
+        y = oy * stride[0] - padding[0]
+        rows = (max(0, y), min(in_hw[0], y + filter_hw[0]))
+        for ox in range(out_hw[1]):
+            x = ox * stride[1] - padding[1]
+            yield oy, ox, rows, (max(0, x), min(in_hw[1], x + filter_hw[1]))
 
 
 def maxpool_int8(
@@ -290,14 +302,9 @@ def maxpool_int8(
     n, h, w, c = x.shape
     out = np.zeros((n, *out_hw, c), np.int8)
     xs = np.asarray(x, np.int64)
-    for oy in range(out_hw[0]):
-        y0 = oy * stride[0] - padding[0]
-        ya, yb = max(0, y0), min(h, y0 + filter_hw[0])
-        for ox in range(out_hw[1]):
-            x0 = ox * stride[1] - padding[1]
-            xa, xb = max(0, x0), min(w, x0 + filter_hw[1])
-            m = np.full((n, c), -128, np.int64)
-            if yb > ya and xb > xa:  # TFLM keeps -128 for a window fully in the padding
-                m = np.maximum(m, xs[:, ya:yb, xa:xb, :].max(axis=(1, 2)))
-            out[:, oy, ox, :] = np.clip(m, act_min, act_max)
+    for oy, ox, (ya, yb), (xa, xb) in _pool_windows((h, w), filter_hw, stride, padding, out_hw):
+        m = np.full((n, c), -128, np.int64)
+        if yb > ya and xb > xa:  # TFLM keeps -128 for a window fully in the padding
+            m = np.maximum(m, xs[:, ya:yb, xa:xb, :].max(axis=(1, 2)))
+        out[:, oy, ox, :] = np.clip(m, act_min, act_max)
     return out

@@ -236,18 +236,24 @@ void reds_depthwise_ref(const reds_conv_layer *layer, int k, const int8_t *input
     }
 }
 
+/* One axis of a pool window, cut to the image: TFLM pools never read padding. */
+static inline void reds_pool_window(int32_t o, int32_t stride, int32_t pad, int32_t filter,
+                                    int32_t in, int32_t *lo, int32_t *hi) {
+    const int32_t start = o * stride - pad;
+    *lo = start < 0 ? 0 : start;
+    *hi = (start + filter) < in ? (start + filter) : in;
+}
+
 void reds_avgpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, int8_t *output) {
     const int32_t n = layer->width[k];
     for (int32_t oy = 0; oy < layer->out_h; ++oy) {
-        const int32_t iy0 = oy * layer->stride_h - layer->pad_top;
-        const int32_t y0 = iy0 < 0 ? 0 : iy0;
-        const int32_t y1 = (iy0 + layer->filter_h) < layer->in_h ? (iy0 + layer->filter_h)
-                                                                  : layer->in_h;
+        int32_t y0, y1;
+        reds_pool_window(oy, layer->stride_h, layer->pad_top, layer->filter_h, layer->in_h, &y0,
+                         &y1);
         for (int32_t ox = 0; ox < layer->out_w; ++ox) {
-            const int32_t ix0 = ox * layer->stride_w - layer->pad_left;
-            const int32_t x0 = ix0 < 0 ? 0 : ix0;
-            const int32_t x1 = (ix0 + layer->filter_w) < layer->in_w ? (ix0 + layer->filter_w)
-                                                                      : layer->in_w;
+            int32_t x0, x1;
+            reds_pool_window(ox, layer->stride_w, layer->pad_left, layer->filter_w, layer->in_w,
+                             &x0, &x1);
             const int32_t count = (y1 - y0) * (x1 - x0);
             int8_t *out = output + (oy * layer->out_w + ox) * n;
             for (int32_t c = 0; c < n; ++c) {
@@ -270,15 +276,13 @@ void reds_avgpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, 
 void reds_maxpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, int8_t *output) {
     const int32_t n = layer->width[k];
     for (int32_t oy = 0; oy < layer->out_h; ++oy) {
-        const int32_t iy0 = oy * layer->stride_h - layer->pad_top;
-        const int32_t y0 = iy0 < 0 ? 0 : iy0;
-        const int32_t y1 = (iy0 + layer->filter_h) < layer->in_h ? (iy0 + layer->filter_h)
-                                                                  : layer->in_h;
+        int32_t y0, y1;
+        reds_pool_window(oy, layer->stride_h, layer->pad_top, layer->filter_h, layer->in_h, &y0,
+                         &y1);
         for (int32_t ox = 0; ox < layer->out_w; ++ox) {
-            const int32_t ix0 = ox * layer->stride_w - layer->pad_left;
-            const int32_t x0 = ix0 < 0 ? 0 : ix0;
-            const int32_t x1 = (ix0 + layer->filter_w) < layer->in_w ? (ix0 + layer->filter_w)
-                                                                      : layer->in_w;
+            int32_t x0, x1;
+            reds_pool_window(ox, layer->stride_w, layer->pad_left, layer->filter_w, layer->in_w,
+                             &x0, &x1);
             int8_t *out = output + (oy * layer->out_w + ox) * n;
             /* TFLite Micro starts from the lowest int8 (a window entirely in the
              * padding, impossible with SAME/VALID, would give -128). The running
