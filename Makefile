@@ -44,12 +44,12 @@ export: setup
 	$(BIN)/reds export $(RUN)
 
 test: setup
-	$(BIN)/ruff check reds_tf tests
+	$(BIN)/ruff check reds_tf tests firmware
 	$(BIN)/python -m pytest -q tests
 
 lint: setup
-	$(BIN)/ruff check reds_tf tests
-	$(BIN)/ruff format --check reds_tf tests
+	$(BIN)/ruff check reds_tf tests firmware
+	$(BIN)/ruff format --check reds_tf tests firmware
 
 bench: setup
 	@test -f $(RUN)/export/manifest.json || $(MAKE) train

@@ -9,7 +9,7 @@ env = DefaultEnvironment()
 
 for tool in ("gcc", "g++"):
     if not env.WhereIs(tool):
-        sys.stderr.write("Error: %s not found on PATH (Debian: sudo apt-get install g++)\n" % tool)
+        sys.stderr.write(f"Error: {tool} not found on PATH (Debian: sudo apt-get install g++)\n")
         env.Exit(1)
 
 env.Replace(AR="ar", AS="gcc", CC="gcc", CXX="g++", LINK="g++", RANLIB="ranlib", PROGSUFFIX="")

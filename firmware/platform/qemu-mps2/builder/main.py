@@ -18,8 +18,8 @@ PREFIX = "arm-none-eabi-"
 for tool in ("gcc", "g++", "size", "objcopy", "gcc-ar", "gcc-ranlib"):
     if not env.WhereIs(PREFIX + tool):
         sys.stderr.write(
-            "Error: %s%s not found on PATH. Install the Arm toolchain, e.g. on Debian/Ubuntu:\n"
-            "  sudo apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi\n" % (PREFIX, tool)
+            f"Error: {PREFIX}{tool} not found on PATH. Install the Arm toolchain, e.g. on "
+            "Debian/Ubuntu:\n  sudo apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi\n"
         )
         env.Exit(1)
 
@@ -36,16 +36,20 @@ env.Replace(
     LDSCRIPT_PATH=os.path.join(env.subst("$PROJECT_DIR"), board.get("build.ldscript")),
 )
 
-cpu_flags = ["-mcpu=%s" % board.get("build.cpu"), "-mthumb", "-mfloat-abi=hard",
-             "-mfpu=fpv4-sp-d16"]
+cpu_flags = [f"-mcpu={board.get('build.cpu')}", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
 env.Append(
     ASFLAGS=cpu_flags,
     CCFLAGS=cpu_flags + ["-O2", "-ffunction-sections", "-fdata-sections"],
-    CXXFLAGS=["-fno-exceptions", "-fno-rtti", "-fno-threadsafe-statics",
-              "-fno-use-cxa-atexit"],
+    CXXFLAGS=["-fno-exceptions", "-fno-rtti", "-fno-threadsafe-statics", "-fno-use-cxa-atexit"],
     CPPDEFINES=["REDS_BOARD_QEMU"],
-    LINKFLAGS=cpu_flags + ["-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
-                           "-Wl,--gc-sections", "-Wl,-Map,${BUILD_DIR}/firmware.map"],
+    LINKFLAGS=cpu_flags
+    + [
+        "-nostartfiles",
+        "--specs=nano.specs",
+        "--specs=nosys.specs",
+        "-Wl,--gc-sections",
+        "-Wl,-Map,${BUILD_DIR}/firmware.map",
+    ],
     LIBS=["c", "gcc"],
 )
 
