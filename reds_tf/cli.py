@@ -86,6 +86,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_arduino(args: argparse.Namespace) -> int:
+    from reds_tf.arduino import run_arduino
+
+    return run_arduino(args.run_dir, out=args.output)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reds",
@@ -160,6 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
         "the run's name; `make bench` passes BENCHMARKS.md)",
     )
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("arduino", help="Arduino library (.zip) with the runtime and a sketch")
+    p.add_argument("run_dir", help="a run directory after 'reds export'")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.zip",
+        help="zip to write, or a folder for <LibName>.zip (default RUN_DIR/arduino/)",
+    )
+    p.set_defaults(func=_cmd_arduino)
     return parser
 
 
