@@ -61,6 +61,7 @@ def _result(counts: dict) -> dict:
         "run_dir": "runs/toy",
         "qemu": "7.2",
         "compiler": "gcc",
+        "board_flags": "-Os",
         "repeatable": True,
         "outputs_identical": True,
         "num_inputs": 8,
@@ -75,10 +76,12 @@ def test_summarise_checks_and_markdown_section(tmp_path: Path) -> None:
     counts = {
         "dsp": {"switch": [8, 9], "invoke": [660, 1200]},
         "portable": {"switch": [8, 9], "invoke": [2600, 5000]},
+        "dsp_o2": {"switch": [7, 8], "invoke": [600, 1100]},
     }
     r = _result(counts)
     rows, c = r["submodels"], r["checks"]
     assert rows[1]["instr_per_mac_dsp"] == 1.2 and rows[1]["instr_per_mac_portable"] == 5.0
+    assert rows[1]["instr_per_mac_dsp_o2"] == 1.1 and c["full_width_instr_per_mac_dsp_o2"] == 1.1
     assert rows[1]["portable_over_dsp"] == pytest.approx(5000 / 1200, abs=1e-3)
     assert rows[0]["proportionality_error"] == pytest.approx((660 / 1200) / 0.5 - 1, abs=1e-4)
     assert c["instr_per_mac_ok"] and c["switch_ok"] and c["proportionality_ok"]
@@ -93,7 +96,7 @@ def test_summarise_checks_and_markdown_section(tmp_path: Path) -> None:
     bench.update_markdown(md, bench.render_markdown(r), "toy")
     first = md.read_text()
     assert "keep me" in first and first.count(begin) == 1
-    assert "| 1 | 4 | 1,000 | 1,200 | 1.200 |" in first
+    assert "| 1 | 4 | 1,000 | 1,200 | 1.200 | 1.100 |" in first
     assert "estimate" in first
     # a second run replaces the section instead of appending another one
     r2 = _result({**counts, "dsp": {"switch": [8, 9], "invoke": [700, 1300]}})
@@ -119,6 +122,7 @@ def test_conv_target_and_board_fit() -> None:
     counts = {
         "dsp": {"switch": [8, 9], "invoke": [900, 1800]},
         "portable": {"switch": [8, 9], "invoke": [2600, 5000]},
+        "dsp_o2": {"switch": [8, 9], "invoke": [850, 1700]},
     }
     mem = {"dsp": bench.memory_use({".text": 10}, 4), "portable": bench.memory_use({}, 8)}
     dense = bench.summarise(_manifest(), counts, mem)["checks"]

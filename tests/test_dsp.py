@@ -1,4 +1,4 @@
-"""The Cortex-M4 DSP fully connected kernel (templates/reds_kernels_dsp.cpp.j2)
+"""The Cortex-M4 DSP fully connected kernel (reds_tf/kernels/reds_kernels_dsp.cpp)
 against the portable reference and a NumPy model of the int8 rules, run in QEMU
 on layers chosen to hit every path: odd/even chunk counts, shorter row groups,
 widths that are not multiples of 4 (reference fallback), no bias, a generic
@@ -15,7 +15,7 @@ import pytest
 
 from reds_tf import bench
 from reds_tf.codegen.plan import nest_fc_weights
-from reds_tf.codegen.render import environment
+from reds_tf.codegen.render import kernel_sources
 from reds_tf.quant import numerics
 
 CHECK_SRC = Path(__file__).resolve().parent / "dsp_check" / "dsp_check.cpp"
@@ -26,14 +26,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 INT32_MIN = -(2**31)
-# Every DSP kernel on: the check programs call them directly.
-RENDER_FLAGS = {
-    "has_fc_dsp": True,
-    "has_conv_dsp": True,
-    "has_pointwise_dsp": True,
-    "has_depthwise_dsp": True,
-    "has_avgpool_dsp": True,
-}
 
 
 def _layer(rng, in_w, out_w, *, bias=True, act=(-128, 127), shifts=(-12, -6), extreme=False):
@@ -123,9 +115,8 @@ def _blob(cases: list[dict]) -> bytes:
 def check_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The check firmware: rendered kernel templates + dsp_check.cpp + bench start-up."""
     d = tmp_path_factory.mktemp("dsp_check")
-    env = environment()
-    for name in ("reds_kernels.h", "reds_kernels.cpp", "reds_kernels_dsp.cpp"):
-        (d / name).write_text(env.get_template(name + ".j2").render(**RENDER_FLAGS))
+    for name, text in kernel_sources().items():
+        (d / name).write_text(text)
     sources = [
         d / "reds_kernels.cpp",
         d / "reds_kernels_dsp.cpp",
@@ -135,13 +126,14 @@ def check_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     objs = []
     for s in sources:
         obj = d / (s.name + ".o")
-        lang = ["-std=c++11", *bench.CXX_ONLY] if s.suffix == ".cpp" else ["-std=c11"]
-        cmd = ["arm-none-eabi-gcc", *bench.CC_FLAGS, "-Werror", *lang, f"-I{d}"]
+        # the Nano 33 BLE's flags (-Os, -funsigned-char, gnu++14), as users build them
+        flags = bench.compile_flags("c++" if s.suffix == ".cpp" else "c")
+        cmd = ["arm-none-eabi-gcc", *flags, "-Werror", f"-I{d}"]
         cmd += [f"-I{bench.BENCH_FW_DIR}", "-c", str(s), "-o", str(obj)]
         subprocess.run(cmd, check=True, capture_output=True, text=True)
         objs.append(str(obj))
     elf = d / "dsp_check.elf"
-    cmd = ["arm-none-eabi-gcc", *bench.LINK_FLAGS, "-T", str(bench.BENCH_FW_DIR / "bench.ld")]
+    cmd = ["arm-none-eabi-gcc", *bench.link_flags(), "-T", str(bench.BENCH_FW_DIR / "bench.ld")]
     subprocess.run([*cmd, "-o", str(elf), *objs, "-lc", "-lgcc"], check=True)
     return elf
 
@@ -450,22 +442,22 @@ def _conv_blob(cases: list[dict]) -> bytes:
 
 
 def _build(d: Path, main_src: Path, name: str) -> Path:
-    env = environment()
-    for tpl in ("reds_kernels.h", "reds_kernels.cpp", "reds_kernels_dsp.cpp"):
-        (d / tpl).write_text(env.get_template(tpl + ".j2").render(**RENDER_FLAGS))
+    for name, text in kernel_sources().items():
+        (d / name).write_text(text)
     sources = [d / "reds_kernels.cpp", d / "reds_kernels_dsp.cpp", main_src]
     sources.append(bench.BENCH_FW_DIR / "bench_startup.c")
     objs = []
     for s in sources:
         obj = d / (s.name + ".o")
-        lang = ["-std=c++11", *bench.CXX_ONLY] if s.suffix == ".cpp" else ["-std=c11"]
-        cmd = ["arm-none-eabi-gcc", *bench.CC_FLAGS, "-Werror", *lang, f"-I{d}"]
+        # the Nano 33 BLE's flags (-Os, -funsigned-char, gnu++14), as users build them
+        flags = bench.compile_flags("c++" if s.suffix == ".cpp" else "c")
+        cmd = ["arm-none-eabi-gcc", *flags, "-Werror", f"-I{d}"]
         cmd += [f"-I{bench.BENCH_FW_DIR}", "-c", str(s), "-o", str(obj)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
         objs.append(str(obj))
     elf = d / f"{name}.elf"
-    cmd = ["arm-none-eabi-gcc", *bench.LINK_FLAGS, "-T", str(bench.BENCH_FW_DIR / "bench.ld")]
+    cmd = ["arm-none-eabi-gcc", *bench.link_flags(), "-T", str(bench.BENCH_FW_DIR / "bench.ld")]
     subprocess.run([*cmd, "-o", str(elf), *objs, "-lc", "-lgcc"], check=True)
     return elf
 

@@ -18,7 +18,7 @@
 #include "reds_kernels.h"
 #include "reds_model.h"
 
-#if REDS_HAVE_FC_DSP && defined(__ARM_FEATURE_DSP) && !defined(REDS_NO_DSP)
+#if REDS_USE_DSP
 #define REDS_BENCH_VARIANT "dsp"
 #else
 #define REDS_BENCH_VARIANT "portable"

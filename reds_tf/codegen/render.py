@@ -1,13 +1,14 @@
-"""Render the C++ runtime from ``templates/`` with Jinja2 (StrictUndefined).
+"""The C++ runtime of an export: model-specific files rendered from
+``templates/`` with Jinja2 (StrictUndefined), plus the fixed kernel sources of
+``reds_tf/kernels/`` copied verbatim.
 
-All C++ text lives in the templates; Python only supplies the plan and two
+All C++ text lives in those two folders; Python only supplies the plan and two
 value formatters (C array bodies and float literals).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import jinja2
@@ -16,17 +17,18 @@ import numpy as np
 from reds_tf.codegen.plan import ModelPlan
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+KERNELS_DIR = Path(__file__).resolve().parents[1] / "kernels"
 
-# Rendered file -> template; the DSP kernel is optional (added when its template exists).
+# Rendered file -> template (the model-specific files).
 SOURCES = {
     "reds_model.h": "reds_model.h.j2",
     "reds_model.cpp": "reds_model.cpp.j2",
     "reds_weights.h": "reds_weights.h.j2",
     "reds_weights.cpp": "reds_weights.cpp.j2",
-    "reds_kernels.h": "reds_kernels.h.j2",
-    "reds_kernels.cpp": "reds_kernels.cpp.j2",
 }
-DSP_SOURCE = ("reds_kernels_dsp.cpp", "reds_kernels_dsp.cpp.j2")
+# Fixed sources copied into every export: the kernels (portable reference and
+# Cortex-M4 DSP variants) and the header of inline-asm DSP instructions.
+KERNEL_SOURCES = ("reds_kernels.h", "reds_kernels.cpp", "reds_kernels_dsp.cpp", "reds_dsp.h")
 # Layer kinds reds_model.cpp.j2 knows how to invoke.
 RENDERABLE_KINDS = {
     "fully_connected",
@@ -67,9 +69,9 @@ def environment(templates_dir: str | os.PathLike | None = None) -> jinja2.Enviro
     return env
 
 
-def _defines(text: str, function: str) -> bool:
-    """Whether C source ``text`` defines (not just declares) ``void function(...) {``."""
-    return re.search(r"\bvoid\s+" + function + r"\s*\([^;{]*\)\s*\{", text) is not None
+def kernel_sources() -> dict[str, str]:
+    """File name -> text of the fixed kernel sources (identical in every export)."""
+    return {name: (KERNELS_DIR / name).read_text(encoding="utf-8") for name in KERNEL_SOURCES}
 
 
 def render_sources(
@@ -80,16 +82,10 @@ def render_sources(
     if unknown:  # a new plan kind needs its template branch first
         raise ValueError(f"no template support for layer kind(s) {sorted(unknown)}")
     env = environment(templates_dir)
-    root = Path(templates_dir or TEMPLATES_DIR)
-    files = dict(SOURCES)
-    has_dsp = (root / DSP_SOURCE[1]).is_file()
-    if has_dsp:
-        files[DSP_SOURCE[0]] = DSP_SOURCE[1]
     fc_layers = [ly for ly in plan.layers if ly.kind == "fully_connected"]
     conv_layers = [ly for ly in plan.layers if ly.kind in ("conv", "pointwise", "depthwise")]
     if any(ly.per_submodel for ly in fc_layers):
         raise ValueError("per-submodel requantisation is supported for convolutions only")
-    dsp_text = (root / DSP_SOURCE[1]).read_text(encoding="utf-8") if has_dsp else ""
     ctx = {
         "plan": plan,
         "fc_layers": fc_layers,
@@ -97,14 +93,9 @@ def render_sources(
         # Average and max pools share one table of reds_pool_layer.
         "pool_layers": [ly for ly in plan.layers if ly.kind in ("avgpool", "maxpool")],
         "weight_layers": [ly for ly in plan.layers if ly.weights is not None],
-        "has_fc_dsp": has_dsp,
-        # The DSP template may provide conv variants later; dispatch only to what it defines.
-        "has_conv_dsp": _defines(dsp_text, "reds_conv_dsp"),
-        "has_pointwise_dsp": _defines(dsp_text, "reds_pointwise_dsp"),
-        "has_depthwise_dsp": _defines(dsp_text, "reds_depthwise_dsp"),
-        "has_avgpool_dsp": _defines(dsp_text, "reds_avgpool_dsp"),
     }
-    return {name: env.get_template(tpl).render(**ctx) for name, tpl in files.items()}
+    files = {name: env.get_template(tpl).render(**ctx) for name, tpl in SOURCES.items()}
+    return {**files, **kernel_sources()}
 
 
 def write_sources(plan: ModelPlan, out_dir: str | os.PathLike) -> list[Path]:

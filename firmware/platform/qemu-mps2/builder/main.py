@@ -1,11 +1,15 @@
 """SCons build script of the local qemu-mps2 dev-platform.
 
 Uses the system arm-none-eabi toolchain from PATH (no PlatformIO package), so
-the build needs no registry. C++ is compiled without exceptions/RTTI and linked
-with gcc, so libstdc++ for arm-none-eabi is not needed. The board layer
-(firmware/boards/qemu) brings its own vector table and start-up code.
+the build needs no registry. The compile flags are the Arduino Nano 33 BLE's
+(firmware/boards/nano33ble/build_flags.json: -Os, softfp, -funsigned-char,
+gnu++14), so the protocol and bit-exactness tests run the code users flash.
+C++ has no exceptions/RTTI and links with gcc, so libstdc++ for arm-none-eabi
+is not needed. The board layer (firmware/boards/qemu) brings its own vector
+table and start-up code.
 """
 
+import json
 import os
 import sys
 
@@ -36,11 +40,16 @@ env.Replace(
     LDSCRIPT_PATH=os.path.join(env.subst("$PROJECT_DIR"), board.get("build.ldscript")),
 )
 
-cpu_flags = [f"-mcpu={board.get('build.cpu')}", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+flags_file = os.path.join(env.subst("$PROJECT_DIR"), "boards", "nano33ble", "build_flags.json")
+with open(flags_file, encoding="utf-8") as f:
+    nano = json.load(f)
+cpu_flags = nano["cpu"]
 env.Append(
     ASFLAGS=cpu_flags,
-    CCFLAGS=cpu_flags + ["-O2", "-ffunction-sections", "-fdata-sections"],
-    CXXFLAGS=["-fno-exceptions", "-fno-rtti", "-fno-threadsafe-statics", "-fno-use-cxa-atexit"],
+    CCFLAGS=cpu_flags + nano["codegen"] + nano["warnings"],
+    CFLAGS=nano["c"],
+    # bare metal without libstdc++: no guard calls for statics, no atexit table
+    CXXFLAGS=nano["cxx"] + ["-fno-threadsafe-statics", "-fno-use-cxa-atexit"],
     CPPDEFINES=["REDS_BOARD_QEMU"],
     LINKFLAGS=cpu_flags
     + [

@@ -1,5 +1,6 @@
 /* reds_kernels_dsp.cpp: Cortex-M4 DSP-extension kernels of the generated REDS runtime.
- * Generated from templates/reds_kernels_dsp.cpp.j2 by `reds export`; do not edit.
+ * A fixed source (reds_tf/kernels/) that `reds export` copies beside the
+ * generated model files. Every DSP instruction goes through reds_dsp.h.
  *
  * reds_fc_dsp computes exactly what reds_fc_ref computes (same signature, same
  * integer arithmetic, bit-identical outputs) with SXTB16 / SMLAD:
@@ -20,20 +21,7 @@
 #include "reds_kernels.h"
 
 #if defined(__ARM_FEATURE_DSP)
-#include <arm_acle.h>
-
-/* GCC's ACLE has no rotate operand for SXTB16 / SXTAB16: one-line asm. */
-static inline uint32_t reds_sxtb16_ror8(uint32_t v) {
-    uint32_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-    return r;
-}
-
-static inline uint32_t reds_sxtab16_ror8(uint32_t a, uint32_t v) {
-    uint32_t r;
-    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
-    return r;
-}
+#include "reds_dsp.h"
 
 /* reds_requantize for the usual case, -31 <= shift <= -1 and multiplier !=
  * INT32_MIN (the caller checks), in a dozen instructions, same value:
@@ -60,16 +48,16 @@ static void reds_dsp_widen(const int8_t *in, int chunks, int32_t offset, uint32_
         memcpy(&v0, in, 4);
         memcpy(&v1, in + 4, 4);
         in += 8;
-        xw[0] = __sxtab16(off2, v0);
+        xw[0] = reds_sxtab16(off2, v0);
         xw[1] = reds_sxtab16_ror8(off2, v0);
-        xw[2] = __sxtab16(off2, v1);
+        xw[2] = reds_sxtab16(off2, v1);
         xw[3] = reds_sxtab16_ror8(off2, v1);
         xw += 4;
     }
     if (chunks & 1) {
         uint32_t v;
         memcpy(&v, in, 4);
-        xw[0] = __sxtab16(off2, v);
+        xw[0] = reds_sxtab16(off2, v);
         xw[1] = reds_sxtab16_ror8(off2, v);
     }
 }
@@ -166,8 +154,8 @@ static const int8_t *reds_dsp_strip(const int8_t *w, int32_t *acc, const int32_t
                 uint32_t wv;
                 memcpy(&wv, w, 4);
                 w += 4;
-                acc[r] = (int32_t)__smlad(__sxtb16(wv), xe, (uint32_t)acc[r]);
-                acc[r] = (int32_t)__smlad(reds_sxtb16_ror8(wv), xo, (uint32_t)acc[r]);
+                acc[r] = reds_smlad(reds_sxtb16(wv), xe, acc[r]);
+                acc[r] = reds_smlad(reds_sxtb16_ror8(wv), xo, acc[r]);
             }
         }
         for (int r = 0; r < g; r++) {
@@ -233,7 +221,7 @@ void reds_fc_dsp(const reds_fc_layer *layer, int k, const int8_t *input, int8_t 
             } else {
                 v = reds_requantize(acc[r], m, sh);
             }
-            output[r] = (int8_t)__ssat(v + zp, 8);
+            output[r] = (int8_t)reds_ssat8(v + zp);
         }
         return;
     }
@@ -374,7 +362,7 @@ void reds_conv_dsp(const reds_conv_layer *layer, int k, const int8_t *input, int
                                 for (int c = 0; c < len; c += 4) {
                                     uint32_t v;
                                     memcpy(&v, src + c, 4);
-                                    d[0] = __sxtab16(off2, v);
+                                    d[0] = reds_sxtab16(off2, v);
                                     d[1] = reds_sxtab16_ror8(off2, v);
                                     d += 2;
                                 }
@@ -412,7 +400,7 @@ void reds_conv_dsp(const reds_conv_layer *layer, int k, const int8_t *input, int
             int8_t *out = output + (oy * layer->out_w + ox) * n_out;
             if (fast) {
                 for (int r = 0; r < n_out; r++) {
-                    out[r] = (int8_t)__ssat(reds_dsp_rq(acc[r], mult[r], ~shift[r]) + zp, 8);
+                    out[r] = (int8_t)reds_ssat8(reds_dsp_rq(acc[r], mult[r], ~shift[r]) + zp);
                 }
             } else {
                 for (int r = 0; r < n_out; r++) {
@@ -432,9 +420,9 @@ static void reds_dsp_widen2(const int8_t *in0, const int8_t *in1, int chunks, in
         uint32_t v0, v1;
         memcpy(&v0, in0 + 4 * c, 4);
         memcpy(&v1, in1 + 4 * c, 4);
-        xw[0] = __sxtab16(off2, v0);
+        xw[0] = reds_sxtab16(off2, v0);
         xw[1] = reds_sxtab16_ror8(off2, v0);
-        xw[2] = __sxtab16(off2, v1);
+        xw[2] = reds_sxtab16(off2, v1);
         xw[3] = reds_sxtab16_ror8(off2, v1);
         xw += 4;
     }
@@ -461,17 +449,15 @@ static void reds_dsp_widen2(const int8_t *in0, const int8_t *in1, int chunks, in
 
 /* Requantisation of the fast path (see reds_dsp_all_fast2), output zero point
  * folded in: zp2p1 = 2 * zp + 1, e = ~shift >= 1. Equals
- * __ssat(reds_dsp_rq(acc, m, e) + zp, 8):
+ * reds_ssat8(reds_dsp_rq(acc, m, e) + zp):
  *  - |acc| < 2^30, so 2 * acc fits and SMMULR(2 acc, m) = floor((2 acc m + 2^31)
  *    / 2^32) = floor((acc m + 2^30) / 2^31), the SaturatingRoundingDoublingHighMul;
  *  - ((a + 1) >> 1) + zp == (a + zp2p1) >> 1, and with e >= 1, |a| < 2^30 so
  *    a + zp2p1 cannot overflow; SSAT does the final shift for free. */
 static inline int32_t reds_dsp_rq8(int32_t acc, int32_t m, int32_t e, int32_t zp2p1) {
-    int32_t x, r;
-    __asm__("smmulr %0, %1, %2" : "=r"(x) : "r"(acc + acc), "r"(m));
+    const int32_t x = reds_smmulr(acc + acc, m);
     const int32_t t = ((x + (x >> 31)) >> e) + zp2p1;
-    __asm__("ssat %0, #8, %1, asr #1" : "=r"(r) : "r"(t));
-    return r;
+    return reds_ssat8_asr1(t);
 }
 
 /* Whether reds_dsp_rq8 serves every one of the n rows: plain int8 saturation
@@ -887,10 +873,10 @@ static bool reds_dsp_conv_const_in(const reds_conv_layer *layer, int k, const in
                 }
                 const int8_t *w0 = wt + 2 * h * tail, *w1 = w0 + tail;
                 if (tail == 1) { /* e.g. a 3x3 kernel on one channel: 9 columns */
-                    a00 = __smlabb(w0[0], x0t, a00);
-                    a01 = __smlabb(w0[0], x1t, a01);
-                    a10 = __smlabb(w1[0], x0t, a10);
-                    a11 = __smlabb(w1[0], x1t, a11);
+                    a00 = reds_smlabb(w0[0], x0t, a00);
+                    a01 = reds_smlabb(w0[0], x1t, a01);
+                    a10 = reds_smlabb(w1[0], x0t, a10);
+                    a11 = reds_smlabb(w1[0], x1t, a11);
                 } else {
                     for (int t = 0; t < tail; t++) {
                         a00 += w0[t] * xt[t];
@@ -1018,13 +1004,13 @@ static __attribute__((noinline)) void reds_dsp_dw_pixel(const reds_dsp_dwg *g,
         for (int kx = kx0; kx < kx1; kx++) {
             uint32_t v;
             memcpy(&v, src + kx * n, 4);
-            const uint32_t xe = __sxtab16(off2, v);         /* (x0, x2) */
+            const uint32_t xe = reds_sxtab16(off2, v);         /* (x0, x2) */
             const uint32_t xo = reds_sxtab16_ror8(off2, v); /* (x1, x3) */
             const uint32_t w0 = wt[2 * kx], w1 = wt[2 * kx + 1];
-            a0 = __smlabb((int32_t)xe, (int32_t)w0, a0);
-            a2 = __smlatt((int32_t)xe, (int32_t)w0, a2);
-            a1 = __smlabb((int32_t)xo, (int32_t)w1, a1);
-            a3 = __smlatt((int32_t)xo, (int32_t)w1, a3);
+            a0 = reds_smlabb((int32_t)xe, (int32_t)w0, a0);
+            a2 = reds_smlatt((int32_t)xe, (int32_t)w0, a2);
+            a1 = reds_smlabb((int32_t)xo, (int32_t)w1, a1);
+            a3 = reds_smlatt((int32_t)xo, (int32_t)w1, a3);
         }
     }
     reds_dsp_dw_store(out, a0, a1, a2, a3, qd, g->fast, g->zp, g->lo, g->hi);
@@ -1187,15 +1173,15 @@ void reds_avgpool_dsp(const reds_pool_layer *layer, int k, const int8_t *input, 
                         memcpy(&v0, src, 4);
                         memcpy(&v1, src + n, 4);
                         src += 2 * n;
-                        se = __sxtab16(se, v0);
+                        se = reds_sxtab16(se, v0);
                         so = reds_sxtab16_ror8(so, v0);
-                        se = __sxtab16(se, v1);
+                        se = reds_sxtab16(se, v1);
                         so = reds_sxtab16_ror8(so, v1);
                     }
                     if (x) {
                         uint32_t v;
                         memcpy(&v, src, 4);
-                        se = __sxtab16(se, v);
+                        se = reds_sxtab16(se, v);
                         so = reds_sxtab16_ror8(so, v);
                     }
                     pending += w;

@@ -1,5 +1,6 @@
 /* reds_kernels.h: int8 layer kernels of the generated REDS runtime.
- * Generated from templates/reds_kernels.h.j2 by `reds export`; do not edit.
+ * A fixed source (reds_tf/kernels/) that `reds export` copies beside the
+ * generated model files.
  *
  * Integer-only arithmetic following the TFLite Micro int8 rules: symmetric
  * per-channel weights (zero point 0), asymmetric activations, int32
@@ -53,7 +54,7 @@ typedef struct reds_fc_layer {
  * The kernel walks strips 0 .. k in storage order, i.e. memory linearly.
  *
  * reds_fc_ref is portable C and the reference. reds_fc_dsp (Cortex-M4 DSP
- * extension, templates/reds_kernels_dsp.cpp.j2) has the SAME signature and
+ * extension, reds_kernels_dsp.cpp) has the SAME signature and
  * must give bit-identical results. The runtime calls REDS_FC, which picks
  * reds_fc_dsp when it was generated and the target has __ARM_FEATURE_DSP
  * (define REDS_NO_DSP to force the reference). */
@@ -65,10 +66,15 @@ void reds_fc_dsp(const reds_fc_layer *layer, int k, const int8_t *input, int8_t 
 /* Scratch bytes a FC kernel may use for input width n_in and output width n_out. */
 #define REDS_FC_SCRATCH_BYTES(n_in, n_out) (4u * (uint32_t)(n_out) + 2u * (uint32_t)(n_in) + 4u)
 
-/* 1 when reds_kernels_dsp.cpp was generated next to this file. */
-#define REDS_HAVE_FC_DSP 1
+/* 1 when the DSP kernels (reds_kernels_dsp.cpp) serve the model: a core with
+ * the DSP extension, unless -DREDS_NO_DSP asks for the portable kernels. */
+#if defined(__ARM_FEATURE_DSP) && !defined(REDS_NO_DSP)
+#define REDS_USE_DSP 1
+#else
+#define REDS_USE_DSP 0
+#endif
 
-#if REDS_HAVE_FC_DSP && defined(__ARM_FEATURE_DSP) && !defined(REDS_NO_DSP)
+#if REDS_USE_DSP
 #define REDS_FC reds_fc_dsp
 #else
 #define REDS_FC reds_fc_ref
@@ -180,29 +186,22 @@ void reds_avgpool_dsp(const reds_pool_layer *layer, int k, const int8_t *input, 
  * output must not alias input. */
 void reds_maxpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, int8_t *output);
 
-/* 1 when reds_kernels_dsp.cpp defines reds_conv_dsp / reds_pointwise_dsp / reds_depthwise_dsp /
- * reds_avgpool_dsp. */
-#define REDS_HAVE_CONV_DSP 1
-#define REDS_HAVE_POINTWISE_DSP 1
-#define REDS_HAVE_DEPTHWISE_DSP 1
-#define REDS_HAVE_AVGPOOL_DSP 1
-
-#if REDS_HAVE_CONV_DSP && defined(__ARM_FEATURE_DSP) && !defined(REDS_NO_DSP)
+#if REDS_USE_DSP
 #define REDS_CONV reds_conv_dsp
 #else
 #define REDS_CONV reds_conv_ref
 #endif
-#if REDS_HAVE_POINTWISE_DSP && defined(__ARM_FEATURE_DSP) && !defined(REDS_NO_DSP)
+#if REDS_USE_DSP
 #define REDS_POINTWISE reds_pointwise_dsp
 #else
 #define REDS_POINTWISE reds_pointwise_ref
 #endif
-#if REDS_HAVE_DEPTHWISE_DSP && defined(__ARM_FEATURE_DSP) && !defined(REDS_NO_DSP)
+#if REDS_USE_DSP
 #define REDS_DEPTHWISE reds_depthwise_dsp
 #else
 #define REDS_DEPTHWISE reds_depthwise_ref
 #endif
-#if REDS_HAVE_AVGPOOL_DSP && defined(__ARM_FEATURE_DSP) && !defined(REDS_NO_DSP)
+#if REDS_USE_DSP
 #define REDS_AVGPOOL reds_avgpool_dsp
 #else
 #define REDS_AVGPOOL reds_avgpool_ref

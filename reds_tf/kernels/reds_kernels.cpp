@@ -1,5 +1,6 @@
 /* reds_kernels.cpp: portable reference kernels of the generated REDS runtime.
- * Generated from templates/reds_kernels.cpp.j2 by `reds export`; do not edit.
+ * A fixed source (reds_tf/kernels/) that `reds export` copies beside the
+ * generated model files.
  * Plain C in a .cpp file (C headers only) so it builds for the host, for
  * bare-metal Cortex-M without libstdc++, and inside Arduino sketches. */
 #include <stddef.h>
