@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from nano_build import defined_functions, nano_compile, needs_arm
 from test_firmware_boards import HARNESS
 
 from reds_tf.arduino import ARCHITECTURES, BOARD_LAYER, FIRMWARE_DIR, library_name
@@ -149,7 +150,7 @@ def test_unpacked_library_compiles_and_runs_on_host(library_zip: Path, tmp_path:
     harness.write_text(HARNESS)
     exe = tmp_path / "sketch"
     cmd = [
-        "g++", "-std=gnu++14", "-Wall", "-Wextra", "-Werror", "-O1",
+        "g++", "-std=gnu++14", "-funsigned-char", "-Wall", "-Wextra", "-Werror", "-O1",
         "-I", str(STUB), "-I", str(lib / "src"),
         "-x", "c++", str(lib / "examples" / "RedsSerial" / "RedsSerial.ino"), "-x", "none",
         *map(str, sorted((lib / "src").glob("*.cpp"))), str(harness), "-o", str(exe),
@@ -165,36 +166,17 @@ def test_unpacked_library_compiles_and_runs_on_host(library_zip: Path, tmp_path:
     assert lines[1].startswith('{"ok":true,"active":0,"switch_us":')
 
 
-@pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="needs arm-none-eabi-g++")
+@needs_arm
 def test_unpacked_library_compiles_with_nano33ble_flags(library_zip: Path, tmp_path: Path) -> None:
-    """Every source of the library and the example, compiled (not linked) with
-    the Arduino mbed core's nano33ble flags, -Werror and an <arm_acle.h> that
-    fails when included; the DSP kernel is compiled in."""
-    toolchain = pytest.importorskip("reds_tf.toolchain")
-    flags = toolchain.nano33ble_flags()
+    """The Arduino compile check on the unpacked library: every source of src/
+    and the example, the Nano's flags, -Werror, a failing <arm_acle.h>; the
+    DSP kernel is compiled in."""
     lib = _unpack(library_zip, tmp_path)
-    poison = tmp_path / "poison"
-    poison.mkdir()
-    (poison / "arm_acle.h").write_text(
-        '#error "<arm_acle.h> lacks the SIMD32 intrinsics on GCC 7"\n'
-    )
     sources = [lib / "examples" / "RedsSerial" / "RedsSerial.ino"]
     sources += sorted((lib / "src").glob("*.cpp"))
-    for src in sources:
-        obj = tmp_path / f"{src.stem}.o"
-        cmd = [
-            "arm-none-eabi-g++", *flags.compile_flags("c++"), "-Werror",
-            "-I", str(poison), "-I", str(STUB), "-I", str(lib / "src"),
-            "-x", "c++", "-c", str(src), "-o", str(obj),
-        ]  # fmt: skip
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        assert r.returncode == 0, f"{src.name}:\n{r.stderr}"
-    nm = subprocess.run(
-        ["arm-none-eabi-nm", "--defined-only", str(tmp_path / "reds_kernels_dsp.o")],
-        capture_output=True,
-        text=True,
-    )
-    assert nm.returncode == 0 and " T " in nm.stdout, "the DSP kernels were compiled out"
+    objs = nano_compile(sources, [STUB, lib / "src"], tmp_path / "obj")
+    assert "reds_fc_dsp" in defined_functions(objs["reds_kernels_dsp.cpp"])
+    assert {"setup", "loop"} <= defined_functions(objs["RedsSerial.ino"])
 
 
 def test_library_name() -> None:

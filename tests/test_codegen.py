@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nano_build import defined_functions, nano_compile, needs_arm, undefined_symbols
 
 from reds_tf.codegen import plan as P
 from reds_tf.codegen.render import KERNEL_SOURCES, render_sources
@@ -184,15 +185,26 @@ def test_compiles_warning_free_with_host_gxx(tmp_path):
         assert proc.returncode == 0 and not proc.stderr, proc.stderr
 
 
-@pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="no arm-none-eabi-g++")
-def test_compiles_warning_free_for_cortex_m4(tmp_path):
+@needs_arm
+def test_dense_runtime_compiles_with_the_nano_flags_and_gcc7_headers(tmp_path):
+    """The Arduino compile check on a dense model's runtime: the Nano 33 BLE's
+    flags, -Werror, a failing <arm_acle.h>; the DSP kernel is compiled in and
+    is what the model calls."""
     src = _write(tmp_path)
-    for cpp in sorted(src.glob("*.cpp")):
-        out = tmp_path / (cpp.stem + ".o")
-        proc = subprocess.run(
-            ["arm-none-eabi-g++", *ARM_FLAGS, str(cpp), "-o", str(out)],
-            capture_output=True,
-            text=True,
-        )
-        assert proc.returncode == 0 and not proc.stderr, proc.stderr
-        assert out.stat().st_size > 0
+    objs = nano_compile(sorted(src.glob("*.cpp")), [src], tmp_path / "obj")
+    assert "reds_fc_dsp" in defined_functions(objs["reds_kernels_dsp.cpp"])
+    assert "reds_fc_dsp" in undefined_symbols(objs["reds_model.cpp"])
+
+
+@needs_arm
+def test_the_arduino_compile_check_rejects_arm_acle(tmp_path):
+    """The check is live: code that includes <arm_acle.h> (as the kernels did
+    before) fails it, and so does a warning."""
+    acle = tmp_path / "acle.cpp"
+    acle.write_text("#include <arm_acle.h>\nint f(int a) { return a; }\n")
+    with pytest.raises(AssertionError, match="SIMD32"):
+        nano_compile([acle], [], tmp_path / "o1")
+    vla = tmp_path / "vla.cpp"
+    vla.write_text("int g(int n) { int a[n]; a[0] = n; return a[0]; }\n")
+    with pytest.raises(AssertionError, match="Werror=vla"):
+        nano_compile([vla], [], tmp_path / "o2")

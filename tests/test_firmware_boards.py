@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from nano_build import ARDUINO_STUB, defined_functions, nano_compile, needs_arm
 
 from reds_tf.firmware import FIRMWARE_DIR
 
@@ -20,25 +21,26 @@ HARNESS = r"""
 #include <Arduino.h>
 #include <stdio.h>
 #include <time.h>
-HardwareSerialStub Serial;
+USBSerial Serial;
 static int g_next = -2;
 unsigned long micros(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (unsigned long)(ts.tv_sec * 1000000L + ts.tv_nsec / 1000L);
 }
-void HardwareSerialStub::begin(unsigned long) {}
-int HardwareSerialStub::available(void) {
+void USBSerial::begin(unsigned long) {}
+int USBSerial::available(void) {
     if (g_next == -2) g_next = getchar();
     return g_next == EOF ? 0 : 1;
 }
-int HardwareSerialStub::read(void) {
+int USBSerial::read(void) {
     available();
     int c = g_next;
     g_next = -2;
     return c;
 }
-size_t HardwareSerialStub::write(const uint8_t *b, size_t n) {
+size_t USBSerial::write(uint8_t c) { return fwrite(&c, 1, 1, stdout); }
+size_t USBSerial::write(const uint8_t *b, size_t n) {
     return fwrite(b, 1, n, stdout);
 }
 void setup();
@@ -63,7 +65,7 @@ def test_nano33ble_layer_compiles_and_runs_against_arduino_stub(tmp_path: Path) 
     ]
     exe = tmp_path / "nano_host"
     cmd = [
-        "g++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-O1",
+        "g++", "-std=gnu++14", "-funsigned-char", "-Wall", "-Wextra", "-Wvla", "-Werror", "-O1",
         "-I", str(FIRMWARE_DIR / "boards" / "nano33ble" / "test_stub"),
         "-I", str(FIRMWARE_DIR / "src"), "-I", str(STUB_RUNTIME),
         *map(str, sources), "-o", str(exe),
@@ -78,6 +80,21 @@ def test_nano33ble_layer_compiles_and_runs_against_arduino_stub(tmp_path: Path) 
     assert lines[0].startswith('{"ok":true,"model":"stub_mlp","submodels":4,"active":3')
     assert lines[1].startswith('{"ok":true,"active":1,"switch_us":')
     assert lines[2].startswith('{"ok":false,"error":"submodel index out of range')
+
+
+@needs_arm
+def test_core_and_nano33ble_layer_compile_with_the_nano_flags(tmp_path: Path) -> None:
+    """The Arduino compile check on the portable firmware core and the
+    nano33ble board layer: the Nano's flags (-Os, -funsigned-char, gnu++14),
+    -Werror, a failing <arm_acle.h>, the Arduino.h stub of the real core's API."""
+    sources = [
+        FIRMWARE_DIR / "boards" / "nano33ble" / "board.cpp",
+        *sorted((FIRMWARE_DIR / "src").glob("*.cpp")),
+    ]
+    objs = nano_compile(sources, [ARDUINO_STUB, FIRMWARE_DIR / "src", STUB_RUNTIME], tmp_path)
+    board = defined_functions(objs["board.cpp"])
+    assert {"setup", "loop", "reds_board_write", "reds_board_micros"} <= board
+    assert "reds_fw_feed" in defined_functions(objs["reds_fw.cpp"])
 
 
 FMT_HARNESS = r"""
