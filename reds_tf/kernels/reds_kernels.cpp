@@ -3,6 +3,13 @@
  * generated model files.
  * Plain C in a .cpp file (C headers only) so it builds for the host, for
  * bare-metal Cortex-M without libstdc++, and inside Arduino sketches. */
+/* The Arduino core builds every sketch with -Os, which leaves these loops
+ * unscheduled; this file alone is built at -O2 (GCC; other compilers keep
+ * their flags). See reds_kernels_dsp.cpp. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O2")
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
 

@@ -14,6 +14,14 @@
  * On targets without __ARM_FEATURE_DSP reds_fc_dsp forwards to reds_fc_ref, so
  * the symbol always exists (the host simulator can call both).
  */
+/* The Arduino core builds every sketch with -Os; these loops are where the
+ * time goes, and at -Os GCC stops unrolling and scheduling them (DS-CNN-S:
+ * 2.00 instead of 1.84 instructions per MAC). This file alone is built at -O2
+ * (GCC 7 and later; other compilers keep their flags). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O2")
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>

@@ -14,8 +14,11 @@ for tool in ("gcc", "g++"):
 
 env.Replace(AR="ar", AS="gcc", CC="gcc", CXX="g++", LINK="g++", RANLIB="ranlib", PROGSUFFIX="")
 env.Append(
+    # The Nano's language levels (C++14, C11); plain char stays the host's
+    # (signed), so the protocol tests cover both signednesses (qemu: unsigned).
     CCFLAGS=["-O2"],
-    CXXFLAGS=["-fno-exceptions", "-fno-rtti"],
+    CFLAGS=["-std=gnu11"],
+    CXXFLAGS=["-std=gnu++14", "-fno-exceptions", "-fno-rtti"],
     CPPDEFINES=["REDS_BOARD_NATIVE"],
 )
 
