@@ -362,7 +362,25 @@ def run_export(
         write_json_atomic(tmp / "manifest.json", manifest)
     update_report(run, _report_section(manifest, n_test, qat))
     log(f"export: wrote {export} ({K} submodels, {plan.weight_bytes:,} weight bytes)")
+    warning = nano33ble_warning(manifest)
+    if warning:
+        log(warning)
     return export
+
+
+def nano33ble_warning(manifest: dict[str, Any]) -> str | None:
+    """One warning line when the exported model exceeds the Arduino Nano 33
+    BLE's flash or RAM (:mod:`reds_tf.boards`), else ``None``. Not an error:
+    the qemu and native firmwares still build."""
+    from reds_tf.boards import NANO33BLE, fit_problem
+
+    problem = fit_problem(manifest, NANO33BLE)
+    if problem is None:
+        return None
+    return (
+        f"export: warning: {problem}; `reds firmware --board nano33ble` will refuse it "
+        "(qemu and native still build)"
+    )
 
 
 def _strip_qat(qat_model, model):

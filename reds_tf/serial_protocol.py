@@ -82,8 +82,17 @@ class RedsClient:
         return reply
 
     def command(self, line: bytes | str) -> dict[str, Any]:
-        """Send one command line (without newline) and return its reply."""
-        self.write_line(line)
+        """Send one command line (without line ending) and return its reply.
+
+        The firmware answers every line but an empty (or blank) one, and CR ends
+        a line like LF: such lines would leave no reply or two, so they are
+        refused here."""
+        raw = line.encode("ascii") if isinstance(line, str) else line
+        if b"\r" in raw or b"\n" in raw:
+            raise ProtocolError(f"a command is one line, without CR or LF: {raw[:80]!r}")
+        if not raw.strip(b" \t"):
+            raise ProtocolError("an empty line is not a command (the firmware does not answer it)")
+        self.write_line(raw)
         return self.read_reply()
 
     def sync(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import pytest
 from reds_tf import firmware
 from reds_tf.errors import FirmwareError, RunDirError
 from reds_tf.monitor import demo_inputs
-from reds_tf.serial_protocol import RedsClient
+from reds_tf.serial_protocol import ProtocolError, RedsClient
 from reds_tf.sim import load_manifest, load_runtime
 
 SAMPLES = 100
@@ -37,6 +37,16 @@ needs_arm = pytest.mark.skipif(
     reason="needs gcc-arm-none-eabi and qemu-system-arm (make setup installs them)",
 )
 BOARDS = ["native", pytest.param("qemu", marks=needs_arm)]
+
+
+class _AnyInt:
+    """Equal to any int (a reply field whose value is measured)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int) and not isinstance(other, bool)
+
+
+ANY_INT = _AnyInt()
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +157,6 @@ def _malformed_lines(input_size: int, k_max: int) -> list[bytes]:
     bad_digit = bytearray(good_hex)
     bad_digit[7] = ord("g")
     return [
-        b"",
-        b"\r",
-        b"   ",
         b"foo",
         b"INFO",
         b"info x",
@@ -179,7 +186,7 @@ def _malformed_lines(input_size: int, k_max: int) -> list[bytes]:
         b"\xff\xfe\x80\x01garbage\x7f",
         b"a" * (2 * input_size + 33),  # just over the line buffer
         b"infer " + good_hex * 3,  # a valid prefix, then too long
-        bytes(range(256)).replace(b"\n", b""),
+        bytes(range(256)).replace(b"\n", b"").replace(b"\r", b""),
     ]
 
 
@@ -196,27 +203,107 @@ def test_malformed_lines_get_one_error_and_change_nothing(client) -> None:
         assert after["active"] == 1, line[:40]
 
 
+def _line_max(input_size: int) -> int:
+    """The firmware's longest accepted line (kLineMax in reds_fw.cpp)."""
+    return 2 * input_size + 32
+
+
+def _gets_reply(line: bytes, input_size: int) -> bool:
+    """Whether the firmware answers ``line`` (no CR/LF in it): all but empty or
+    blank lines; an over-long line always gets its error."""
+    return len(line) > _line_max(input_size) or bool(line.strip(b" \t"))
+
+
 def test_random_lines_do_not_crash_or_hang(client) -> None:
     board, c = client
     rng = random.Random(1234)
     n = RANDOM_LINES[board]
     c.use(2)
+    input_size = c.info()["input_size"]
     t0 = time.monotonic()
     lines = []
     for _ in range(n):
         # log-uniform lengths 0..4096: many short lines, some far over the buffer
         length = int(math.exp(rng.uniform(0, math.log(4097)))) - 1
-        lines.append(rng.randbytes(length).replace(b"\n", b"\x0b"))
+        lines.append(rng.randbytes(length).replace(b"\n", b"\x0b").replace(b"\r", b"\x0c"))
     batch = 8  # a few lines in flight; replies are short, so nothing blocks
     for i in range(0, n, batch):
         chunk = lines[i : i + batch]
         c.serial.write(b"".join(line + b"\n" for line in chunk))
         for line in chunk:
+            if not _gets_reply(line, input_size):
+                continue
             r = c.read_reply()
             assert r["ok"] is False, line[:40]
     assert c.info()["active"] == 2
     elapsed = time.monotonic() - t0
     print(f"{board}: {n} random lines in {elapsed:.1f} s")
+
+
+ENDINGS = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n", "LFCR": b"\n\r"}
+
+
+def _next_reply_is_info(c: RedsClient, active: int) -> None:
+    """The reply to a fresh ``info`` is the next line: nothing sent before it
+    left an extra reply behind."""
+    c.serial.write(b"info\n")
+    r = c.read_reply()
+    assert r["ok"] is True and "input_size" in r, r
+    assert r["active"] == active
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS.values()), ids=list(ENDINGS))
+def test_each_line_ending_gives_one_reply_per_command(client, ending: bytes) -> None:
+    _, c = client
+    assert c.info()["submodels"] >= 4
+    c.use(0)
+    commands = [b"use 1", b"info", b"use 2", b"nonsense", b"use 3", b"  use 1 "]
+    # one command at a time (what a person at a terminal does) ...
+    for cmd, want in zip(commands, [1, 1, 2, None, 3, 1], strict=True):
+        c.serial.write(cmd + ending)
+        r = c.read_reply()
+        if want is None:
+            assert r["ok"] is False and "unknown command" in r["error"]
+        else:
+            assert r["ok"] is True and r["active"] == want, (cmd, r)
+    _next_reply_is_info(c, 1)
+    # ... and all in one write (a pasted block, a script)
+    c.serial.write(b"".join(cmd + ending for cmd in commands))
+    replies = [c.read_reply() for _ in commands]
+    assert [r.get("active") for r in replies] == [1, 1, 2, None, 3, 1]
+    _next_reply_is_info(c, 1)
+
+
+def test_empty_lines_get_no_reply(client) -> None:
+    _, c = client
+    c.use(1)
+    empties = [b"\r", b"\n", b"\r\n", b"\n\r", b"\r\r\r", b"\n\n", b"\r\n\r\n", b"   \r", b"\t \n"]
+    for e in empties:
+        c.serial.write(e)
+        _next_reply_is_info(c, 1)
+    c.serial.write(b"".join(empties) + b"use 2\r\n\r\n\n\r\r")
+    assert c.read_reply() == {"ok": True, "active": 2, "switch_us": ANY_INT}
+    _next_reply_is_info(c, 2)
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS.values()), ids=list(ENDINGS))
+def test_over_long_line_gets_exactly_one_error(client, ending: bytes) -> None:
+    _, c = client
+    info = c.info()
+    c.use(1)
+    for line in (b"a" * (_line_max(info["input_size"]) + 1), b"infer " + b"00" * 3000):
+        c.serial.write(line + ending)
+        r = c.read_reply()
+        assert r["ok"] is False and "line too long" in r["error"], r
+        _next_reply_is_info(c, 1)
+
+
+def test_client_refuses_lines_that_would_not_get_one_reply(client) -> None:
+    _, c = client
+    for bad in ("", "   ", "info\r", "info\nuse 1", b"use 1\r"):
+        with pytest.raises(ProtocolError):
+            c.command(bad)
+    assert c.info()["ok"] is True
 
 
 def test_reconnect_keeps_serving(client) -> None:

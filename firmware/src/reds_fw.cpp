@@ -9,8 +9,8 @@
 
 namespace {
 
-/* Longest accepted line (without '\n'): "infer " + 2 hex digits per input byte,
- * plus slack for extra spaces and a '\r'. */
+/* Longest accepted line (without its line ending): "infer " + 2 hex digits per
+ * input byte, plus slack for extra spaces. */
 constexpr size_t kLineMax = 2u * REDS_INPUT_SIZE + 32u;
 /* Enough for the longest reply: info's macs list or infer's output list. */
 constexpr size_t kOutMax = 320u + 12u * (REDS_NUM_SUBMODELS + REDS_OUTPUT_SIZE) +
@@ -319,7 +319,8 @@ extern "C" void reds_fw_handle_line(const char *line, size_t len) {
     while (i < len && is_space(line[i])) ++i;
     while (len > i && is_space(line[len - 1])) --len;
     if (i == len) {
-        reply_error("empty line; commands: info, use K, infer HEX, bench, budget US");
+        /* An empty (or blank) line gets no reply: it is what a terminal sends
+         * for a bare Enter, and the second byte of a CRLF or LF-CR ending. */
         return;
     }
     const char *cmd = line + i;
@@ -356,7 +357,10 @@ extern "C" void reds_fw_handle_line(const char *line, size_t len) {
 }
 
 extern "C" void reds_fw_feed(uint8_t byte) {
-    if (byte == '\n') {
+    /* CR alone (screen, minicom, picocom), LF, CRLF and LF-CR all end a line:
+     * either byte ends one, and the other byte of a pair then ends an empty
+     * line, which gets no reply. */
+    if (byte == '\n' || byte == '\r') {
         if (g_line_overflow) {
             reply_error("line too long; the longest accepted line has bytes: ", nullptr, true,
                         (uint32_t)kLineMax);

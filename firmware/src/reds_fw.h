@@ -6,7 +6,9 @@
  * and then feeds every received byte to reds_fw_feed(). Replies leave through
  * reds_board_write(), one JSON object per line.
  *
- * Protocol (ASCII lines ending in '\n', a trailing '\r' is ignored):
+ * Protocol: ASCII lines, each ended by CR, LF, CRLF or LF-CR (CR or LF ends
+ * a line; the empty line between the two bytes of a pair is ignored). An
+ * empty or blank line gets no reply; every other line gets exactly one:
  *   info        -> {"ok":true,"model":..,"submodels":K,"active":k,"macs":[..],
  *                   "input_size":N,"input_scale":s,"input_zero_point":z,
  *                   "weight_bytes":..,"arena_bytes":..}
@@ -40,7 +42,8 @@ uint32_t reds_board_micros(void);
 void reds_fw_init(void);
 /* Feed one received byte; a complete line is answered before returning. */
 void reds_fw_feed(uint8_t byte);
-/* Answer one complete line (without '\n'); used by reds_fw_feed and by tests. */
+/* Answer one complete line (without its line ending; a trailing '\r' is
+ * dropped); used by reds_fw_feed and by tests. */
 void reds_fw_handle_line(const char *line, size_t len);
 
 #ifdef __cplusplus
