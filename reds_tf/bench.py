@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from reds_tf.boards import NANO33BLE
 from reds_tf.errors import RedsError, RunDirError
 from reds_tf.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
 from reds_tf.toolchain import nano33ble_flags
@@ -91,8 +92,8 @@ TARGET_INSTR_PER_MAC = {"dense": 1.5, "conv": 2.0}
 TARGET_SWITCH_INSTR = 100
 TARGET_PROPORTIONALITY = 0.10
 # Arduino Nano 33 BLE (nRF52840): flash left by the bootloader, and RAM.
-NANO33BLE_FLASH_BYTES = 960 * 1024
-NANO33BLE_RAM_BYTES = 256 * 1024
+NANO33BLE_FLASH_BYTES = NANO33BLE.flash_bytes
+NANO33BLE_RAM_BYTES = NANO33BLE.ram_bytes
 
 # Sections written by older versions (one section for whichever model ran last).
 MD_BEGIN = "<!-- reds bench: cortex-m4 begin -->"
