@@ -1,4 +1,10 @@
-"""Atomic file and directory writes: an artifact either exists whole or not at all."""
+"""Atomic file and directory writes: an artifact either exists whole or not at all.
+
+The temp files and folders come from ``tempfile.mkstemp``/``mkdtemp``, which
+create them private (0600 / 0700); before they are renamed into place they get
+the mode an ordinary ``open``/``mkdir`` would give them under the user's
+umask, so every artifact has the same permissions however it was written.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,36 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
+
+
+@cache
+def umask() -> int:
+    """The process umask, read once. ``os.umask`` can only be read by setting
+    it, which races with other threads creating files, so Linux's
+    ``/proc/self/status`` is asked first."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Permissions of a new regular file under the umask (0644 for umask 022)."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    """Permissions of a new directory under the umask (0755 for umask 022)."""
+    return 0o777 & ~umask()
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
@@ -19,6 +53,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), file_mode())  # mkstemp made it 0600
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -67,6 +102,7 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = True) -> Iterator[Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, dir_mode())  # mkdtemp made it 0700
         yield tmp
         if path.exists():
             if not replace:
