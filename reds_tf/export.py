@@ -343,6 +343,7 @@ def run_export(
         check = _check_runtime(src, plan.input_shape, xq, tflm_outputs, log)
         manifest = {
             "name": plan.name,
+            "fingerprint": plan.fingerprint,  # = REDS_MODEL_FINGERPRINT, the firmware's info
             "input_shape": plan.input_shape,
             "num_classes": plan.num_classes,
             "input_scale": plan.input_scale,

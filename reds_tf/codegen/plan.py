@@ -13,6 +13,8 @@ map), ``pointwise`` (1x1, stride 1), ``depthwise``, ``avgpool``, ``maxpool`` and
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -304,6 +306,58 @@ class ModelPlan:
 
     def macs(self, k: int) -> int:
         return sum(layer.macs(k) for layer in self.layers)
+
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits of a SHA-256 over everything that decides the runtime's
+        numbers: per layer its kind, widths, geometry, zero points, clamps, the
+        nested int8 weights and the int32 bias / multiplier / shift arrays, and
+        the model's input/output shape and quantisation. The model name is left
+        out (a renamed copy computes the same). The firmware's ``info`` reply
+        reports it (REDS_MODEL_FINGERPRINT), the manifest records it, and
+        ``reds monitor --demo`` refuses a device whose fingerprint differs."""
+        h = hashlib.sha256()
+
+        def add_json(obj: Any) -> None:
+            data = json.dumps(obj, sort_keys=True).encode()
+            h.update(len(data).to_bytes(8, "little") + data)
+
+        def add_array(a: np.ndarray | None, dtype: str) -> None:
+            if a is None:
+                add_json(None)
+                return
+            add_json([list(a.shape), dtype])
+            h.update(np.ascontiguousarray(a, dtype=dtype).tobytes())
+
+        add_json(
+            {
+                "input_shape": [int(d) for d in self.input_shape],
+                "num_classes": int(self.num_classes),
+                "input": [float(np.float32(self.input_scale)), int(self.input_zero_point)],
+                "output": [float(np.float32(self.output_scale)), int(self.output_zero_point)],
+                "submodels": self.num_submodels,
+            }
+        )
+        for ly in self.layers:
+            add_json(
+                {
+                    "kind": ly.kind,
+                    "in_widths": [int(w) for w in ly.in_widths],
+                    "out_widths": [int(w) for w in ly.out_widths],
+                    "activation": ly.activation,
+                    "zero_points": [int(ly.input_zero_point), int(ly.output_zero_point)],
+                    "clamp": [int(ly.act_min), int(ly.act_max)],
+                    "geometry": [
+                        [int(v) for v in t]
+                        for t in (ly.in_hw, ly.out_hw, ly.kernel, ly.stride, ly.padding)
+                    ],
+                }
+            )
+            add_array(ly.weights, "<i1")
+            add_array(ly.bias, "<i4")
+            add_array(ly.multiplier, "<i4")
+            add_array(ly.shift, "<i4")
+        return h.hexdigest()[:16]
 
     def reference(self, x: np.ndarray, k: int) -> np.ndarray:
         """NumPy int8 reference of submodel k: (N, *input_shape) int8 -> (N, classes) int8."""
