@@ -30,3 +30,7 @@ class RunDirError(RedsError):
 
 class FirmwareError(RedsError):
     """A firmware build, upload or serve step cannot run (missing tool, bad board...)."""
+
+
+class OutputError(RedsError):
+    """An output location cannot be written (read-only, missing folder, disk full...)."""
