@@ -51,6 +51,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+def _tiny_fingerprint() -> str:
+    from reds_tf.codegen import plan as P
+
+    sub = json.loads((TINY / "submodels.json").read_text())
+    return P.build_plan((TINY / "model.tflite").read_bytes(), sub).fingerprint
+
+
 @pytest.fixture(scope="module")
 def library_zip(tiny_run: Path) -> Path:
     assert main(["arduino", str(tiny_run)]) == 0
@@ -163,6 +170,8 @@ def test_unpacked_library_compiles_and_runs_on_host(library_zip: Path, tmp_path:
     lines = out.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith('{"ok":true,"model":"tiny","submodels":3,"active":2')
+    fingerprint = _tiny_fingerprint()
+    assert lines[0].endswith(f',"fingerprint":"{fingerprint}"}}')
     assert lines[1].startswith('{"ok":true,"active":0,"switch_us":')
 
 

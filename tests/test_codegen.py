@@ -119,6 +119,45 @@ def test_plan_of_tiny_model():
     assert plan.arena_bytes == 24 + (4 * 12 + 2 * 25 + 4 + 2)
 
 
+def test_fingerprint_covers_weights_and_quantisation():
+    """The fingerprint (REDS_MODEL_FINGERPRINT, the firmware's info reply) is
+    16 hex digits, stable, blind to the model's name and changed by any weight
+    byte, bias, multiplier, shift, width or input quantisation."""
+    import dataclasses
+
+    plan = _tiny_plan()
+    fp = plan.fingerprint
+    assert re.fullmatch(r"[0-9a-f]{16}", fp)
+    assert _tiny_plan().fingerprint == fp
+    assert f'#define REDS_MODEL_FINGERPRINT "{fp}"' in render_sources(plan)["reds_model.h"]
+    assert dataclasses.replace(plan, name="other").fingerprint == fp
+    seen = {fp}
+
+    def changed(mutate) -> None:
+        p = _tiny_plan()
+        mutate(p)
+        assert p.fingerprint not in seen
+        seen.add(p.fingerprint)
+
+    def flip(layer: int, attr: str):
+        """Change the last element of one array by one (within int8)."""
+
+        def mutate(p: P.ModelPlan) -> None:
+            a = getattr(p.layers[layer], attr)
+            a.flat[-1] += 1 if a.flat[-1] < 127 else -1
+
+        return mutate
+
+    changed(flip(3, "weights"))
+    changed(flip(1, "weights"))
+    changed(flip(1, "bias"))
+    changed(flip(2, "multiplier"))
+    changed(flip(3, "shift"))
+    changed(lambda p: setattr(p.layers[1], "output_zero_point", p.layers[1].output_zero_point + 1))
+    changed(lambda p: setattr(p, "input_scale", p.input_scale * 1.001))
+    changed(lambda p: setattr(p.layers[1], "out_widths", [4, 9, 12]))
+
+
 def _model_weight_bytes(buf: bytes) -> int:
     model = slicer.read_model(buf)
     sg = model.subgraphs[0]

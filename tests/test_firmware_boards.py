@@ -78,6 +78,7 @@ def test_nano33ble_layer_compiles_and_runs_against_arduino_stub(tmp_path: Path) 
     lines = out.splitlines()
     assert len(lines) == 3
     assert lines[0].startswith('{"ok":true,"model":"stub_mlp","submodels":4,"active":3')
+    assert lines[0].endswith(',"fingerprint":"0123456789abcdef"}')
     assert lines[1].startswith('{"ok":true,"active":1,"switch_us":')
     assert lines[2].startswith('{"ok":false,"error":"submodel index out of range')
 

@@ -104,6 +104,15 @@ def test_info_matches_the_export(client, exported_run: Path) -> None:
     assert info["weight_bytes"] == rt.weight_bytes == manifest["weight_bytes"]
     assert info["arena_bytes"] == rt.arena_bytes
     assert 0 <= info["active"] < info["submodels"]
+    # the model fingerprint: manifest == generated header == the device's reply
+    header = (exported_run / "export" / "src" / "reds_model.h").read_text()
+    assert f'#define REDS_MODEL_FINGERPRINT "{manifest["fingerprint"]}"' in header
+    assert info["fingerprint"] == manifest["fingerprint"]
+    assert len(info["fingerprint"]) == 16 and int(info["fingerprint"], 16) >= 0
+    assert list(info) == [
+        "ok", "model", "submodels", "active", "macs", "input_size", "input_scale",
+        "input_zero_point", "weight_bytes", "arena_bytes", "fingerprint",
+    ]  # fmt: skip
 
 
 def test_use_every_submodel(client) -> None:

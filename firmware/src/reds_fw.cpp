@@ -14,7 +14,7 @@ namespace {
 constexpr size_t kLineMax = 2u * REDS_INPUT_SIZE + 32u;
 /* Enough for the longest reply: info's macs list or infer's output list. */
 constexpr size_t kOutMax = 320u + 12u * (REDS_NUM_SUBMODELS + REDS_OUTPUT_SIZE) +
-                           6u * sizeof(REDS_MODEL_NAME);
+                           6u * sizeof(REDS_MODEL_NAME) + 6u * sizeof(REDS_MODEL_FINGERPRINT);
 /* bench: each submodel runs this many times and keeps the fastest, which
  * filters out interrupts and (under emulation) host scheduling noise. */
 constexpr int kBenchRepeats = 3;
@@ -173,6 +173,8 @@ void cmd_info() {
     reds_out_u32(&o, reds_weight_bytes());
     key(&o, "arena_bytes");
     reds_out_u32(&o, reds_arena_bytes());
+    key(&o, "fingerprint");
+    reds_out_json_str(&o, reds_model_fingerprint());
     reds_out_char(&o, '}');
     send(&o);
 }

@@ -11,7 +11,7 @@
  * empty or blank line gets no reply; every other line gets exactly one:
  *   info        -> {"ok":true,"model":..,"submodels":K,"active":k,"macs":[..],
  *                   "input_size":N,"input_scale":s,"input_zero_point":z,
- *                   "weight_bytes":..,"arena_bytes":..}
+ *                   "weight_bytes":..,"arena_bytes":..,"fingerprint":"16 hex"}
  *   use K       -> {"ok":true,"active":K,"switch_us":t}
  *   infer HEX   -> {"ok":true,"active":k,"class":c,"output":[..],"latency_us":t}
  *   bench       -> {"ok":true,"latency_us":[..one per submodel..],"switch_us":t}

@@ -44,6 +44,7 @@ int reds_invoke(const int8_t *input, int8_t *output) {
     return 0;
 }
 const char *reds_model_name(void) { return REDS_MODEL_NAME; }
+const char *reds_model_fingerprint(void) { return REDS_MODEL_FINGERPRINT; }
 int reds_input_size(void) { return REDS_INPUT_SIZE; }
 int reds_output_size(void) { return REDS_OUTPUT_SIZE; }
 float reds_input_scale(void) { return REDS_INPUT_SCALE; }

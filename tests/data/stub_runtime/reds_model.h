@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #define REDS_MODEL_NAME "stub_mlp"
+#define REDS_MODEL_FINGERPRINT "0123456789abcdef"
 #define REDS_NUM_SUBMODELS 4
 #define REDS_INPUT_SIZE 784
 #define REDS_OUTPUT_SIZE 10
@@ -23,6 +24,7 @@ int reds_set_submodel(int k);
 int reds_get_submodel(void);
 int reds_invoke(const int8_t *input, int8_t *output);
 const char *reds_model_name(void);
+const char *reds_model_fingerprint(void);
 int reds_input_size(void);
 int reds_output_size(void);
 float reds_input_scale(void);

@@ -12,6 +12,10 @@
 #include <stdint.h>
 
 #define REDS_MODEL_NAME "tiny"
+/* 16 hex digits of a SHA-256 over the weights, quantisation parameters and
+ * widths: tells one model's firmware from another's (manifest.json
+ * "fingerprint"; the firmware's `info` reply reports it). */
+#define REDS_MODEL_FINGERPRINT "d5de2eb30d3de3f4"
 #define REDS_NUM_SUBMODELS 3
 #define REDS_INPUT_SIZE 25          /* int8 elements, shape 5x5x1 */
 #define REDS_OUTPUT_SIZE 5         /* int8 logits */
@@ -39,6 +43,7 @@ int reds_invoke(const int8_t *input, int8_t *output);
 
 /* Accessors, for callers that cannot read macros (ctypes). */
 const char *reds_model_name(void);
+const char *reds_model_fingerprint(void);
 int reds_input_size(void);
 int reds_output_size(void);
 float reds_input_scale(void);
