@@ -3,13 +3,22 @@
 Interactive: a prompt that sends each line as a command and prints the JSON
 reply. ``--demo RUN_DIR``: quantise test samples of the run's data set, run
 them through every submodel on the device and print accuracy, latency and
-switch time per submodel, then show the latency budget policy at work.
+switch time per submodel, then show the latency budget policy at work. The
+demo first checks that the firmware runs the run's model: the ``fingerprint``
+of its ``info`` reply (REDS_MODEL_FINGERPRINT, a hash of the weights and
+quantisation parameters) must equal the export's.
+
+Every failure is one line: bad arguments before the port is opened, a device
+that vanishes mid-session ends it saying so (:class:`DisconnectedError`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +28,13 @@ from typing import IO
 import numpy as np
 
 from reds_tf.errors import RedsError, RunDirError
-from reds_tf.serial_protocol import CommandError, RedsClient
+from reds_tf.serial_protocol import (
+    CommandError,
+    DisconnectedError,
+    ProtocolError,
+    RedsClient,
+    check_reply,
+)
 
 HELP = """commands (one per line, the firmware answers each with one JSON line):
   info          model, submodels, MACs, input quantisation, memory
@@ -44,17 +59,84 @@ class DemoRow:
     outputs: np.ndarray  # (samples, classes) int8, as returned by the device
 
 
+MAX_BAUD = 2**31 - 1  # what termios takes
+MAX_TIMEOUT = 86_400.0  # a day; select() refuses far larger timeouts
+FINGERPRINT_RE = re.compile(r"[0-9a-f]{16}")
+
+
+def check_arguments(baud: int, timeout: float, samples: int) -> None:
+    """Refuse values pyserial or the demo would fail on, before the port opens."""
+    if isinstance(baud, bool) or not isinstance(baud, int) or not 1 <= baud <= MAX_BAUD:
+        raise RedsError(f"--baud must be a whole number from 1 to {MAX_BAUD}, got {baud!r}")
+    if not isinstance(timeout, int | float) or not (
+        math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT
+    ):
+        raise RedsError(
+            f"--timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}, "
+            f"got {timeout!r}"
+        )
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise RedsError(f"--samples must be at least 1, got {samples!r}")
+
+
+def _run_manifest(run_dir: str | os.PathLike) -> dict:
+    from reds_tf.sim import load_manifest
+
+    if not Path(run_dir).is_dir():
+        raise RunDirError(f"run directory {run_dir} does not exist")
+    return load_manifest(run_dir)
+
+
+def run_fingerprint(run_dir: str | os.PathLike, manifest: dict) -> str:
+    """The exported model's fingerprint: ``manifest.json``'s, else (an export
+    from before the manifest recorded it) the generated ``reds_model.h``'s."""
+    fp = manifest.get("fingerprint")
+    if fp is None:
+        header = Path(run_dir) / "export" / "src" / "reds_model.h"
+        try:
+            m = re.search(r'#define REDS_MODEL_FINGERPRINT "([^"]*)"', header.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError):
+            m = None
+        if m is None:
+            raise RunDirError(
+                f"{run_dir} was exported before exports had a model fingerprint: run "
+                f"`reds export {run_dir}` and flash its firmware again"
+            )
+        fp = m.group(1)
+    if not isinstance(fp, str) or not FINGERPRINT_RE.fullmatch(fp):
+        raise RunDirError(
+            f"{run_dir}/export/manifest.json has a malformed fingerprint {fp!r}: "
+            f"re-run `reds export {run_dir}`"
+        )
+    return fp
+
+
+def check_firmware(info: dict, run_dir: str | os.PathLike, manifest: dict) -> None:
+    """Refuse a device whose model is not the run's: the numbers of the demo
+    would mix two models."""
+    want = run_fingerprint(run_dir, manifest)
+    got = info.get("fingerprint")
+    flash = f"flash this run's firmware first (`reds firmware {run_dir} --board ...`)"
+    if got is None:
+        raise RedsError(
+            f"the firmware runs model {info.get('model')!r} and reports no model fingerprint "
+            f"(built before fingerprints): {flash}"
+        )
+    if got != want:
+        raise RedsError(
+            f"the firmware runs model {info.get('model')!r} with fingerprint {got!r}, but "
+            f"{run_dir} exported {manifest.get('name')!r} with fingerprint {want!r}: {flash}"
+        )
+
+
 def demo_inputs(run_dir: str | os.PathLike, samples: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """The first ``samples`` test inputs of the run's data set quantised like the
     exported model's input: returns (x int8 (N, *input_shape), labels (N,), manifest)."""
     from reds_tf.export import load_run_data, load_submodels
     from reds_tf.quant import numerics
-    from reds_tf.sim import load_manifest
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(f"run directory {run_dir} does not exist")
-    manifest = load_manifest(run_dir)
+    manifest = _run_manifest(run_dir)
     data = load_run_data(load_submodels(run_dir))
     if samples < 1:
         raise RedsError(f"--samples must be at least 1, got {samples}")
@@ -70,9 +152,11 @@ def run_demo(
     progress: Callable[[str], None] | None = None,
 ) -> list[DemoRow]:
     """Send ``samples`` test inputs through every submodel; restores nothing
-    (the largest submodel is active afterwards)."""
-    x, y, manifest = demo_inputs(run_dir, samples)
+    (the largest submodel is active afterwards). Refuses firmware of another
+    model (its fingerprint) before loading any data."""
     info = client.info()
+    check_firmware(info, run_dir, _run_manifest(run_dir))
+    x, y, manifest = demo_inputs(run_dir, samples)
     if info["input_size"] != int(np.prod(x.shape[1:])) or info["submodels"] != len(
         manifest["submodels"]
     ):
@@ -135,28 +219,42 @@ def budget_demo(client: RedsClient) -> list[tuple[int, dict]]:
     fastest): returns (budget, reply) pairs; replies may be errors."""
     lat = client.bench()["latency_us"]
     budgets = sorted({max(0, min(lat) - 1), *lat})
-    return [(b, client.command(f"budget {b}")) for b in budgets]
+    out = []
+    for b in budgets:
+        reply = client.command(f"budget {b}")
+        if reply["ok"]:
+            check_reply("budget", reply)
+        elif not isinstance(reply.get("error"), str):
+            raise ProtocolError(f"the device's error reply lacks its 'error': {reply}")
+        out.append((b, reply))
+    return out
 
 
 def _interactive(client: RedsClient, stdin: IO[str], stdout: IO[str]) -> int:
     info = client.info_cache
     print(
-        f"connected to {client.port}: model {info.get('model')}, {info.get('submodels')} "
-        f"submodels, active {info.get('active')}. Type 'help' for commands.",
+        f"connected to {client.port}: model {info.get('model')} (fingerprint "
+        f"{info.get('fingerprint', 'none')}), {info.get('submodels')} submodels, active "
+        f"{info.get('active')}. Type 'help' for commands.",
         file=stdout,
+        flush=True,
     )
     interactive = stdin.isatty()
     while True:
-        if interactive:
-            try:
-                line = input("reds> ")
-            except EOFError:
-                print(file=stdout)
-                return 0
-        else:
-            line = stdin.readline()
-            if not line:
-                return 0
+        try:
+            if interactive:
+                try:
+                    line = input("reds> ")
+                except EOFError:
+                    print(file=stdout)
+                    return 0
+            else:
+                line = stdin.readline()
+                if not line:
+                    return 0
+        except UnicodeDecodeError as e:  # stdin with strict decoding
+            print(f"error: input is not {e.encoding} text ({e.reason})", file=stdout, flush=True)
+            continue
         line = line.strip()
         if not line:
             continue
@@ -167,8 +265,10 @@ def _interactive(client: RedsClient, stdin: IO[str], stdout: IO[str]) -> int:
             continue
         try:
             reply = client.command(line)
+        except DisconnectedError:
+            raise  # the session is over: one line from the CLI
         except RedsError as e:
-            print(f"error: {e}", file=stdout)
+            print(f"error: {e}", file=stdout, flush=True)
             continue
         print(json.dumps(reply), file=stdout, flush=True)
 
@@ -184,12 +284,20 @@ def run_monitor(
     stdout: IO[str] | None = None,
 ) -> int:
     """``reds monitor``: interactive prompt, or with ``demo`` the per-submodel table."""
-    stdin = stdin or sys.stdin
+    check_arguments(baud, timeout, samples)
+    if stdin is None:
+        stdin = sys.stdin
+        # undecodable bytes become U+FFFD, which the ASCII check then names
+        with contextlib.suppress(AttributeError, ValueError):
+            stdin.reconfigure(errors="replace")
     stdout = stdout or sys.stdout
+    if demo is not None:  # a wrong run directory needs no device to say so
+        run_fingerprint(demo, _run_manifest(demo))
     with RedsClient(port, baud, timeout) as client:
         if demo is None:
             return _interactive(client, stdin, stdout)
         info = client.info_cache
+        check_firmware(info, demo, _run_manifest(demo))
         print(
             f"{info['model']} on {port}: {info['submodels']} submodels, "
             f"{info['weight_bytes']} weight bytes, {info['arena_bytes']} arena bytes",
@@ -211,4 +319,13 @@ def run_monitor(
         return 0
 
 
-__all__ = ["CommandError", "DemoRow", "run_demo", "run_monitor", "format_demo", "budget_demo"]
+__all__ = [
+    "CommandError",
+    "DemoRow",
+    "DisconnectedError",
+    "check_firmware",
+    "run_demo",
+    "run_monitor",
+    "format_demo",
+    "budget_demo",
+]

@@ -2,16 +2,20 @@
 
 One ASCII command line out, exactly one JSON line back. ``RedsClient`` wraps a
 pyserial port; it works the same with a Nano 33 BLE, QEMU's pty or the native
-firmware's pty.
+firmware's pty. A device that goes away mid-session (a board unplugged, an
+emulator that exited) raises :class:`DisconnectedError`, whatever pyserial or
+the OS reported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
 
 import numpy as np
+import serial
 
 from reds_tf.errors import RedsError
 
@@ -20,12 +24,91 @@ class ProtocolError(RedsError):
     """The firmware did not answer, or answered something that is not a reply."""
 
 
+class DisconnectedError(ProtocolError):
+    """The serial device went away mid-session: reads or writes fail."""
+
+
+# What pyserial and the OS raise when the device behind an open port vanishes:
+# SerialException (e.g. "device reports readiness to read but returned no
+# data"), OSError (EIO, ENXIO, ENODEV) and, from tcflush, termios.error.
+_DEVICE_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError)
+with contextlib.suppress(ImportError):  # no termios on Windows
+    import termios
+
+    _DEVICE_ERRORS += (termios.error,)
+
+
 class CommandError(RedsError):
     """The firmware answered ``{"ok": false, "error": ...}``."""
 
     def __init__(self, message: str, reply: dict[str, Any]):
         super().__init__(message)
         self.reply = reply
+
+
+# The fields each ok reply must carry, and their types: "int" (not bool),
+# "number" (int or float), "ints" (a list of ints), or a Python type.
+REPLY_FIELDS: dict[str, dict[str, Any]] = {
+    "info": {
+        "model": str, "submodels": "int", "active": "int", "macs": "ints",
+        "input_size": "int", "input_scale": "number", "input_zero_point": "int",
+        "weight_bytes": "int", "arena_bytes": "int",
+    },
+    "use": {"active": "int", "switch_us": "int"},
+    "infer": {"active": "int", "class": "int", "output": "ints", "latency_us": "int"},
+    "bench": {"latency_us": "ints", "switch_us": "int"},
+    "budget": {"active": "int", "latency_us": "int"},
+}  # fmt: skip
+
+
+def _is(value: Any, kind: Any) -> bool:
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if kind == "int":
+        return is_int(value)
+    if kind == "number":
+        return is_int(value) or isinstance(value, float)
+    if kind == "ints":
+        return isinstance(value, list) and all(is_int(v) for v in value)
+    return isinstance(value, kind)
+
+
+def check_reply(command: str, reply: dict[str, Any]) -> dict[str, Any]:
+    """Raise :class:`ProtocolError` unless an ok reply to ``command`` (info,
+    use, infer, bench, budget) has its fields with the right types; returns it."""
+    text = json.dumps(reply)[:160]
+    for name, kind in REPLY_FIELDS[command].items():
+        if not _is(reply.get(name), kind):
+            raise ProtocolError(
+                f"the device's reply to {command!r} lacks a valid {name!r}: {text} "
+                "(is it REDS firmware?)"
+            )
+    if command == "info":
+        k = reply["submodels"]
+        if k < 1 or len(reply["macs"]) != k or reply["input_size"] < 1:
+            raise ProtocolError(f"the device's info reply is inconsistent: {text}")
+        if not isinstance(reply.get("fingerprint", ""), str):
+            raise ProtocolError(f"the device's info reply has a non-string fingerprint: {text}")
+    if command == "infer" and not all(-128 <= v <= 127 for v in reply["output"]):
+        raise ProtocolError(f"the device's infer output is not int8: {text}")
+    if command == "bench" and not reply["latency_us"]:
+        raise ProtocolError(f"the device's bench reply has no latencies: {text}")
+    return reply
+
+
+def _ascii(line: str) -> bytes:
+    """The protocol is ASCII: a command with other characters is refused here
+    (the firmware would answer it, but with an error about bytes the user never
+    typed)."""
+    try:
+        return line.encode("ascii")
+    except UnicodeEncodeError as e:
+        bad = line[e.start]
+        raise ProtocolError(
+            f"commands are ASCII; {line[:80]!r} has {bad!r} (U+{ord(bad):04X}) at position "
+            f"{e.start}"
+        ) from None
 
 
 class RedsClient:
@@ -37,11 +120,10 @@ class RedsClient:
     """
 
     def __init__(self, port: str, baud: int = 115200, timeout: float = 10.0, *, sync: bool = True):
-        import serial
-
         try:
             self.serial = serial.Serial(port, baud, timeout=timeout, write_timeout=timeout)
-        except (serial.SerialException, OSError) as e:
+        except (*_DEVICE_ERRORS, ValueError, OverflowError) as e:
+            # ValueError / OverflowError: a baud rate or timeout pyserial refuses
             raise ProtocolError(f"cannot open serial port {port}: {e}") from e
         self.port = port
         self.timeout = timeout
@@ -50,7 +132,9 @@ class RedsClient:
             self.sync()
 
     def close(self) -> None:
-        self.serial.close()
+        # closing a vanished device can fail too; there is nothing left to do
+        with contextlib.suppress(*_DEVICE_ERRORS):
+            self.serial.close()
 
     def __enter__(self) -> RedsClient:
         return self
@@ -60,14 +144,34 @@ class RedsClient:
 
     # -- raw lines -----------------------------------------------------------------
 
+    def _disconnected(self, e: BaseException) -> DisconnectedError:
+        return DisconnectedError(
+            f"the serial device {self.port} disconnected ({e}); reconnect the board and "
+            f"start again (after a replug the port may have another name)"
+        )
+
+    def _readline(self) -> bytes:
+        try:
+            return self.serial.readline()
+        except _DEVICE_ERRORS as e:
+            raise self._disconnected(e) from e
+
     def write_line(self, line: bytes | str) -> None:
         if isinstance(line, str):
-            line = line.encode("ascii")
-        self.serial.write(line + b"\n")
+            line = _ascii(line)
+        try:
+            self.serial.write(line + b"\n")
+        except serial.SerialTimeoutException as e:
+            raise ProtocolError(
+                f"writing to {self.port} timed out after {self.timeout:g} s "
+                "(is the firmware running and reading?)"
+            ) from e
+        except _DEVICE_ERRORS as e:
+            raise self._disconnected(e) from e
 
     def read_reply(self) -> dict[str, Any]:
         """Read one reply line and parse it."""
-        raw = self.serial.readline()
+        raw = self._readline()
         if not raw.endswith(b"\n"):
             raise ProtocolError(
                 f"no reply from {self.port} within {self.timeout:g} s"
@@ -87,7 +191,7 @@ class RedsClient:
         The firmware answers every line but an empty (or blank) one, and CR ends
         a line like LF: such lines would leave no reply or two, so they are
         refused here."""
-        raw = line.encode("ascii") if isinstance(line, str) else line
+        raw = _ascii(line) if isinstance(line, str) else line
         if b"\r" in raw or b"\n" in raw:
             raise ProtocolError(f"a command is one line, without CR or LF: {raw[:80]!r}")
         if not raw.strip(b" \t"):
@@ -98,11 +202,14 @@ class RedsClient:
     def sync(self) -> dict[str, Any]:
         """Drop stale input (e.g. replies to a previous client's commands) and
         return a fresh ``info`` reply."""
-        self.serial.reset_input_buffer()
+        try:
+            self.serial.reset_input_buffer()
+        except _DEVICE_ERRORS as e:
+            raise self._disconnected(e) from e
         self.write_line("info")
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            raw = self.serial.readline()
+            raw = self._readline()
             if not raw:
                 break
             try:
@@ -110,7 +217,7 @@ class RedsClient:
             except (UnicodeDecodeError, json.JSONDecodeError):
                 continue
             if isinstance(reply, dict) and reply.get("ok") and "input_size" in reply:
-                self.info_cache = reply
+                self.info_cache = check_reply("info", reply)
                 return reply
         raise ProtocolError(
             f"no REDS firmware answered on {self.port} within {self.timeout:g} s "
@@ -119,11 +226,11 @@ class RedsClient:
 
     # -- commands --------------------------------------------------------------------
 
-    def _ok(self, line: bytes | str) -> dict[str, Any]:
+    def _ok(self, line: str) -> dict[str, Any]:
         reply = self.command(line)
         if not reply["ok"]:
             raise CommandError(f"firmware error: {reply.get('error')}", reply)
-        return reply
+        return check_reply(line.split()[0], reply)
 
     def info(self) -> dict[str, Any]:
         self.info_cache = self._ok("info")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +63,24 @@ def test_bad_port_and_wrong_run(native_port: str, tmp_path: Path) -> None:
         RedsClient(str(tmp_path / "no-such-port"))
     with pytest.raises(RedsError, match="reds export"):
         run_monitor(native_port, demo=str(tmp_path), samples=5, stdout=io.StringIO())
+
+
+def test_demo_refuses_firmware_of_another_model(
+    native_port: str, exported_run: Path, tmp_path: Path
+) -> None:
+    """A run whose export is not the flashed model (here: the same run with
+    another fingerprint in its manifest, as a re-export with other weights
+    would have): refused before any sample is sent, the library call too."""
+    other = tmp_path / exported_run.name
+    shutil.copytree(exported_run, other)
+    path = other / "export" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    device_fp = manifest["fingerprint"]
+    manifest["fingerprint"] = "f" * 16 if device_fp != "f" * 16 else "0" * 16
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(RedsError, match=f"fingerprint '{device_fp}'.*flash this run's firmware"):
+        run_monitor(native_port, demo=str(other), samples=5, stdout=io.StringIO())
+    with RedsClient(native_port) as c:
+        with pytest.raises(RedsError, match="flash this run's firmware"):
+            run_demo(c, other, samples=5)
+        assert c.info()["fingerprint"] == device_fp
