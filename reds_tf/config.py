@@ -4,6 +4,12 @@ Every error names the file and the key path (``train.epochs``) and says what is
 expected, so a typo never silently falls back to a default: unknown keys are
 errors too. :func:`config_to_dict` gives the resolved config (defaults and CLI
 overrides applied) that the run directory keeps as ``config.yaml``.
+
+Numbers: ``1e-3`` and ``1e6`` are numbers (YAML 1.1 would read them as
+strings), a whole float such as ``1e6`` is accepted where an integer is
+expected, and every integer has an upper bound (:data:`LIMITS`), so an
+absurd value is a message naming the key rather than a failure deep inside
+training. Validation never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +27,62 @@ import yaml
 from reds_tf.errors import ConfigError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# ``model.type`` names of the builders in reds_tf.models (kept here so that a
+# config is validated without importing TensorFlow; a test checks they agree).
+MODEL_TYPE_NAMES = ("cnn", "dnn", "dscnn", "mobilenet_v1")
+
+# Upper bounds of the integer keys: far above any real use, low enough that
+# arithmetic on them (MAC counts, array sizes, RNG seeds) cannot overflow.
+LIMITS = {
+    "seed": 2**32 - 1,  # NumPy's seed range
+    "units": 65536,  # model.hidden entries, conv filters
+    "kernel": 1024,  # conv kernel and stride sizes, augment.shift
+    "blocks": 1024,  # dscnn: number of blocks
+    "block": 65536,
+    "epochs": 100_000,
+    "batch_size": 1_000_000,
+    "batches": 10_000_000,  # importance.batches
+    "limit": 2**31 - 1,  # train.limit (samples)
+    "memory_budget_bytes": 2**32 - 1,  # uint32 on the device
+    "data": 2**31 - 1,  # integers among the data: options (absolute value)
+}
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2 floats: ``1e-9``, ``1E12`` and ``-2e+3`` are
+    floats (YAML 1.1 needs a dot: ``1.0e-9``)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse config YAML (safe, YAML 1.2 floats; see :class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no Python objects
+
+
+def _show(v: Any) -> str:
+    """``repr`` of a bad value, shortened to keep the message one short line."""
+    try:
+        text = repr(v)
+    except ValueError:  # an int too long to print
+        return "a number too large to print"
+    return text if len(text) <= 60 else text[:45] + f"... ({len(text)} characters)"
+
+
+def _whole(v: Any) -> Any:
+    """An integral finite float (``1e6``) as an int; anything else unchanged."""
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return int(v)
+    return v
 
 
 @dataclass(frozen=True)
@@ -168,7 +231,7 @@ class _Reader:
     def fail(self, key: str, what: str, got: Any = dataclasses.MISSING) -> None:
         msg = f"{self.src}: {key} {what}"
         if got is not dataclasses.MISSING:
-            msg += f", got {got!r}"
+            msg += f", got {_show(got)}"
         raise ConfigError(msg)
 
     def has(self, k: str) -> bool:
@@ -177,15 +240,26 @@ class _Reader:
     def raw(self, k: str, default: Any) -> Any:
         return self.data.pop(k, default)
 
-    def int(self, k: str, default: int | None, *, minimum: int = 1, optional: bool = False) -> Any:
+    def int(
+        self,
+        k: str,
+        default: int | None,
+        *,
+        maximum: int,
+        minimum: int = 1,
+        optional: bool = False,
+    ) -> Any:
         if k not in self.data and default is None and not optional:
             self.fail(self.key(k), "is required (an integer)")
         v = self.data.pop(k, default)
         if v is None and optional:
             return None
+        v = _whole(v)
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
             kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
             self.fail(self.key(k), f"must be {kind}", v)
+        if v > maximum:
+            self.fail(self.key(k), f"must be at most {maximum}", v)
         return v
 
     def float(self, k: str, default: float, *, lo: float, hi: float, lo_open: bool) -> float:
@@ -224,21 +298,25 @@ class _Reader:
 
 
 def _pair(r: _Reader, k: str, default: tuple[int, int]) -> tuple[int, int]:
-    v = r.raw(k, list(default))
+    v = _whole(r.raw(k, list(default)))
     if isinstance(v, int) and not isinstance(v, bool):
         v = [v, v]
+    if isinstance(v, (list, tuple)):
+        v = [_whole(e) for e in v]
     if (
         not isinstance(v, (list, tuple))
         or len(v) != 2
         or any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in v)
     ):
         r.fail(r.key(k), "must be a positive integer or a list of two", v)
+    if max(v) > LIMITS["kernel"]:
+        r.fail(r.key(k), f"entries must be at most {LIMITS['kernel']}", v)
     return (int(v[0]), int(v[1]))
 
 
 def _conv_spec(r: _Reader, padding: str) -> ConvSpec:
     spec = ConvSpec(
-        filters=r.int("filters", None),
+        filters=r.int("filters", None, maximum=LIMITS["units"]),
         kernel=_pair(r, "kernel", (3, 3)),
         strides=_pair(r, "strides", (1, 1)),
         padding=r.str("padding", padding, _PADDINGS),
@@ -259,18 +337,23 @@ def _conv_list(r: _Reader, k: str, padding: str) -> tuple[ConvSpec, ...]:
 def _model(r: _Reader) -> ModelConfig:
     d = ModelConfig()
     mtype = r.str("type", d.type)
-    # Lazy import: models.py imports TensorFlow, the registry of names does not need it.
-    from reds_tf.models import MODEL_TYPES
-
-    if mtype not in MODEL_TYPES:
-        r.fail(r.key("type"), f"must be one of {', '.join(sorted(MODEL_TYPES))}", mtype)
+    known = set(MODEL_TYPE_NAMES)
+    models = sys.modules.get("reds_tf.models")  # builders registered at run time count too
+    if models is not None:
+        known |= set(models.MODEL_TYPES)
+    if mtype not in known:
+        r.fail(r.key("type"), f"must be one of {', '.join(sorted(known))}", mtype)
     hidden = r.raw("hidden", list(d.hidden) if mtype in ("dnn", "cnn") else [])
+    if isinstance(hidden, list):
+        hidden = [_whole(h) for h in hidden]
     if mtype in ("dnn", "cnn") and (
         not isinstance(hidden, list)
         or not hidden
         or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden)
     ):
         r.fail(r.key("hidden"), "must be a non-empty list of positive integers", hidden)
+    if mtype in ("dnn", "cnn") and max(hidden) > LIMITS["units"]:
+        r.fail(r.key("hidden"), f"entries must be at most {LIMITS['units']}", hidden)
     if mtype not in ("dnn", "cnn") and hidden:
         r.fail(r.key("hidden"), f"is not used by model.type {mtype}", hidden)
     if mtype != "dscnn":
@@ -287,7 +370,9 @@ def _model(r: _Reader) -> ModelConfig:
         if not r.has("first"):
             r.fail(r.key("first"), "is required for model.type dscnn (filters, kernel, strides)")
         first = _conv_spec(r.sub("first"), "same")
-        b = r.raw("blocks", None)
+        b = _whole(r.raw("blocks", None))
+        if isinstance(b, int) and not isinstance(b, bool) and b > LIMITS["blocks"]:
+            r.fail(r.key("blocks"), f"must be at most {LIMITS['blocks']}", b)
         if isinstance(b, int) and not isinstance(b, bool) and b >= 1:
             # N blocks at the first layer's width, stride 1 (Hello Edge DS-CNN-S).
             blocks = tuple(ConvSpec(filters=first.filters, padding="same") for _ in range(b))
@@ -310,7 +395,10 @@ def _model(r: _Reader) -> ModelConfig:
 
 def _augment(r: _Reader) -> AugmentConfig:
     d = AugmentConfig()
-    a = AugmentConfig(flip=r.bool("flip", d.flip), shift=r.int("shift", d.shift, minimum=0))
+    a = AugmentConfig(
+        flip=r.bool("flip", d.flip),
+        shift=r.int("shift", d.shift, minimum=0, maximum=LIMITS["kernel"]),
+    )
     r.done()
     return a
 
@@ -338,6 +426,12 @@ def _scalar_or_list(v: Any) -> bool:
     return isinstance(v, list) and all(_scalar_or_list(e) for e in v)
 
 
+def _small_ints(v: Any) -> bool:
+    if isinstance(v, list):
+        return all(_small_ints(e) for e in v)
+    return not isinstance(v, int) or isinstance(v, bool) or abs(v) <= LIMITS["data"]
+
+
 def _data_options(r: _Reader) -> dict[str, Any]:
     """The optional ``data:`` mapping: loader keywords with plain YAML values.
     Whether the loader knows a name is checked when the data set is loaded
@@ -353,6 +447,8 @@ def _data_options(r: _Reader) -> dict[str, Any]:
             r.fail(key, "keys must be option names (identifiers)", k)
         if not _scalar_or_list(e):
             r.fail(f"{key}.{k}", "must be a number, string, true/false, null or a list", e)
+        if not _small_ints(e):
+            r.fail(f"{key}.{k}", f"integers must be at most {LIMITS['data']} in size", e)
     return dict(v)
 
 
@@ -389,28 +485,29 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     if not _NAME_RE.match(name):
         r.fail("name", "must use only letters, digits, '_', '-', '.' (it names the run dir)", name)
     dataset = r.str("dataset", None)
-    seed = r.int("seed", 0, minimum=0)
+    seed = r.int("seed", 0, minimum=0, maximum=LIMITS["seed"])
     data_options = _data_options(r)
     model = _model(r.sub("model"))
     budgets = _budgets(r)
-    block = r.int("block", Config.block)
+    block = r.int("block", Config.block, maximum=LIMITS["block"])
 
     t, d = r.sub("train"), TrainConfig()
     train = TrainConfig(
-        epochs=t.int("epochs", d.epochs),
-        batch_size=t.int("batch_size", d.batch_size),
+        epochs=t.int("epochs", d.epochs, maximum=LIMITS["epochs"]),
+        batch_size=t.int("batch_size", d.batch_size, maximum=LIMITS["batch_size"]),
         learning_rate=t.float("learning_rate", d.learning_rate, lo=0, hi=1, lo_open=True),
         schedule=t.str("schedule", d.schedule, _SCHEDULES),
         optimizer=t.str("optimizer", d.optimizer, _OPTIMIZERS),
         weight_decay=t.float("weight_decay", d.weight_decay, lo=0, hi=1, lo_open=False),
-        limit=t.int("limit", None, optional=True),
+        limit=t.int("limit", None, optional=True, maximum=LIMITS["limit"]),
         augment=_augment(t.sub("augment")),
     )
     t.done()
 
     i, di = r.sub("importance"), ImportanceConfig()
     importance = ImportanceConfig(
-        batches=i.int("batches", di.batches), batch_size=i.int("batch_size", di.batch_size)
+        batches=i.int("batches", di.batches, maximum=LIMITS["batches"]),
+        batch_size=i.int("batch_size", di.batch_size, maximum=LIMITS["batch_size"]),
     )
     i.done()
 
@@ -423,8 +520,8 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
 
     f, df = r.sub("finetune"), FinetuneConfig()
     finetune = FinetuneConfig(
-        epochs=f.int("epochs", df.epochs, minimum=0),
-        batch_size=f.int("batch_size", df.batch_size),
+        epochs=f.int("epochs", df.epochs, minimum=0, maximum=LIMITS["epochs"]),
+        batch_size=f.int("batch_size", df.batch_size, maximum=LIMITS["batch_size"]),
         learning_rate=f.float("learning_rate", df.learning_rate, lo=0, hi=1, lo_open=True),
         schedule=f.str("schedule", df.schedule, _SCHEDULES),
         optimizer=f.str("optimizer", df.optimizer, _OPTIMIZERS),
@@ -451,7 +548,9 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     f.done()
 
     baseline = r.str("baseline", "none", _BASELINES)
-    memory = r.int("memory_budget_bytes", None, optional=True)
+    memory = r.int(
+        "memory_budget_bytes", None, optional=True, maximum=LIMITS["memory_budget_bytes"]
+    )
     r.done()
     return Config(
         name=name,
@@ -481,7 +580,9 @@ def load_config(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config {path}: {e}") from e
     try:
-        data = yaml.safe_load(text)
+        data = yaml_load(text)
+    except ValueError:  # PyYAML's int() of a number with thousands of digits
+        raise ConfigError(f"{path}: malformed YAML: a number with too many digits") from None
     except yaml.YAMLError as e:
         where = ""
         mark = getattr(e, "problem_mark", None)

@@ -209,3 +209,118 @@ def test_base_teacher_needs_distillation():
         parse_config({**BASE, "finetune": {"teacher": "base", "distill": False}})
     with pytest.raises(ConfigError, match=r"finetune\.teacher"):
         parse_config({**BASE, "finetune": {"teacher": "self"}})
+
+
+def test_exponent_floats_are_numbers(tmp_path):
+    """YAML 1.1 reads 1e-3 as a string; the config loader reads it as a number."""
+    p = write(
+        tmp_path,
+        "name: t\ndataset: fashion_mnist\n"
+        "train: {learning_rate: 1e-3, weight_decay: 1E-9, epochs: 1e1}\n"
+        "finetune: {learning_rate: +5e-4}\nknapsack: {time_limit: 6e1}\n"
+        "memory_budget_bytes: 1e6\n",
+    )
+    cfg = load_config(p)
+    assert (cfg.train.learning_rate, cfg.train.weight_decay) == (1e-3, 1e-9)
+    assert cfg.train.epochs == 10 and isinstance(cfg.train.epochs, int)
+    assert cfg.finetune.learning_rate == 5e-4 and cfg.knapsack.time_limit == 60.0
+    assert cfg.memory_budget_bytes == 1_000_000
+    with pytest.raises(
+        ConfigError, match=r"train\.weight_decay must be a number in \[0, 1\], got 100\.0"
+    ):
+        load_config(
+            write(tmp_path, "name: t\ndataset: fashion_mnist\ntrain: {weight_decay: 1e2}\n")
+        )
+    with pytest.raises(ConfigError, match=r"train\.epochs must be a positive integer, got 2\.5"):
+        parse_config({**BASE, "train": {"epochs": 2.5}})
+    # Strings stay strings where a string is expected.
+    assert load_config(write(tmp_path, "name: 1e3x\ndataset: fashion_mnist\n")).name == "1e3x"
+
+
+_CNN = {"type": "cnn", "hidden": [8]}
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({**BASE, "seed": 10**23}, "seed must be at most 4294967295, got 100000000000000000000000"),
+        ({**BASE, "model": {"hidden": [10**20]}}, "model.hidden entries must be at most 65536"),
+        ({**BASE, "train": {"epochs": 10**12}}, "train.epochs must be at most 100000"),
+        ({**BASE, "train": {"batch_size": 10**9}}, "train.batch_size must be at most 1000000"),
+        ({**BASE, "train": {"limit": 10**10}}, "train.limit must be at most 2147483647"),
+        ({**BASE, "train": {"augment": {"shift": 10**5}}}, "train.augment.shift must be at most"),
+        ({**BASE, "finetune": {"epochs": 10**6}}, "finetune.epochs must be at most 100000"),
+        ({**BASE, "finetune": {"batch_size": 10**7}}, "finetune.batch_size must be at most"),
+        ({**BASE, "importance": {"batches": 10**8}}, "importance.batches must be at most"),
+        ({**BASE, "importance": {"batch_size": 10**8}}, "importance.batch_size must be at most"),
+        ({**BASE, "block": 10**6}, "block must be at most 65536"),
+        ({**BASE, "memory_budget_bytes": 1e12}, "memory_budget_bytes must be at most 4294967295"),
+        ({**BASE, "data": {"augment": 10**30}}, "data.augment integers must be at most"),
+        (
+            {**BASE, "model": {**_CNN, "conv": [{"filters": 10**6}]}},
+            "model.conv[0].filters must be at most 65536",
+        ),
+        (
+            {**BASE, "model": {**_CNN, "conv": [{"filters": 4, "kernel": 10**5}]}},
+            "model.conv[0].kernel entries must be at most 1024",
+        ),
+        (
+            {**BASE, "model": {**_CNN, "conv": [{"filters": 4, "strides": [1, 10**9]}]}},
+            "model.conv[0].strides entries must be at most 1024",
+        ),
+        (
+            {**BASE, "model": {"type": "dscnn", "first": {"filters": 8}, "blocks": 10**6}},
+            "model.blocks must be at most 1024",
+        ),
+        ({**BASE, "seed": 10**5000}, "seed must be at most 4294967295, got a number too large"),
+    ],
+)  # fmt: skip
+def test_every_integer_is_bounded(data, needle):
+    with pytest.raises(ConfigError) as e:
+        parse_config(data, "configs/x.yaml")
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    assert len(str(e.value)) < 200
+
+
+def test_overrides_are_bounded():
+    cfg = parse_config(BASE, "c.yaml")
+    with pytest.raises(ConfigError, match=r"seed must be at most 4294967295"):
+        with_overrides(cfg, seed=10**24)
+    with pytest.raises(ConfigError, match=r"train\.epochs must be at most"):
+        with_overrides(cfg, epochs=10**20)
+
+
+def test_thousands_of_digits_are_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"malformed YAML: a number with too many digits"):
+        load_config(write(tmp_path, "name: t\ndataset: fashion_mnist\nseed: " + "9" * 5000))
+
+
+def test_model_type_names_match_the_builders():
+    from reds_tf.config import MODEL_TYPE_NAMES
+    from reds_tf.models import MODEL_TYPES
+
+    assert set(MODEL_TYPE_NAMES) == set(MODEL_TYPES)
+
+
+def test_config_validation_does_not_import_tensorflow():
+    """Config errors come before TensorFlow loads (6-60 s otherwise)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from reds_tf.config import load_config, parse_config\n"
+        f"for n in {sorted(p.name for p in (REPO / 'configs').glob('*.yaml'))!r}:\n"
+        f"    load_config({str(REPO / 'configs')!r} + '/' + n)\n"
+        "try:\n"
+        "    parse_config({'name': 'x', 'dataset': 'd', 'model': {'type': 'resnet'}})\n"
+        "except Exception as e:\n"
+        "    print(e)\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-2].endswith(
+        "model.type must be one of cnn, dnn, dscnn, mobilenet_v1, got 'resnet'"
+    )
+    assert r.stdout.splitlines()[-1] == "False"
