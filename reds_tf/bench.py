@@ -37,8 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from reds_tf import rundir
 from reds_tf.boards import NANO33BLE
-from reds_tf.errors import RedsError, RunDirError
+from reds_tf.errors import RedsError
 from reds_tf.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
 from reds_tf.toolchain import nano33ble_flags
 
@@ -344,27 +345,11 @@ def inputs_blob(x: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(x, dtype=np.int8).tobytes()
 
 
-def _load_manifest(run_dir: Path) -> dict:
-    from reds_tf.sim import load_manifest
-
-    manifest = load_manifest(run_dir)
-    src = run_dir / "export" / "src"
-    if not (src / "reds_model.h").is_file():
-        raise RunDirError(f"{src} has no generated runtime; run `reds export {run_dir}` first")
-    return manifest
-
-
 def model_kind(run_dir: Path) -> str:
     """``conv`` when ``submodels.json`` lists a convolution or depthwise layer,
-    else ``dense`` (the instructions-per-MAC target differs)."""
-    import json
-
-    path = Path(run_dir) / "submodels.json"
-    try:
-        layers = json.loads(path.read_text()).get("layers", [])
-    except (OSError, ValueError):
-        return "dense"
-    return "conv" if any(ly.get("type") in ("conv", "depthwise") for ly in layers) else "dense"
+    else ``dense`` (the instructions-per-MAC target differs); a missing or
+    damaged ``submodels.json`` is a RunDirError."""
+    return rundir.model_kind(rundir.load_submodels(run_dir))
 
 
 def summarise(
@@ -530,27 +515,54 @@ def run_bench(
     run_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
     markdown: str | os.PathLike | None = None,
+    trust: bool = False,
 ) -> dict[str, Any]:
     """Benchmark the exported runtime of ``run_dir`` under QEMU.
 
     Writes ``bench.json`` (default ``RUN_DIR/bench.json``) and, unless
     ``markdown`` is None, the Cortex-M4 section of that Markdown file. Returns
     the result dict. Raises BenchError when a tool is missing, a build or run
-    fails, the counts are not repeatable or the kernels' outputs differ."""
+    fails, the counts are not repeatable or the kernels' outputs differ.
+
+    Before any work: the manifest and ``submodels.json`` are checked,
+    ``export/src`` must be what the export generated (the host simulation
+    compiles and loads it; ``trust=True`` skips this) and every output location
+    must be writable (the folders of ``out`` and ``markdown`` must exist). An
+    OSError while writing is one OutputError line."""
     t0 = time.monotonic()
     run_dir = Path(run_dir)
-    manifest = _load_manifest(run_dir)
-    src_dir = run_dir / "export" / "src"
+    rundir.RunDir(run_dir).require()
+    manifest = rundir.load_manifest(run_dir)
+    kind = model_kind(run_dir)
+    src_dir = rundir.verify_sources(run_dir, manifest, trust=trust)
     if not (BENCH_FW_DIR / "bench.ld").is_file():
         raise BenchError(f"bench firmware sources not found in {BENCH_FW_DIR}")
+    build_dir = rundir.check_output_dir(run_dir / rundir.BENCH_BUILD, "the bench build folder")
+    out_path = Path(out) if out is not None else run_dir / rundir.BENCH_JSON
+    rundir.check_output_file(out_path, "the bench results")
+    if markdown is not None:
+        rundir.check_output_file(markdown, "the Markdown file", text=True)
+    with rundir.output_errors(str(build_dir)):
+        return _run_bench(run_dir, manifest, kind, src_dir, build_dir, out_path, markdown, t0)
+
+
+def _run_bench(
+    run_dir: Path,
+    manifest: dict[str, Any],
+    kind: str,
+    src_dir: Path,
+    build_dir: Path,
+    out_path: Path,
+    markdown: str | os.PathLike | None,
+    t0: float,
+) -> dict[str, Any]:
     num_k = len(manifest["submodels"])
     plugin = build_plugin()
-    build_dir = run_dir / ".bench"
     build_dir.mkdir(parents=True, exist_ok=True)
 
-    from reds_tf.sim import load_runtime
+    from reds_tf.sim import Runtime
 
-    runtime = load_runtime(run_dir)
+    runtime = Runtime(src_dir, tuple(manifest["input_shape"]))
     x = make_inputs(runtime.input_size)
     inputs_bin = build_dir / "inputs.bin"
     write_bytes_atomic(inputs_bin, inputs_blob(x))
@@ -603,9 +615,8 @@ def run_bench(
         "arena_bytes": manifest.get("arena_bytes"),
         "counts": counts,
     }
-    result.update(summarise(manifest, counts, memory, model_kind(run_dir)))
+    result.update(summarise(manifest, counts, memory, kind))
     result["seconds"] = round(time.monotonic() - t0, 1)
-    out_path = Path(out) if out is not None else run_dir / "bench.json"
     write_json_atomic(out_path, result)
     if markdown is not None:
         update_markdown(Path(markdown), render_markdown(result), result["name"])

@@ -24,7 +24,6 @@ firmware that overruns its stack on the board.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,14 +201,7 @@ def fit_problem(manifest: dict[str, Any], board: BoardLimits = NANO33BLE) -> str
 
 
 def load_manifest(run_dir: str | Path) -> dict[str, Any]:
-    """``RUN_DIR/export/manifest.json`` as a dict (a clear error if missing)."""
-    path = Path(run_dir) / "export" / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunDirError(f"{path} is missing: run `reds export {run_dir}` first") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunDirError(f"{path} is corrupt ({e}); re-run `reds export {run_dir}`") from e
-    if not isinstance(manifest, dict):
-        raise RunDirError(f"{path} is not a JSON object; re-run `reds export {run_dir}`")
-    return manifest
+    """``RUN_DIR/export/manifest.json``, checked (:func:`reds_tf.rundir.load_manifest`)."""
+    from reds_tf.rundir import load_manifest as load
+
+    return load(run_dir)

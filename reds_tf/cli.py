@@ -61,6 +61,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         inputs=args.inputs,
         output=args.output,
         limit=args.limit,
+        trust=args.trust,
     )
     return 0
 
@@ -68,7 +69,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_firmware(args: argparse.Namespace) -> int:
     from reds_tf.firmware import run_firmware
 
-    return run_firmware(args.run_dir, board=args.board, serve=args.serve, upload=args.upload)
+    return run_firmware(
+        args.run_dir, board=args.board, serve=args.serve, upload=args.upload, trust=args.trust
+    )
 
 
 def _cmd_monitor(args: argparse.Namespace) -> int:
@@ -82,7 +85,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from reds_tf.bench import run_bench
 
-    run_bench(args.run_dir, out=args.out, markdown=args.markdown)
+    run_bench(args.run_dir, out=args.out, markdown=args.markdown, trust=args.trust)
     return 0
 
 
@@ -140,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", help=".npy of int8 inputs, batch first")
     p.add_argument("--output", help=".npy file for the int8 outputs (with --inputs)")
     p.add_argument("--limit", type=int, help="test samples for the accuracy run")
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="compile export/src even if it differs from what `reds export` generated "
+        "(its sha256 in manifest.json): only for code you trust",
+    )
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("firmware", help="build (and serve or upload) the firmware for a board")
@@ -147,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", required=True, choices=["nano33ble", "qemu", "native"])
     p.add_argument("--serve", action="store_true", help="qemu/native: run on a new pty")
     p.add_argument("--upload", action="store_true", help="nano33ble: upload after building")
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="compile export/src even if it differs from what `reds export` generated "
+        "(its sha256 in manifest.json): only for code you trust",
+    )
     p.set_defaults(func=_cmd_firmware)
 
     p = sub.add_parser("monitor", help="serial monitor: switch submodels, infer, benchmark")
@@ -164,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--markdown",
         help="also write the results table into this Markdown file (its section for "
         "the run's name; `make bench` passes BENCHMARKS.md)",
+    )
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="compile export/src even if it differs from what `reds export` generated "
+        "(its sha256 in manifest.json): only for code you trust",
     )
     p.set_defaults(func=_cmd_bench)
 

@@ -9,17 +9,21 @@ the manifest and to a section of ``report.md`` beside the float accuracy.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import fcntl
 import os
 import re
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from reds_tf import rundir
 from reds_tf.errors import RedsError, RunDirError
+from reds_tf.faults import fault_point
 from reds_tf.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -30,55 +34,25 @@ REPORT_END = "<!-- reds export: end -->"
 
 
 def load_submodels(run_dir: Path) -> dict[str, Any]:
-    """Read and sanity-check ``submodels.json`` (the training contract)."""
-    path = run_dir / "submodels.json"
-    try:
-        sub = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunDirError(f"{path} is missing; run `reds train` first") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunDirError(f"{path} is corrupt ({e}); re-run `reds train`") from e
-    if not isinstance(sub, dict):
-        raise RunDirError(f"{path} is not a JSON object; re-run `reds train`")
-    for key in ("name", "dataset", "input_shape", "num_classes", "layers", "submodels"):
-        if key not in sub:
-            raise RunDirError(f"{path} has no '{key}'; re-run `reds train`")
-    names = [ly.get("name") for ly in sub["layers"]]
-    for s in sub["submodels"]:
-        missing = [n for n in names if n not in s.get("widths", {})]
-        if missing:
-            raise RunDirError(f"{path}: submodel {s.get('index')} has no width for {missing}")
-    opts = sub.get("data_options", {})
-    if not isinstance(opts, dict):
-        raise RunDirError(f"{path}: data_options must be an object; re-run `reds train`")
-    return sub
+    """``submodels.json``, checked (:func:`reds_tf.rundir.load_submodels`)."""
+    return rundir.load_submodels(run_dir)
 
 
-def load_run_data(sub: dict[str, Any]) -> Any:
-    """The run's data set (:class:`reds_tf.data.Dataset`): ``sub["dataset"]``
-    loaded with the config's ``data:`` options that training recorded in
-    ``submodels.json`` as ``data_options`` (absent in older run dirs: none)."""
-    from reds_tf.data import load_dataset
-
-    return load_dataset(sub["dataset"], **sub.get("data_options", {}))
+load_run_data = rundir.load_run_data
+is_dense_only = rundir.is_dense
 
 
 def load_model(run_dir: Path):
     """The plain full-width tf_keras model ``model.keras``."""
     import tf_keras as keras
 
-    path = run_dir / "model.keras"
+    path = run_dir / rundir.MODEL
     if not path.is_file():
         raise RunDirError(f"{path} is missing; run `reds train` first")
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types on a damaged file
         raise RunDirError(f"{path} cannot be loaded ({e}); re-run `reds train`") from e
-
-
-def is_dense_only(sub: dict[str, Any]) -> bool:
-    """Whether every width-carrying layer of ``submodels.json`` is dense (a DNN)."""
-    return all(ly.get("type") == "dense" for ly in sub["layers"])
 
 
 def dense_chain(model, sub: dict[str, Any]) -> list[tuple[str, np.ndarray, np.ndarray, str]]:
@@ -207,7 +181,7 @@ def _report_section(manifest: dict[str, Any], n_test: int, qat: bool) -> str:
 
 def update_report(run_dir: Path, section: str) -> None:
     """Replace (or append) the export section of ``report.md`` atomically."""
-    path = run_dir / "report.md"
+    path = run_dir / rundir.REPORT
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     pattern = re.compile(re.escape(REPORT_BEGIN) + r".*?" + re.escape(REPORT_END) + r"\n?", re.S)
     if pattern.search(text):
@@ -235,14 +209,13 @@ def run_export(
     own BN-folded weight scales and biases (int8 weights shared; see
     :mod:`reds_tf.quant.bnfold`); float accuracies use each submodel's own
     statistics.
-    """
-    from reds_tf.codegen.plan import build_plan
-    from reds_tf.codegen.render import render_sources
-    from reds_tf.quant import bnfold, numerics
-    from reds_tf.quant.convert import convert_int8, qat_finetune
-    from reds_tf.quant.slicer import slice_model
-    from reds_tf.quant.tflm import run_tflm
 
+    Before any work the run directory must be writable (and ``report.md``, if
+    present, UTF-8 text); an OSError while writing is one OutputError line. The
+    export holds a lock on the run directory and first removes what an
+    interrupted export left behind (:func:`clean_stale`).
+    """
+    started = time.time()
     run = Path(run_dir)
     if not run.is_dir():
         raise RunDirError(f"run directory {run} does not exist; run `reds train` first")
@@ -251,6 +224,101 @@ def run_export(
     if qat and qat_epochs < 1:
         raise RedsError(f"--qat-epochs must be at least 1, got {qat_epochs}")
     sub = load_submodels(run)
+    rundir.check_output_dir(run, "the export into run directory", create=False)
+    rundir.check_output_dir(run / rundir.EXPORT, "the export folder")
+    rundir.check_output_file(run / rundir.REPORT, "the report", text=True)
+    with run_lock(run), rundir.output_errors(str(run)):
+        clean_stale(run, started, log)
+        fault_point("export:start")
+        return _export_locked(run, sub, qat, qat_epochs, limit, bn_stats, log)
+
+
+@contextlib.contextmanager
+def run_lock(run: Path) -> Iterator[None]:
+    """An exclusive advisory lock (flock) on the run directory itself, held for
+    the whole export: two exports never write one run at once, and while we
+    hold it any export temp folder in the run is a dead export's."""
+    fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RedsError(
+                f"another reds command (an export?) is writing {run}; wait for it to finish"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _complete_export(folder: Path) -> bool:
+    """Whether ``folder`` holds a whole export: its manifest is valid, every
+    ``.tflite`` it names exists and ``src/`` hashes to its ``sources_sha256``."""
+    try:
+        manifest = rundir.check_manifest(
+            rundir.read_json(folder / "manifest.json", missing="", fix=""), folder
+        )
+        names = ["model.tflite", *(s["tflite"] for s in manifest["submodels"])]
+        want = manifest.get("sources_sha256")
+        return (
+            all((folder / n).is_file() for n in names)
+            and want is not None
+            and rundir.sources_sha256(folder / "src") == want
+        )
+    except (RunDirError, OSError):
+        return False
+
+
+def clean_stale(run: Path, started: float, log: Callable[[str], None] = print) -> None:
+    """Remove what an interrupted (killed) export left in ``run``; call with
+    :func:`run_lock` held, so none of it belongs to a running export:
+
+    - ``.export.*.tmp/``: a half-built export (``fsutil.atomic_dir``);
+    - ``.export.old/``: the previous export, moved aside just before the new
+      one was renamed into place. If ``export/`` is missing (killed between the
+      two renames) and the old export is whole, it is put back instead;
+    - ``.report.md.*.tmp``: a half-written report, and a write probe of
+      :func:`reds_tf.rundir.check_output_dir`, if older than this run.
+    """
+    export = run / rundir.EXPORT
+    removed = []
+    for p in sorted(run.glob(f".{rundir.EXPORT}.*.tmp")):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+            removed.append(p.name)
+    old = run / f".{rundir.EXPORT}.old"
+    if old.is_dir() and not old.is_symlink():
+        if not export.exists() and _complete_export(old):
+            os.replace(old, export)
+            log(f"export: restored the previous export from {old.name} (an export was interrupted)")
+        else:
+            shutil.rmtree(old)
+            removed.append(old.name)
+    leftovers = [*run.glob(f".{rundir.REPORT}.*.tmp"), *run.glob(f"{rundir.PROBE_PREFIX}*")]
+    for p in sorted(leftovers):
+        if p.is_file() and not p.is_symlink() and p.stat().st_mtime < started:
+            p.unlink()
+            removed.append(p.name)
+    if removed:
+        log(f"export: removed {', '.join(removed)} left in {run} by an interrupted export")
+
+
+def _export_locked(
+    run: Path,
+    sub: dict[str, Any],
+    qat: bool,
+    qat_epochs: int,
+    limit: int | None,
+    bn_stats: str | None,
+    log: Callable[[str], None],
+) -> Path:
+    from reds_tf.codegen.plan import build_plan
+    from reds_tf.codegen.render import render_sources
+    from reds_tf.quant import bnfold, numerics
+    from reds_tf.quant.convert import convert_int8, qat_finetune
+    from reds_tf.quant.slicer import slice_model
+    from reds_tf.quant.tflm import run_tflm
+
     model = load_model(run)
     check_layers(model, sub)
     dense = is_dense_only(sub)
@@ -291,6 +359,7 @@ def run_export(
         # The full model's own statistics are the full (last) submodel's.
         to_convert = bnfold.with_bn_stats(model, stats[-1])
     full = convert_int8(to_convert, rep)
+    fault_point("export:converted")
     if stats is not None:
         qparams = bnfold.per_submodel_qparams(full, model, sub, stats)
     # build_plan rejects unsupported ops before anything is written
@@ -301,7 +370,7 @@ def run_export(
     x_test, y_test = data.x_test[:n_test], data.y_test[:n_test]
     xq = numerics.quantize(x_test, plan.input_scale, plan.input_zero_point)
 
-    export = run / "export"
+    export = run / rundir.EXPORT
     with atomic_dir(export) as tmp:
         (tmp / "model.tflite").write_bytes(full)
         entries = []
@@ -311,6 +380,7 @@ def run_export(
             rows = bnfold.submodel_rows(qparams, sub, k) if qparams else None
             buf = slice_model(full, _fc_widths(sub, k), rows)
             (tmp / name).write_bytes(buf)
+            fault_point("export:submodel")
             res = run_tflm(buf, xq)
             tflm_outputs.append(res.outputs)
             int8_acc = float(np.mean(np.argmax(res.outputs, axis=1) == y_test))
@@ -340,6 +410,8 @@ def run_export(
         src.mkdir()
         for fname, text in render_sources(plan).items():
             (src / fname).write_text(text)
+        sources = rundir.sources_sha256(src)
+        fault_point("export:sources")
         check = _check_runtime(src, plan.input_shape, xq, tflm_outputs, log)
         manifest = {
             "name": plan.name,
@@ -358,9 +430,12 @@ def run_export(
             "qat": qat,
             "eval_samples": n_test,
             "runtime_check": check,
+            "sources_sha256": sources,  # reds simulate/bench/firmware compile only these
             "submodels": entries,
         }
         write_json_atomic(tmp / "manifest.json", manifest)
+        fault_point("export:manifest")
+    fault_point("export:report")
     update_report(run, _report_section(manifest, n_test, qat))
     log(f"export: wrote {export} ({K} submodels, {plan.weight_bytes:,} weight bytes)")
     warning = nano33ble_warning(manifest)

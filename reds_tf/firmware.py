@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from reds_tf import rundir
 from reds_tf.boards import NANO33BLE, fit_problem, load_manifest
 from reds_tf.errors import FirmwareError, RunDirError
 from reds_tf.fsutil import atomic_dir, write_text_atomic
@@ -236,23 +237,52 @@ def _run_pio(args: list[str], run_dir: Path, log: IO[str], what: str) -> None:
 
 
 def build_firmware(
-    run_dir: str | os.PathLike, board: str, *, log: IO[str] | None = None
+    run_dir: str | os.PathLike,
+    board: str,
+    *,
+    log: IO[str] | None = None,
+    trust: bool = False,
 ) -> FirmwareBuild:
     """Copy the run's generated runtime into its firmware build and build ``board``.
 
     Returns the program path and, for qemu, flash/RAM bytes from the ELF.
     PlatformIO's output goes to ``log`` (default stdout).
+
+    Before any work: the fit check (nano33ble), ``export/src`` must be what
+    the export generated (the build runs on this machine and the native
+    firmware runs here; ``trust=True`` skips this), the tools, and the output
+    folders (``RUN_DIR/firmware``, PlatformIO's ``firmware/.pio-core``) must be
+    writable. An OSError while writing is one OutputError line.
     """
     log = log or sys.stdout
     if board not in BOARDS:
         raise FirmwareError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
     run_dir = Path(run_dir).resolve()  # PlatformIO runs from firmware/: relative paths would break
-    src = _export_src(run_dir)
+    _export_src(run_dir)
     check_fits(run_dir, board)
+    src = rundir.verify_sources(run_dir, trust=trust)
     _check_tools(board, serve=False)
-    fw_dir = run_dir / "firmware"
+    fw_dir = rundir.check_output_dir(run_dir / rundir.FIRMWARE, "the firmware build folder")
+    rundir.check_output_dir(CORE_DIR, "PlatformIO's core folder")
+    with rundir.output_errors(str(fw_dir)):
+        return _build(run_dir, board, src, fw_dir, log)
+
+
+def _clean_stale_lib(lib: Path) -> None:
+    """Temp copies of the runtime left by a killed build (fsutil.atomic_dir);
+    called with the build lock held, so none is in use."""
+    for p in lib.parent.glob(f".{lib.name}.*.tmp"):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+    old = lib.with_name(f".{lib.name}.old")
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+
+
+def _build(run_dir: Path, board: str, src: Path, fw_dir: Path, log: IO[str]) -> FirmwareBuild:
     with _locked(fw_dir / ".build.lock"):
         lib = fw_dir / "lib" / "reds_model"
+        _clean_stale_lib(lib)
         if not _same_tree(src, lib):
             with atomic_dir(lib) as tmp:
                 for f in sorted(src.iterdir()):
@@ -371,7 +401,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def run_firmware(
-    run_dir: str | os.PathLike, board: str, serve: bool = False, upload: bool = False
+    run_dir: str | os.PathLike,
+    board: str,
+    serve: bool = False,
+    upload: bool = False,
+    trust: bool = False,
 ) -> int:
     """``reds firmware``: build; then serve on a pty (qemu, native: prints
     ``PORT <path>`` as the first stdout line, runs until interrupted) or upload
@@ -386,9 +420,10 @@ def run_firmware(
         _check_tools(board, serve=True)
     # with --serve, stdout carries only the PORT line
     log = sys.stderr if serve else sys.stdout
-    build = build_firmware(run_dir, board, log=log)
+    build = build_firmware(run_dir, board, log=log, trust=trust)
     if upload:
-        _run_pio(["run", "-e", board, "-t", "upload"], Path(run_dir), log, "uploading")
+        with rundir.output_errors(str(Path(run_dir) / rundir.FIRMWARE)):
+            _run_pio(["run", "-e", board, "-t", "upload"], Path(run_dir), log, "uploading")
         print("uploaded; open the monitor with: reds monitor --port <your board's port>")
         return 0
     if not serve:

@@ -8,23 +8,11 @@ are written atomically.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
-from reds_tf.errors import RunDirError
 from reds_tf.fsutil import write_bytes_atomic, write_text_atomic
-
-
-def _load(path: Path, required: bool) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        if required:
-            raise RunDirError(f"{path} is missing; run `reds train` first") from None
-        return None
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunDirError(f"{path} is unreadable ({e})") from e
+from reds_tf.rundir import load_report_inputs, load_submodels
 
 
 def _pct(x: float) -> str:
@@ -147,9 +135,8 @@ def render_plot(sub: dict[str, Any], scratch: dict[str, Any] | None) -> bytes:
 def write_report(run_dir: str | Path, *, include_scratch: bool = True) -> tuple[Path, Path]:
     """Write ``report.md`` and ``accuracy_vs_macs.png`` into ``run_dir``."""
     run = Path(run_dir)
-    sub = _load(run / "submodels.json", required=True)
-    scratch = _load(run / "scratch.json", required=False) if include_scratch else None
-    meta = _load(run / "run.json", required=False)
+    sub = load_submodels(run, record=True)
+    scratch, meta = load_report_inputs(run, len(sub["submodels"]), include_scratch=include_scratch)
     png = write_bytes_atomic(run / "accuracy_vs_macs.png", render_plot(sub, scratch))
     md = write_text_atomic(run / "report.md", render_markdown(sub, scratch, meta))
     return md, png

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -20,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reds_tf.errors import RedsError, RunDirError
+from reds_tf import rundir
+from reds_tf.errors import OutputError, RedsError, RunDirError
 from reds_tf.fsutil import write_bytes_atomic
 
 # -O3: GCC 12 vectorises the reference kernel's 16-lane tile only at -O3 (4x faster);
@@ -82,7 +82,13 @@ def build_library(
             proc = subprocess.run(base, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RedsError(f"compiling {src} failed:\n{proc.stderr.strip()}")
-        write_bytes_atomic(lib, out.read_bytes())
+        try:
+            write_bytes_atomic(lib, out.read_bytes())
+        except OSError as e:
+            raise OutputError(
+                f"cannot write the compiled runtime to {e.filename or lib}: "
+                f"{e.strerror or e}; set REDS_CACHE_DIR to a writable folder"
+            ) from e
     return lib
 
 
@@ -197,19 +203,20 @@ class Runtime:
 
 
 def load_manifest(run_dir: str | os.PathLike) -> dict:
-    path = Path(run_dir) / "export" / "manifest.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunDirError(f"{path} is missing; run `reds export {run_dir}` first") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunDirError(f"{path} is corrupt ({e}); re-run `reds export {run_dir}`") from e
+    """``export/manifest.json``, checked (:func:`reds_tf.rundir.load_manifest`)."""
+    return rundir.load_manifest(run_dir)
 
 
-def load_runtime(run_dir: str | os.PathLike, *, native: bool = True) -> Runtime:
-    """Compile (cached) and load the runtime of an exported run."""
+def load_runtime(
+    run_dir: str | os.PathLike, *, native: bool = True, trust: bool = False
+) -> Runtime:
+    """Compile (cached) and load the runtime of an exported run.
+
+    ``export/src`` must hash to the manifest's ``sources_sha256`` (what
+    ``reds export`` generated), since loading it runs its code in this process;
+    ``trust=True`` skips that check (:func:`reds_tf.rundir.verify_sources`)."""
     manifest = load_manifest(run_dir)
-    src = Path(run_dir) / "export" / "src"
+    src = rundir.verify_sources(run_dir, manifest, trust=trust)
     return Runtime(src, tuple(manifest["input_shape"]), native=native)
 
 
@@ -220,40 +227,52 @@ def run_simulate(
     inputs: str | os.PathLike | None = None,
     output: str | os.PathLike | None = None,
     limit: int | None = None,
+    trust: bool = False,
 ) -> np.ndarray | float:
     """``reds simulate``: map int8 inputs to int8 outputs, or report test accuracy.
 
     With ``inputs`` (.npy, int8, (N, *input_shape)): returns (N, classes) int8
     outputs, saved to ``output`` if given, else printed as predicted classes.
     Without: prints and returns submodel ``submodel``'s int8 test accuracy.
+
+    Everything is checked before the runtime is compiled: the manifest, the
+    submodel index, ``inputs`` (header first: dtype, shape, size) and
+    ``output``'s folder, which must exist (none is created). ``trust``: compile
+    ``export/src`` even if it differs from what the export generated.
     """
-    rt = load_runtime(run_dir)
-    if not 0 <= submodel < rt.num_submodels:
-        raise RedsError(f"--submodel must be in 0..{rt.num_submodels - 1}, got {submodel}")
+    manifest = load_manifest(run_dir)
+    num = len(manifest["submodels"])
+    if not 0 <= submodel < num:
+        raise RedsError(f"--submodel must be in 0..{num - 1}, got {submodel}")
     if output is not None and inputs is None:
         raise RedsError("--output needs --inputs")
+    if limit is not None and limit < 1:
+        raise RedsError(f"--limit must be positive, got {limit}")
+    if output is not None:
+        rundir.check_output_file(output, "--output")
+    x = None
     if inputs is not None:
-        try:
-            x = np.load(inputs, allow_pickle=False)
-        except FileNotFoundError:
-            raise RedsError(f"inputs file {inputs} does not exist") from None
-        except (OSError, ValueError) as e:
-            raise RedsError(f"cannot read {inputs} as a .npy array ({e})") from e
+        hint = (
+            f" (quantised with scale {manifest['input_scale']:g}, zero point "
+            f"{manifest['input_zero_point']})"
+        )
+        x = rundir.load_inputs(inputs, manifest["input_shape"], hint=hint)
+    rt = load_runtime(run_dir, trust=trust)
+    if x is not None:
         y = rt.predict(x, submodel)
         if output is not None:
             buf = _npy_bytes(y)
-            write_bytes_atomic(output, buf)
+            with rundir.output_errors(str(output)):
+                write_bytes_atomic(output, buf)
             print(f"simulate: submodel {submodel}: {len(y)} outputs -> {output}")
         else:
             for i, row in enumerate(y):
                 print(f"{i}: class {int(np.argmax(row))}  logits {row.tolist()}")
         return y
-    from reds_tf.export import load_run_data, load_submodels
     from reds_tf.quant import numerics
 
-    sub = load_submodels(Path(run_dir))
-    manifest = load_manifest(run_dir)
-    data = load_run_data(sub)
+    sub = rundir.load_submodels(run_dir)
+    data = rundir.load_run_data(sub)
     n = len(data.x_test) if limit is None else max(1, min(limit, len(data.x_test)))
     xq = numerics.quantize(data.x_test[:n], manifest["input_scale"], manifest["input_zero_point"])
     y = rt.predict(xq, submodel)
@@ -270,7 +289,12 @@ BENCH_END = "<!-- reds export: host end -->"
 
 
 def benchmark(
-    run_dir: str | os.PathLike, *, samples: int = 200, repeats: int = 5, rounds: int = 3
+    run_dir: str | os.PathLike,
+    *,
+    samples: int = 200,
+    repeats: int = 5,
+    rounds: int = 3,
+    trust: bool = False,
 ) -> dict[str, object]:
     """Measure an exported run on this machine (see ``main`` below).
 
@@ -281,16 +305,15 @@ def benchmark(
     images (the two alternate round by round), plus
     weight bytes stored once against per-submodel copies.
     """
-    from reds_tf.export import load_run_data, load_submodels
     from reds_tf.quant import numerics, slicer
     from reds_tf.quant.tflm import run_tflm
 
     run = Path(run_dir)
     manifest = load_manifest(run)
-    sub = load_submodels(run)
-    rt = load_runtime(run)
-    generic = load_runtime(run, native=False)
-    data = load_run_data(sub)
+    sub = rundir.load_submodels(run)
+    rt = load_runtime(run, trust=trust)
+    generic = load_runtime(run, native=False, trust=trust)
+    data = rundir.load_run_data(sub)
     x = numerics.quantize(
         data.x_test[:samples], manifest["input_scale"], manifest["input_zero_point"]
     )
@@ -410,9 +433,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=200)
     p.add_argument("--repeats", type=int, default=5, help="passes per round")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    p.add_argument("--trust", action="store_true", help="compile export/src even if changed")
     args = p.parse_args(argv)
     try:
-        b = benchmark(args.run_dir, samples=args.samples, repeats=args.repeats, rounds=args.rounds)
+        b = benchmark(
+            args.run_dir,
+            samples=args.samples,
+            repeats=args.repeats,
+            rounds=args.rounds,
+            trust=args.trust,
+        )
     except RedsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -39,7 +39,18 @@ def _dense_manifest(name: str, hidden: list[int], arena_bytes: int) -> dict:
     for k, frac in enumerate([0.25, 0.5, 0.75, 1.0]):
         widths = {n: max(4, int(h * frac) // 4 * 4) for n, h in zip(names, hidden, strict=False)}
         widths["logits"] = 10
-        subs.append({"index": k, "budget": frac, "widths": widths, "macs": 0})
+        macs = sum(a * b for a, b in zip([784, *widths.values()], widths.values(), strict=False))
+        subs.append(
+            {
+                "index": k,
+                "budget": frac,
+                "widths": widths,
+                "macs": macs,
+                "tflite": f"submodel_{k}.tflite",
+                "float_accuracy": 0.8,
+                "int8_accuracy": 0.8,
+            }
+        )
     return {
         "name": name,
         "input_shape": [28, 28, 1],
@@ -195,7 +206,7 @@ def test_a_broken_manifest_is_a_one_line_run_dir_error(tmp_path: Path) -> None:
     m = _dense_manifest("broken", [256, 256], 3108)
     del m["weight_bytes"]
     run = _fake_run(tmp_path, m)
-    with pytest.raises(RunDirError, match="re-run `reds export`"):
+    with pytest.raises(RunDirError, match="weight_bytes.* re-run `reds export"):
         firmware.check_fits(run, "nano33ble")
     (run / "export" / "manifest.json").unlink()
     with pytest.raises(RunDirError, match="reds export"):

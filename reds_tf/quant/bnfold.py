@@ -29,9 +29,9 @@ import numpy as np
 
 from reds_tf.errors import RedsError, RunDirError
 from reds_tf.quant import slicer
+from reds_tf.rundir import BN_MODES, BN_STATS  # noqa: F401 (re-exported)
 
-BN_STATS_FILE = "bn_stats.npz"
-BN_MODES = ("shared", "per_submodel")
+BN_STATS_FILE = BN_STATS
 
 # (mean, variance) per BN layer name, for one submodel; both (channels,) float.
 BnStats = dict[str, tuple[np.ndarray, np.ndarray]]
