@@ -410,3 +410,43 @@ CASES: list[dict[str, Any]] = [
      "argv": ["firmware", "{run}", "--board", "native"], "setup": "firmware_dir_is_a_file",
      "exit": 2, "message": "firmware: it exists and is not a folder"},
 ]  # fmt: skip
+
+T = "tests/test_export_reliability.py::"
+T_FAULTS = "tests/test_export_faults.py::test_export_killed_at_every_stage_then_rerun"
+FAULTS: list[dict[str, str]] = [
+    {"area": E, "input": "reds export killed (SIGKILL) at its start, after the int8 "
+     "conversion, mid-way through the submodels and before the rename, no export yet",
+     "outcome": "no export/ folder; the next export removes the dead one's .export.*.tmp "
+     "folder (says so) and writes a whole export", "test": T_FAULTS},
+    {"area": E, "input": "reds export killed mid-way with a previous export in place, and "
+     "after the rename before report.md is updated",
+     "outcome": "the previous export stays whole; manifest accuracies == the simulator on "
+     "the same images; nothing left over after the next export", "test": T_FAULTS},
+    {"area": E, "input": "killed between the two renames of the export folder "
+     "(export/ moved to .export.old, new one not yet in place)",
+     "outcome": "the next export puts the old export back if it is whole (manifest, "
+     ".tflite files, sources hash), else removes it",
+     "test": T + "test_killed_between_the_two_renames_restores_the_previous_export"},
+    {"area": E, "input": "stale .export.*.tmp, .export.old and .report.md.*.tmp of "
+     "killed exports",
+     "outcome": "removed by the next export (run directory locked, so none is in use); "
+     "other files kept", "test": T + "test_export_removes_what_killed_exports_left"},
+    {"area": E, "input": "a second reds export of the same run while one is running",
+     "outcome": "exit 2: another reds command (an export?) is writing RUN; the running "
+     "export's temp folder is untouched",
+     "test": T + "test_a_second_export_of_the_same_run_is_refused"},
+    {"area": E, "input": "disk full while the export writes its files",
+     "outcome": "exit 2: cannot write .../manifest.json: No space left on device; no "
+     "partial export, the previous one kept",
+     "test": T + "test_disk_full_in_the_middle_of_an_export"},
+    {"area": E, "input": "run directory, output folders on a read-only mount (export, "
+     "bench, firmware, simulate --output)",
+     "outcome": "exit 2 before any work: ... is not writable (Read-only file system); "
+     "nothing written", "test": T + "test_read_only_locations_are_one_line_before_any_work"},
+    {"area": S, "input": "disk full while writing --output (a 4 KB tmpfs)",
+     "outcome": "exit 2: cannot write OUT: No space left on device; no temp file left",
+     "test": T + "test_full_disk_while_writing_is_one_line_and_leaves_nothing"},
+    {"area": S, "input": "export/src changed, then --trust",
+     "outcome": "refused without --trust; with it the changed sources are compiled",
+     "test": T + "test_changed_sources_are_refused_unless_trusted"},
+]  # fmt: skip
