@@ -436,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trust", action="store_true", help="compile export/src even if changed")
     args = p.parse_args(argv)
     try:
+        if args.markdown:
+            rundir.check_output_file(args.markdown, "the Markdown file", text=True)
         b = benchmark(
             args.run_dir,
             samples=args.samples,
@@ -443,18 +445,22 @@ def main(argv: list[str] | None = None) -> int:
             rounds=args.rounds,
             trust=args.trust,
         )
+        cmd = f"python -m reds_tf.sim {args.run_dir}"
+        text = benchmark_markdown(b, cmd)
+        print(text)
+        if args.markdown:
+            path = Path(args.markdown)
+            old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+            pat = re.compile(re.escape(BENCH_BEGIN) + r".*?" + re.escape(BENCH_END) + r"\n?", re.S)
+            if pat.search(old):
+                new = pat.sub(lambda _m: text, old)
+            else:
+                new = old.rstrip("\n") + "\n\n" + text
+            with rundir.output_errors(str(path)):
+                write_text_atomic(path, new)
     except RedsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    cmd = f"python -m reds_tf.sim {args.run_dir}"
-    text = benchmark_markdown(b, cmd)
-    print(text)
-    if args.markdown:
-        path = Path(args.markdown)
-        old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-        pat = re.compile(re.escape(BENCH_BEGIN) + r".*?" + re.escape(BENCH_END) + r"\n?", re.S)
-        new = pat.sub(lambda _m: text, old) if pat.search(old) else old.rstrip("\n") + "\n\n" + text
-        write_text_atomic(path, new)
     return 0
 
 
