@@ -25,10 +25,11 @@ import re
 import zipfile
 from pathlib import Path
 
+from reds_tf import resources
 from reds_tf.errors import FirmwareError, RunDirError
 from reds_tf.fsutil import write_bytes_atomic
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
+FIRMWARE_DIR = resources.FIRMWARE_DIR
 BOARD_LAYER = FIRMWARE_DIR / "boards" / "nano33ble" / "board.cpp"
 EXAMPLE_NAME = "RedsSerial"
 CATEGORY = "Data Processing"

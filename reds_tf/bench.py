@@ -37,15 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from reds_tf import rundir
+from reds_tf import resources, rundir
 from reds_tf.boards import NANO33BLE
 from reds_tf.errors import RedsError
 from reds_tf.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
 from reds_tf.toolchain import nano33ble_flags
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BENCH_FW_DIR = REPO_ROOT / "firmware" / "bench"
-PLUGIN_SOURCE = Path(__file__).resolve().parent / "qemu_plugin" / "icount.c"
+BENCH_FW_DIR = resources.FIRMWARE_DIR / "bench"
+PLUGIN_SOURCE = resources.QEMU_PLUGIN_SOURCE
 
 CLOCK_HZ = 64_000_000  # Arduino Nano 33 BLE (nRF52840) core clock, for the estimate
 NUM_INPUTS = 8  # inputs run through every submodel for the output check
@@ -139,11 +138,8 @@ def _run(cmd: list[str], what: str, timeout: float = 600, **kw: Any) -> subproce
 
 
 def cache_dir() -> Path:
-    """Folder for the built plugin (``$REDS_CACHE_DIR`` or ``~/.cache/reds_tf``)."""
-    root = os.environ.get("REDS_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "reds_tf"
-    )
-    return Path(root) / "qemu_plugin"
+    """Folder for the built plugin (``<reds_tf cache>/qemu_plugin``)."""
+    return resources.cache_dir() / "qemu_plugin"
 
 
 def build_plugin() -> Path:

@@ -33,14 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from reds_tf import rundir
+from reds_tf import resources, rundir
 from reds_tf.boards import NANO33BLE, fit_problem, load_manifest
 from reds_tf.errors import FirmwareError, RunDirError
 from reds_tf.fsutil import atomic_dir, write_text_atomic
 
 BOARDS = ("nano33ble", "qemu", "native")
-FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
-CORE_DIR = FIRMWARE_DIR / ".pio-core"
+FIRMWARE_DIR = resources.FIRMWARE_DIR
+CORE_DIR = resources.platformio_core_dir()
 # PlatformIO Core 6.2 asks for tool-scons ~4.41101.0 (= SCons 4.11.1).
 TOOL_SCONS_VERSION = "4.41101.0"
 # Arduino Nano 33 BLE: 1 MB flash minus the 64 KB bootloader, 256 KB RAM

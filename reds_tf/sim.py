@@ -48,10 +48,10 @@ def _host_id() -> str:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("REDS_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "reds_tf"
-    )
-    return Path(root) / "sim"
+    """Folder of the compiled runtimes (``<reds_tf cache>/sim``)."""
+    from reds_tf.resources import cache_dir as reds_cache_dir
+
+    return reds_cache_dir() / "sim"
 
 
 def build_library(

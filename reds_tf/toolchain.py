@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
+from reds_tf import resources
+
+FIRMWARE_DIR = resources.FIRMWARE_DIR
 NANO33BLE_FLAGS_FILE = FIRMWARE_DIR / "boards" / "nano33ble" / "build_flags.json"
 
 

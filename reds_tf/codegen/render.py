@@ -14,10 +14,11 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
+from reds_tf import resources
 from reds_tf.codegen.plan import ModelPlan
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
-KERNELS_DIR = Path(__file__).resolve().parents[1] / "kernels"
+TEMPLATES_DIR = resources.TEMPLATES_DIR
+KERNELS_DIR = resources.KERNELS_DIR
 
 # Rendered file -> template (the model-specific files).
 SOURCES = {
