@@ -10,18 +10,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from reds_tf.fsutil import write_bytes_atomic
+from reds_tf.resources import cache_dir
 
 
 def cache_root() -> Path:
-    env = os.environ.get("REDS_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "reds_tf"
+    """reds_tf's cache folder (``reds_tf.resources.cache_dir``)."""
+    return cache_dir()
 
 
 def cache_key(obj: Any, n: int = 16) -> str:
