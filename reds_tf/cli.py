@@ -14,15 +14,7 @@ from reds_tf.errors import RedsError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SystemExit("reds train: --threads must be at least 1")
-        import tensorflow as tf
-
-        # Small models scale poorly across cores: two 1-thread runs side by side
-        # finish sooner than the same two runs one after the other on 2 threads.
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    # The config is validated before TensorFlow loads (run_training applies --threads).
     from reds_tf.pipeline import run_training
 
     run_training(
@@ -35,6 +27,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         base_model=args.base,
         baseline=args.baseline,
         force=args.force,
+        threads=args.threads,
     )
     return 0
 
@@ -103,9 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
             "knapsack, export an int8 C++ runtime that switches between them at run time."
         ),
     )
+    verbose_help = "show TensorFlow's log lines and warnings (hidden by default)"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    # Also accepted after the command; SUPPRESS keeps a flag given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("train", help="train, rank, permute, pick submodels, fine-tune jointly")
+    def add(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    p = add("train", help="train, rank, permute, pick submodels, fine-tune jointly")
     p.add_argument("--config", required=True, help="YAML config (see configs/)")
     p.add_argument("--out", help="run directory (default: runs/<config name>)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
@@ -125,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("export", help="int8 .tflite per submodel and the generated C++ runtime")
+    p = add("export", help="int8 .tflite per submodel and the generated C++ runtime")
     p.add_argument("run_dir", help="a run directory written by 'reds train'")
     p.add_argument("--qat", action="store_true", help="quantisation-aware fine-tuning first")
     p.add_argument("--qat-epochs", type=int, default=2, help="epochs of QAT (default 2)")
@@ -137,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("simulate", help="run the generated C++ on the host (bit-exact with TFLM)")
+    p = add("simulate", help="run the generated C++ on the host (bit-exact with TFLM)")
     p.add_argument("run_dir")
     p.add_argument("--submodel", type=int, required=True, help="submodel index (0 = smallest)")
     p.add_argument("--inputs", help=".npy of int8 inputs, batch first")
@@ -151,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_simulate)
 
-    p = sub.add_parser("firmware", help="build (and serve or upload) the firmware for a board")
+    p = add("firmware", help="build (and serve or upload) the firmware for a board")
     p.add_argument("run_dir")
     p.add_argument("--board", required=True, choices=["nano33ble", "qemu", "native"])
     p.add_argument("--serve", action="store_true", help="qemu/native: run on a new pty")
@@ -164,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_firmware)
 
-    p = sub.add_parser("monitor", help="serial monitor: switch submodels, infer, benchmark")
+    p = add("monitor", help="serial monitor: switch submodels, infer, benchmark")
     p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyACM0 or /dev/pts/3")
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("--demo", metavar="RUN_DIR", help="run test samples through every submodel")
@@ -172,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply")
     p.set_defaults(func=_cmd_monitor)
 
-    p = sub.add_parser("bench", help="instruction counts, flash and RAM under QEMU")
+    p = add("bench", help="instruction counts, flash and RAM under QEMU")
     p.add_argument("run_dir")
     p.add_argument("--out", help="bench.json path (default RUN_DIR/bench.json)")
     p.add_argument(
@@ -188,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("arduino", help="Arduino library (.zip) with the runtime and a sketch")
+    p = add("arduino", help="Arduino library (.zip) with the runtime and a sketch")
     p.add_argument("run_dir", help="a run directory after 'reds export'")
     p.add_argument(
         "-o",
@@ -203,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from reds_tf.tflog import configure
+
+    configure(verbose=args.verbose)  # before anything loads TensorFlow
     try:
         return int(args.func(args) or 0)
     except RedsError as e:

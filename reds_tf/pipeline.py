@@ -1,6 +1,6 @@
 """``reds train``: every training stage in order, resumable, into ``runs/<name>/``.
 
-Stages and the file that marks each one finished (all written atomically):
+Stages and the files each one writes (all written atomically):
 
 ======== ==================================== =====================
 stage    does                                 writes
@@ -9,27 +9,50 @@ base     train (or load ``--base``) the model ``config.yaml``, ``base.keras``
 rank     first-order Taylor importance        ``importance.npz``
 permute  sort units by importance             ``permuted.keras``
 select   nested knapsack per MAC budget       ``knapsack.json``
-finetune joint fine-tuning (+ distillation)   ``model.keras``
+finetune joint fine-tuning (+ distillation)   ``model.keras`` (+ ``bn_stats.npz``)
 evaluate accuracy, MACs, params per submodel  ``submodels.json``
 scratch  (``--baseline scratch``) twins alone ``scratch.json``
 report   table and plot                       ``report.md``, ``accuracy_vs_macs.png``
 ======== ==================================== =====================
 
+Stage records (``stages.json``): a stage first commits its files, then its
+record, written last and atomically: the hash of the resolved config keys
+that stage and every earlier one depend on, the digest of the previous
+stage's record and the sha256 of every file the stage wrote. On a re-run a
+stage counts as done only when its record matches the current config, follows
+the current record of the stage before, and its files still hash as recorded;
+the first stage that is not done and every later one are redone. Before that
+the stale records (that stage's and every later one's) are dropped, then
+their files deleted, so an interrupted re-run can never leave new weights
+under old records. ``report.md`` is recorded by presence only: ``reds
+export`` adds its int8 section to it.
+
 The run directory appears only once the first stage has finished (it is
 built under a temp name and renamed), so a run that fails early - bad config,
-infeasible budget, missing data - leaves nothing behind. Re-running resumes
-after the last finished stage; once a stage runs, every later stage runs too.
-If the config changed since, the first stage that depends on a changed key is
-redone (e.g. new ``finetune`` settings keep the base model, ranking and
-knapsack); a changed base (dataset, model, train, seed) needs ``--force``.
+infeasible budget or memory limit, missing data, an unwritable ``--out`` -
+leaves nothing behind. A changed config redoes the first stage that depends
+on a changed key (e.g. new ``finetune`` settings keep the base model, ranking
+and knapsack); a changed base (dataset, model, train, seed) needs ``--force``.
 ``run.json`` keeps per-stage wall times.
+
+Fault injection (tests only, :mod:`reds_tf.faults`): ``REDS_FAULT_AT`` set to
+``train:<stage>:<where>`` kills the process with SIGKILL at that point, with
+``<where>`` one of ``invalidated`` (stale records dropped, their files not yet
+deleted), ``begin`` (the stage starts), ``tmp`` (an output written under its
+temp name, not yet renamed; base, rank, permute, finetune), ``files`` (the
+stage's files committed, its record not yet) and ``done`` (record written).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +62,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from reds_tf import faults
 from reds_tf.config import (
     Config,
     check_data_options,
@@ -47,12 +71,18 @@ from reds_tf.config import (
     load_config,
     with_overrides,
 )
-from reds_tf.errors import InfeasibleBudgetError, RunDirError
+from reds_tf.errors import (
+    ConfigError,
+    InfeasibleBudgetError,
+    OutputError,
+    RunDirError,
+)
 from reds_tf.fsutil import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
 
 Log = Callable[[str], None]
 
 STAGES = ("base", "rank", "permute", "select", "finetune", "evaluate", "scratch", "report")
+# The file whose presence a stage is known by (the main output).
 STAGE_FILES = {
     "base": "base.keras",
     "rank": "importance.npz",
@@ -64,6 +94,17 @@ STAGE_FILES = {
     "report": "report.md",
 }
 BN_STATS_FILE = "bn_stats.npz"
+# Every file a stage may write: its record hashes those that exist afterwards,
+# and redoing the stage deletes them first.
+STAGE_OUTPUTS = {
+    **{s: (f,) for s, f in STAGE_FILES.items()},
+    "finetune": ("model.keras", BN_STATS_FILE),
+    "report": ("report.md", "accuracy_vs_macs.png"),
+}
+# ``reds export`` adds its int8 section to report.md: recorded by presence only.
+_PRESENCE_ONLY = frozenset({"report.md"})
+RECORDS_FILE = "stages.json"
+_RECORDS_VERSION = 1
 _BN_BATCHES = 200  # mini-batches behind each submodel's re-estimated BN statistics
 STAGE_TITLES = {
     "base": "base training",
@@ -75,8 +116,8 @@ STAGE_TITLES = {
     "scratch": "scratch baseline",
     "report": "report",
 }
-# Top-level config key -> first stage whose result depends on it. On resume a
-# changed key re-runs that stage and everything after it; None: no stage
+# Top-level config key -> first stage whose result depends on it. A stage's
+# record hashes every key of its own and earlier stages; None: no stage
 # depends on it (``baseline`` only adds or drops the scratch stage).
 _KEY_STAGE: dict[str, str | None] = {
     "dataset": "base",
@@ -108,6 +149,11 @@ def _log_default(msg: str) -> None:
     print(f"[reds] {msg}", flush=True)
 
 
+def _fault(point: str) -> None:
+    """Test hook: killed here when ``REDS_FAULT_AT=train:<point>`` (see module doc)."""
+    faults.fault_point(f"train:{point}")
+
+
 @dataclass
 class _Ctx:
     cfg: Config
@@ -118,6 +164,7 @@ class _Ctx:
     base_model: str | None
     meta: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def run_training(
@@ -133,16 +180,20 @@ def run_training(
     force: bool = False,
     log: Log | None = None,
     verbose: int | str | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Run all training stages for ``config_path``; returns the run directory.
 
     ``None`` overrides keep the config's values. ``verbose`` is the Keras
     verbosity (default: progress bars on a terminal, one line per epoch else).
+    ``threads`` caps TensorFlow's CPU threads (set once the config is valid).
     """
     log = log or _log_default
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     t_start = time.perf_counter()
+    # Everything that can fail because of user input is checked first, before
+    # TensorFlow is loaded, any training and before the run directory exists.
     cfg = with_overrides(
         load_config(config_path),
         epochs=epochs,
@@ -151,14 +202,44 @@ def run_training(
         seed=seed,
         baseline=baseline,
     )
+    if threads is not None and not (isinstance(threads, int) and 1 <= threads <= 1024):
+        raise ConfigError(f"--threads must be an integer from 1 to 1024, got {threads!r}")
     run = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
     if base_model is not None:
         base_model = str(base_model)
+    records = _check_run_dir(run, cfg, force, base_model, log)
+    _check_writable(run, force)
+    created = records is None and not run.exists()
+    try:
+        return _train(cfg, run, records, base_model, log, verbose, threads, t_start)
+    except (InfeasibleBudgetError, ConfigError):
+        # Decided by the config alone (normally caught before training): leave
+        # nothing behind that this invocation created.
+        if created and run.is_dir():
+            shutil.rmtree(run, ignore_errors=True)
+        raise
+    except OSError as e:
+        raise OutputError(_os_message(e, run)) from e
 
-    resume, redo_from = _check_run_dir(run, cfg, force, base_model)
 
-    # Everything that can fail because of user input is checked here, before
-    # any training and before the run directory exists.
+def _train(
+    cfg: Config,
+    run: Path,
+    records: dict[str, dict[str, Any]] | None,
+    base_model: str | None,
+    log: Log,
+    verbose: int | str,
+    threads: int | None,
+    t_start: float,
+) -> Path:
+    if threads is not None:
+        import tensorflow as tf
+
+        # Small models scale poorly across cores: two 1-thread runs side by side
+        # finish sooner than the same two runs one after the other on 2 threads.
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    _remove_leftovers(run)
     from reds_tf.data import load_dataset
 
     # ``data:`` options go to the loader; submodels.json keeps them so export,
@@ -168,29 +249,41 @@ def run_training(
         f"data: {cfg.dataset} from {data.source}: {len(data.x_train)} train, "
         f"{len(data.x_test)} test samples, input {data.input_shape}, {data.num_classes} classes"
     )
-    ctx = _Ctx(cfg, run, data, log, verbose, base_model)
-    if not resume:
-        _check_budgets(ctx)
-
+    ctx = _Ctx(cfg, run, data, log, verbose, base_model, records=dict(records or {}))
+    resume = records is not None
     ctx.meta = _read_json(run / "run.json") if resume else {"stages": {}}
     if resume:
         log(f"resuming {run} (use --force to start over)")
-    if redo_from is not None:
-        log(f"config changed since the last run: redoing from stage '{redo_from}' on")
     wanted = [s for s in STAGES if s != "scratch" or cfg.baseline == "scratch"]
+    # Which stages are done: the first one that is not and everything after it runs.
+    first, reason, prev = None, "", None
+    for stage in wanted:
+        reason = _stale_reason(ctx, stage, prev) if resume else "new run"
+        if reason:
+            first = stage
+            break
+        prev = ctx.records[stage]
+    if first is not None and STAGES.index(first) <= STAGES.index("select"):
+        _check_budgets(ctx, resume)  # before any training or deletion
+    if resume and first is not None:
+        log(f"redoing from stage '{first}' on: {reason}")
+        _invalidate(ctx, first)
     redo = False
     for i, stage in enumerate(wanted, 1):
-        done = (run / STAGE_FILES[stage]).exists()
         title = STAGE_TITLES[stage]
-        redo = redo or stage == redo_from
-        if done and not redo:
+        redo = redo or stage == first
+        if not redo:
             log(f"stage {i}/{len(wanted)} {title}: already done, skipped")
             continue
-        redo = True
         log(f"stage {i}/{len(wanted)} {title} ...")
+        _fault(f"{stage}:begin")
         t0 = time.perf_counter()
         summary = _RUNNERS[stage](ctx)
         dt = time.perf_counter() - t0
+        if stage != "base":  # the base stage records itself inside the new directory
+            _fault(f"{stage}:files")
+            _commit(ctx, stage, ctx.run)
+            _fault(f"{stage}:done")
         ctx.meta.setdefault("stages", {})[stage] = round(dt, 2)
         write_json_atomic(run / "run.json", ctx.meta)
         tail = f"; {summary}" if summary else ""
@@ -201,21 +294,176 @@ def run_training(
     return run
 
 
+# ---------------------------------------------------------------- stage records
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
+    """The part of the resolved config that ``stage`` and all earlier stages
+    depend on (what its record hashes)."""
+    upto = STAGES.index(stage)
+
+    def walk(node: dict[str, Any], path: str) -> dict[str, Any]:
+        out = {}
+        for k, v in node.items():
+            p = f"{path}.{k}" if path else str(k)
+            if isinstance(v, dict) and any(key.startswith(p + ".") for key in _KEY_STAGE):
+                if sub := walk(v, p):
+                    out[k] = sub
+                continue
+            s = _key_stage(p)
+            if s is not None and STAGES.index(s) <= upto:
+                out[k] = v
+        return out
+
+    return walk(config_to_dict(cfg), "")
+
+
+def _previous(ctx: _Ctx, stage: str) -> dict[str, Any] | None:
+    """Record of the stage run before ``stage`` in this configuration."""
+    wanted = [s for s in STAGES if s != "scratch" or ctx.cfg.baseline == "scratch"]
+    i = wanted.index(stage)
+    return ctx.records.get(wanted[i - 1]) if i else None
+
+
+def _stale_reason(ctx: _Ctx, stage: str, prev: dict[str, Any] | None) -> str:
+    """Why ``stage`` is not done ("" when its record still holds)."""
+    rec = ctx.records.get(stage)
+    if rec is None:
+        return f"stage '{stage}' has no record (never finished)"
+    conf = stage_config(ctx.cfg, stage)
+    if rec.get("config_hash") != _digest(conf):
+        diffs = _diff(rec.get("config"), conf)
+        what = "; ".join(m for _k, m in diffs) if diffs else "its config changed"
+        return f"config changed since stage '{stage}' ran ({what})"
+    if rec.get("after") != (None if prev is None else _digest(prev)):
+        return f"stage '{stage}' was recorded after a different earlier stage"
+    files = rec.get("files")
+    if not isinstance(files, dict) or STAGE_FILES[stage] not in files:
+        return f"stage '{stage}' has a malformed record"
+    for name, want in files.items():
+        path = ctx.run / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if want != "present" and _sha256(path) != want:
+            return f"{name} differs from its record"
+    return ""
+
+
+def _commit(ctx: _Ctx, stage: str, root: Path) -> None:
+    """Write ``stage``'s record (after its files) into ``root``/stages.json."""
+    files = {}
+    for name in STAGE_OUTPUTS[stage]:
+        path = root / name
+        if path.is_file():
+            files[name] = "present" if name in _PRESENCE_ONLY else _sha256(path)
+    conf = stage_config(ctx.cfg, stage)
+    prev = _previous(ctx, stage)
+    ctx.records[stage] = {
+        "config_hash": _digest(conf),
+        "after": None if prev is None else _digest(prev),
+        "files": files,
+        "config": conf,
+    }
+    if stage == "base":
+        ctx.records[stage]["base_model"] = ctx.base_model
+    _write_records(root, ctx.records)
+
+
+def _write_records(root: Path, records: dict[str, dict[str, Any]]) -> None:
+    ordered = {s: records[s] for s in STAGES if s in records}
+    write_json_atomic(root / RECORDS_FILE, {"version": _RECORDS_VERSION, "stages": ordered})
+
+
+def _read_records(run: Path) -> dict[str, dict[str, Any]] | None:
+    """The stage records of ``run`` (None: no stages.json, an older run dir)."""
+    path = run / RECORDS_FILE
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{path} is unreadable ({e}); pass --force to start over") from e
+    stages = doc.get("stages") if isinstance(doc, dict) else None
+    if (
+        doc.get("version") != _RECORDS_VERSION
+        or not isinstance(stages, dict)
+        or any(k not in STAGES or not isinstance(v, dict) for k, v in stages.items())
+    ):
+        raise RunDirError(f"{path} is not a reds stage record; pass --force to start over")
+    return stages
+
+
+def _invalidate(ctx: _Ctx, first: str) -> None:
+    """Drop the records of ``first`` and every later stage (atomically), then
+    delete their files: the stages run again under the current config."""
+    later = STAGES[STAGES.index(first) :]
+    ctx.records = {s: r for s, r in ctx.records.items() if s not in later}
+    _write_records(ctx.run, ctx.records)
+    _fault(f"{first}:invalidated")
+    for stage in later:
+        for name in STAGE_OUTPUTS[stage]:
+            (ctx.run / name).unlink(missing_ok=True)
+    write_text_atomic(ctx.run / "config.yaml", config_to_yaml(ctx.cfg))
+
+
+def _leftover_patterns(run: Path) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Temp names of an interrupted write: inside the run dir (fsutil's
+    ``.<name>.XXXXXXXX.tmp`` and ``.<stem>.tmp<suffix>``) and beside it (the
+    base stage's ``.<run>.XXXXXXXX.tmp`` folder, ``.<run>.old``)."""
+    names = {n for outs in STAGE_OUTPUTS.values() for n in outs}
+    names |= {"config.yaml", "run.json", RECORDS_FILE}
+    alts = []
+    for n in sorted(names):
+        p = Path(n)
+        alts.append(rf"\.{re.escape(n)}\.[a-z0-9_]{{8}}\.tmp")
+        alts.append(rf"\.{re.escape(p.stem)}\.tmp{re.escape(p.suffix)}")
+    inside = re.compile("^(?:" + "|".join(alts) + ")$")
+    beside = re.compile(rf"^\.{re.escape(run.name)}\.(?:[a-z0-9_]{{8}}\.tmp|old)$")
+    return inside, beside
+
+
+def _remove_leftovers(run: Path) -> None:
+    """Delete what an interrupted ``reds train`` into ``run`` left behind."""
+    inside, beside = _leftover_patterns(run)
+    for folder, pattern in ((run, inside), (run.parent, beside)):
+        try:
+            entries = list(folder.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for p in entries:
+            if pattern.match(p.name):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+
+
 # ---------------------------------------------------------------- checks
 
 
 def _check_run_dir(
-    run: Path, cfg: Config, force: bool, base_model: str | None
-) -> tuple[bool, str | None]:
-    """Whether ``run`` holds an earlier run to resume, and the first stage to
-    redo because the config changed since (None: just continue)."""
-    fresh = (False, None)
+    run: Path, cfg: Config, force: bool, base_model: str | None, log: Log
+) -> dict[str, dict[str, Any]] | None:
+    """The stage records of an earlier run in ``run`` to resume (None: a new
+    run). Refuses a foreign directory and a changed base without --force."""
     if not run.exists():
-        return fresh
+        return None
     if not run.is_dir():
         raise RunDirError(f"{run} exists and is not a directory; choose another --out")
     if force:
-        return fresh  # replaced atomically once the first stage has finished
+        return None  # replaced atomically once the first stage has finished
     cfg_file = run / "config.yaml"
     if not cfg_file.exists() or not (run / STAGE_FILES["base"]).exists():
         if any(run.iterdir()):
@@ -223,28 +471,81 @@ def _check_run_dir(
                 f"{run} exists but is not a reds run directory (no config.yaml/base.keras); "
                 "choose another --out, or pass --force to replace it"
             )
-        return fresh
-    try:
-        old = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise RunDirError(f"{cfg_file} is unreadable ({e}); pass --force to start over") from e
+        return None
     if base_model is not None:
         raise RunDirError(
             f"{run} already has a base model; pass --force to start over from --base {base_model}"
         )
-    diffs = _diff(old if isinstance(old, dict) else {}, config_to_dict(cfg))
-    first: str | None = None
-    for key, _msg in diffs:
-        stage = _key_stage(key)
-        if stage is not None and (first is None or STAGES.index(stage) < STAGES.index(first)):
-            first = stage
-    if first == "base":
-        changed = "; ".join(m for k, m in diffs if _key_stage(k) == "base")
+    records = _read_records(run)
+    base_now = stage_config(cfg, "base")
+    if records is None:
+        # A run dir from before stage records: its base.keras and config.yaml
+        # were always written together (a changed base needed --force), so the
+        # base model is kept when config.yaml's base keys match; the rest is redone.
+        try:
+            old = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise RunDirError(f"{cfg_file} is unreadable ({e}); pass --force to start over") from e
+        old_base = _diff(old if isinstance(old, dict) else {}, config_to_dict(cfg))
+        changed = [m for k, m in old_base if _key_stage(k) == "base"]
+        if changed:
+            raise RunDirError(
+                f"{run} was trained with a different base config ({'; '.join(changed)}); "
+                "pass --force to start over, or --out to train into another directory"
+            )
+        meta = _read_json(run / "run.json")
+        log(f"{run} has no stage records (older reds_tf): keeping base.keras, redoing the rest")
+        records = {
+            "base": {
+                "config_hash": _digest(base_now),
+                "after": None,
+                "files": {"base.keras": _sha256(run / STAGE_FILES["base"])},
+                "config": base_now,
+                "base_model": meta.get("base_model"),
+            }
+        }
+        return records  # written with the first record of this run
+    rec = records.get("base")
+    if rec is None:
+        raise RunDirError(f"{run} has no record of its base model; pass --force to start over")
+    if rec.get("config_hash") != _digest(base_now):
+        changed = "; ".join(m for _k, m in _diff(rec.get("config"), base_now)) or "changed"
         raise RunDirError(
             f"{run} was trained with a different base config ({changed}); pass --force to "
             "start over, or --out to train into another directory"
         )
-    return True, first
+    files = rec.get("files")
+    base_file = run / STAGE_FILES["base"]
+    if not isinstance(files, dict) or files.get(base_file.name) != _sha256(base_file):
+        raise RunDirError(
+            f"{base_file} differs from its record in {RECORDS_FILE} (modified or corrupt); "
+            "pass --force to start over"
+        )
+    return records
+
+
+def _check_writable(run: Path, force: bool) -> None:
+    """Fail before any work when the run directory cannot be written: probe
+    with a temp file where the first write goes (the run dir when it exists,
+    else the nearest existing folder above it, where it will be created)."""
+    target = run if run.exists() and not force else run.parent
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not target.is_dir():
+        raise OutputError(f"cannot create {run}: {target} is not a directory; choose another --out")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".reds-write-check.", dir=target)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(
+            f"cannot write to {target} ({e.strerror or e}); choose another --out"
+        ) from None
+
+
+def _os_message(e: OSError, run: Path) -> str:
+    path = e.filename if e.filename is not None else run
+    return f"{path}: {e.strerror or e} (while training into {run})"
 
 
 def _diff(old: Any, new: Any, path: str = "") -> list[tuple[str, str]]:
@@ -268,13 +569,23 @@ def _base_or_fresh_model(ctx: _Ctx):
     return build_model(ctx.cfg.model, d.input_shape, d.num_classes)
 
 
-def _check_budgets(ctx: _Ctx) -> None:
-    """Fail fast (before training) on budgets no submodel can meet."""
-    from reds_tf.costs import cost_layers_from_keras, full_widths, model_macs
+def _check_budgets(ctx: _Ctx, resume: bool) -> None:
+    """Fail fast (before training, before a resumed run deletes anything) on
+    budgets or a memory limit no submodel can meet: both follow from the
+    architecture alone."""
+    from reds_tf.costs import (
+        cost_layers_from_keras,
+        full_widths,
+        model_activation_elems,
+        model_macs,
+    )
     from reds_tf.knapsack import min_widths
 
-    model = _base_or_fresh_model(ctx)
-    ctx.cache["initial_model"] = model
+    if resume:
+        model = _load_model(ctx, STAGE_FILES["base"])
+    else:
+        model = _base_or_fresh_model(ctx)
+        ctx.cache["initial_model"] = model
     layers = cost_layers_from_keras(model)
     block = ctx.cfg.block
     full = model_macs(layers, full_widths(layers))
@@ -288,6 +599,24 @@ def _check_budgets(ctx: _Ctx) -> None:
             f"block of {block} units); raise the smallest budget to at least "
             f"{math.ceil(frac * 1e4) / 1e4:.4f} or lower `block`"
         )
+    limit = ctx.cfg.memory_budget_bytes
+    if limit is not None:
+        # int8: one byte per element; the same bound the knapsack enforces.
+        low = max(model_activation_elems(layers, min_widths(layers, block)).values())
+        top = max(model_activation_elems(layers, full_widths(layers)).values())
+        if low > limit:
+            raise InfeasibleBudgetError(
+                f"{ctx.cfg.source}: memory_budget_bytes: {limit:,} is below the smallest "
+                f"submodel's need: with every prunable layer at one block of {block} units "
+                f"some layer's input + output takes {low:,} bytes; raise it or lower `block`"
+            )
+        if top > limit:
+            raise InfeasibleBudgetError(
+                f"{ctx.cfg.source}: memory_budget_bytes: {limit:,} is below the full model's "
+                f"need ({top:,} bytes of input + output in its largest layer; the full model "
+                "is always the last submodel); raise it to at least "
+                f"{top:,} or use a smaller model"
+            )
 
 
 # ---------------------------------------------------------------- helpers
@@ -312,9 +641,10 @@ def _load_model(ctx: _Ctx, fname: str):
         raise RunDirError(f"cannot load {path} ({e}); pass --force to start over") from e
 
 
-def _save_model(model, path: Path) -> None:
+def _save_model(model, path: Path, stage: str) -> None:
     with atomic_path(path) as tmp:
         model.save(tmp)
+        _fault(f"{stage}:tmp")
 
 
 def _scores(ctx: _Ctx) -> dict[str, np.ndarray]:
@@ -353,11 +683,16 @@ def _stage_base(ctx: _Ctx) -> str:
     acc = accuracy(model, d.x_test, d.y_test)
     ctx.meta["base_model"] = ctx.base_model
     ctx.meta["base_accuracy"] = acc
-    # The run directory comes into existence here, whole.
+    # The run directory comes into existence here, whole, with its first record.
     with atomic_dir(ctx.run, replace=True) as tmp:
         (tmp / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
         model.save(tmp / STAGE_FILES["base"])
         (tmp / "run.json").write_text(json.dumps(ctx.meta, indent=2) + "\n", encoding="utf-8")
+        _fault("base:files")
+        ctx.records = {}
+        _commit(ctx, "base", tmp)
+        _fault("base:tmp")
+    _fault("base:done")
     src = f"loaded {ctx.base_model}" if ctx.base_model else f"{cfg.train.epochs} epoch(s)"
     return f"{src}, test accuracy {acc:.4f}"
 
@@ -387,6 +722,7 @@ def _stage_rank(ctx: _Ctx) -> str:
     with atomic_path(ctx.run / STAGE_FILES["rank"]) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **scores)
+        _fault("rank:tmp")
     n = min(imp.batches, math.ceil(len(ctx.data.x_train) / imp.batch_size))
     return f"{len(names)} layers scored over {n} mini-batches"
 
@@ -401,7 +737,7 @@ def _stage_permute(ctx: _Ctx) -> str:
     diff = float(np.max(np.abs(model.predict(x, verbose=0) - permuted.predict(x, verbose=0))))
     if diff > 1e-4:
         raise RuntimeError(f"permutation changed the model's outputs (max abs diff {diff:g})")
-    _save_model(permuted, ctx.run / STAGE_FILES["permute"])
+    _save_model(permuted, ctx.run / STAGE_FILES["permute"], "permute")
     return f"max abs output change {diff:.2e}"
 
 
@@ -480,8 +816,7 @@ def _stage_finetune(ctx: _Ctx) -> str:
     extra = ""
     if bn_layers(nested):
         # Per-submodel BN statistics, always estimated so that evaluation can
-        # compare them with the shared ones; written before model.keras (the
-        # stage's done marker).
+        # compare them with the shared ones (both files are in the stage's record).
         set_seed(ctx.cfg.seed)
         aug = ctx.cfg.train.augment
         nb = estimate_bn_stats(
@@ -497,7 +832,7 @@ def _stage_finetune(ctx: _Ctx) -> str:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **bn_stats_arrays(nested))
         extra = f"; per-submodel BN statistics from {nb} batches"
-    _save_model(to_plain(nested, full), ctx.run / STAGE_FILES["finetune"])
+    _save_model(to_plain(nested, full), ctx.run / STAGE_FILES["finetune"], "finetune")
     distill = "off" if not f.distill else "from the base model" if teacher else "on"
     return f"{f.epochs} epoch(s), distillation {distill}{extra}"
 
