@@ -10,6 +10,7 @@ the OS reported.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import time
 from typing import Any
@@ -111,6 +112,26 @@ def _ascii(line: str) -> bytes:
         ) from None
 
 
+def _open_problem(e: BaseException) -> str:
+    """Why a port did not open, without pyserial's repetitions, with the usual fix."""
+    cause = e.__context__ if e.__context__ is not None else e
+    code = getattr(cause, "errno", None)
+    if code is None and cause.args and isinstance(cause.args[0], int):
+        code = cause.args[0]  # termios.error(errno, text)
+    text = getattr(cause, "strerror", None) or (
+        cause.args[1] if len(cause.args) == 2 and isinstance(cause.args[1], str) else str(e)
+    )
+    if code == errno.ENOTTY:
+        return f"not a serial device ({text})"
+    if code == errno.ENOENT:
+        return f"{text} (is the board plugged in? Linux: ls /dev/ttyACM*)"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"{text} (Linux: add yourself to the port's group, e.g. dialout, and log in again)"
+    if code == errno.EBUSY:
+        return f"{text} (another program, e.g. a serial monitor, has it open)"
+    return text
+
+
 class RedsClient:
     """A connection to REDS firmware.
 
@@ -124,7 +145,7 @@ class RedsClient:
             self.serial = serial.Serial(port, baud, timeout=timeout, write_timeout=timeout)
         except (*_DEVICE_ERRORS, ValueError, OverflowError) as e:
             # ValueError / OverflowError: a baud rate or timeout pyserial refuses
-            raise ProtocolError(f"cannot open serial port {port}: {e}") from e
+            raise ProtocolError(f"cannot open serial port {port}: {_open_problem(e)}") from e
         self.port = port
         self.timeout = timeout
         self.info_cache: dict[str, Any] = {}

@@ -6,8 +6,10 @@ firmware's fingerprint check is in tests/test_monitor.py."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -128,9 +130,32 @@ def test_silent_device_and_not_a_serial_port(
     with FakeDevice(silent=True) as dev:
         err = _one_line_error(capsys, ["monitor", "--port", dev.port, "--timeout", "0.5"])
         assert "no REDS firmware answered" in err
-    for port in (tmp_path, tmp_path / "missing", "/dev/null"):
+    for port, why in [
+        (tmp_path, "Is a directory"),
+        (tmp_path / "missing", "No such file or directory (is the board plugged in?"),
+        ("/dev/null", "not a serial device (Inappropriate ioctl for device)"),
+    ]:
         err = _one_line_error(capsys, ["monitor", "--port", str(port), "--timeout", "0.5"])
-        assert f"cannot open serial port {port}" in err
+        assert f"cannot open serial port {port}: {why}" in err
+
+
+@pytest.mark.parametrize(
+    "code,hint",
+    [(errno.EACCES, "dialout"), (errno.EBUSY, "another program"), (errno.EIO, "Input/output")],
+)
+def test_open_errors_say_what_to_do(code: int, hint: str) -> None:
+    import serial
+
+    from reds_tf.serial_protocol import _open_problem
+
+    try:
+        try:
+            raise OSError(code, os.strerror(code))
+        except OSError as cause:
+            raise serial.SerialException(code, f"could not open port x: {cause}") from cause
+    except serial.SerialException as e:
+        text = _open_problem(e)
+    assert text.startswith(os.strerror(code)) and hint in text and "could not open" not in text
 
 
 @pytest.mark.parametrize(
@@ -189,7 +214,15 @@ def test_demo_refuses_another_models_firmware(
     with FakeDevice(info_of_run(run, fingerprint=None)) as dev:
         err = _one_line_error(capsys, ["monitor", "--port", dev.port, "--demo", str(run)])
         assert "reports no model fingerprint" in err
-    # a device that vanishes during the demo
-    with FakeDevice(info_of_run(run), vanish_after=3) as dev:
-        err = _one_line_error(capsys, ["monitor", "--port", dev.port, "--demo", str(run)])
-        assert "disconnected" in err
+
+
+def test_demo_device_vanishing(capsys: pytest.CaptureFixture[str], exported_run: Path) -> None:
+    """Unplugged during --demo (at the first `use`, after the data loaded):
+    one line, exit 2."""
+    from fake_device import info_of_run
+
+    with FakeDevice(info_of_run(exported_run), vanish_after=3) as dev:
+        argv = ["monitor", "--port", dev.port, "--demo", str(exported_run), "--samples", "3"]
+        err = _one_line_error(capsys, argv)
+        assert f"the serial device {dev.port} disconnected" in err
+        assert [line.split()[0] for line in dev.lines] == [b"info", b"info", b"use"]
