@@ -350,3 +350,65 @@ CASES: list[dict] = [
         "message": "different base config (train.epochs was 20, now 3)",
     },
 ]
+
+_REC = "tests/test_train_records.py::"
+FAULTS: list[dict] = [
+    {
+        "area": "train/faults",
+        "input": "kill -9 inside the base, rank, fine-tuning stages (temp file or temp run "
+        "folder not yet renamed), after a stage's files before its record, as stage 6 "
+        "begins, then the same command again",
+        "outcome": "after every kill the records match their files; each re-run redoes the "
+        "unrecorded stage, removes the temp files and folders; the finished run's "
+        "submodels.json accuracies equal model.keras re-evaluated",
+        "test": "tests/test_train_faults.py::test_sigkill_then_rerun_keeps_the_run_consistent",
+    },
+    {
+        "area": "train/faults",
+        "input": "stopped at every point of every stage (begin, temp written, files written, "
+        "record written), in-process",
+        "outcome": "a stage is recorded exactly when it got past its record; the re-run "
+        "completes a consistent run",
+        "test": _REC + "test_killed_at_every_point_then_resumed",
+    },
+    {
+        "area": "train/faults",
+        "input": "run with --finetune-epochs 1, re-run with 2 interrupted (stale records "
+        "dropped / stage 6 begun / report written), the first command again",
+        "outcome": "fine-tuning and the later stages are redone (base .. knapsack kept); "
+        "model.keras matches submodels.json and the records (was: every stage 'already "
+        "done' over the 2-epoch weights)",
+        "test": _REC + "test_interrupted_rerun_with_changed_config_is_redone",
+    },
+    {
+        "area": "train/faults",
+        "input": "model.keras replaced after training (a file differs from its record)",
+        "outcome": "redone from fine-tuning on: 'model.keras differs from its record'",
+        "test": _REC + "test_a_changed_file_is_redone_with_everything_after",
+    },
+    {
+        "area": "train/faults",
+        "input": "disk full while a stage writes (OSError ENOSPC)",
+        "outcome": "exit 2, one line: '<path>: No space left on device (while training "
+        "into <run>)'; the records before that stage stay valid",
+        "test": _REC + "test_write_errors_are_one_line_naming_the_path",
+    },
+    {
+        "area": "train/config",
+        "input": "memory_budget_bytes below the smallest or the full model's need",
+        "outcome": "exit 2 before any training, no run directory; on a resume, nothing deleted",
+        "test": _REC + "test_memory_budget_checked_before_training",
+    },
+    {
+        "area": "train/resume",
+        "input": "run directory from before stage records (no stages.json)",
+        "outcome": "base.keras kept (its config.yaml keys match), every later stage redone",
+        "test": _REC + "test_run_dir_without_records_keeps_only_its_base",
+    },
+    {
+        "area": "train/output",
+        "input": "TensorFlow's log lines (oneDNN, cuInit, NodeDef, retracing)",
+        "outcome": "hidden; shown with --verbose",
+        "test": "tests/test_train_inputs.py::test_tensorflow_noise_hidden_unless_verbose",
+    },
+]
