@@ -89,7 +89,7 @@ def test_library_layout_properties_and_sources(library_zip: Path, tiny_run: Path
     export_src = tiny_run / "export" / "src"
     runtime = {p.name for p in export_src.iterdir()}
     core = {p.name for p in (FIRMWARE_DIR / "src").iterdir() if p.suffix in (".h", ".cpp")}
-    assert {"reds_model.h", "reds_kernels_dsp.cpp", "reds_fw.h", "reds_fw.cpp"} <= runtime | core
+    assert {"reds_model.h", "fully_connected_dsp.cpp", "reds_fw.h", "reds_fw.cpp"} <= runtime | core
     expected = {f"{LIB}/src/{n}" for n in runtime | core | {f"{LIB}.h"}}
     expected |= {f"{LIB}/library.properties", f"{LIB}/keywords.txt", INO}
     assert names == expected
@@ -184,7 +184,7 @@ def test_unpacked_library_compiles_with_nano33ble_flags(library_zip: Path, tmp_p
     sources = [lib / "examples" / "RedsSerial" / "RedsSerial.ino"]
     sources += sorted((lib / "src").glob("*.cpp"))
     objs = nano_compile(sources, [STUB, lib / "src"], tmp_path / "obj")
-    assert "reds_fc_dsp" in defined_functions(objs["reds_kernels_dsp.cpp"])
+    assert "reds_fc_dsp" in defined_functions(objs["fully_connected_dsp.cpp"])
     assert {"setup", "loop"} <= defined_functions(objs["RedsSerial.ino"])
 
 

@@ -231,7 +231,7 @@ def test_dense_runtime_compiles_with_the_nano_flags_and_gcc7_headers(tmp_path):
     is what the model calls."""
     src = _write(tmp_path)
     objs = nano_compile(sorted(src.glob("*.cpp")), [src], tmp_path / "obj")
-    assert "reds_fc_dsp" in defined_functions(objs["reds_kernels_dsp.cpp"])
+    assert "reds_fc_dsp" in defined_functions(objs["fully_connected_dsp.cpp"])
     assert "reds_fc_dsp" in undefined_symbols(objs["reds_model.cpp"])
 
 

@@ -1,4 +1,4 @@
-"""The Cortex-M4 DSP fully connected kernel (reds_tf/kernels/reds_kernels_dsp.cpp)
+"""The Cortex-M4 DSP kernels (reds_tf/kernels/*_dsp.cpp)
 against the portable reference and a NumPy model of the int8 rules, run in QEMU
 on layers chosen to hit every path: odd/even chunk counts, shorter row groups,
 widths that are not multiples of 4 (reference fallback), no bias, a generic
@@ -118,8 +118,7 @@ def check_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, text in kernel_sources().items():
         (d / name).write_text(text)
     sources = [
-        d / "reds_kernels.cpp",
-        d / "reds_kernels_dsp.cpp",
+        *sorted(d.glob("*.cpp")),
         CHECK_SRC,
         bench.BENCH_FW_DIR / "bench_startup.c",
     ]
@@ -444,7 +443,7 @@ def _conv_blob(cases: list[dict]) -> bytes:
 def _build(d: Path, main_src: Path, name: str) -> Path:
     for name, text in kernel_sources().items():
         (d / name).write_text(text)
-    sources = [d / "reds_kernels.cpp", d / "reds_kernels_dsp.cpp", main_src]
+    sources = [*sorted(d.glob("*.cpp")), main_src]
     sources.append(bench.BENCH_FW_DIR / "bench_startup.c")
     objs = []
     for s in sources:

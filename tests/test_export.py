@@ -41,7 +41,7 @@ def test_export_writes_every_artifact(exported_run):
         assert e["widths"] == s["widths"] and e["macs"] == s["macs"]
     assert (export / "model.tflite").is_file()
     names = {p.name for p in (export / "src").iterdir()}
-    assert {"reds_model.h", "reds_model.cpp", "reds_weights.cpp", "reds_kernels.cpp"} <= names
+    assert {"reds_model.h", "reds_model.cpp", "reds_weights.cpp", "reds_kernels.h"} <= names
     header = (export / "src" / "reds_model.h").read_text()
     assert f"#define REDS_NUM_SUBMODELS {len(sub['submodels'])}" in header
     assert not [p for p in exported_run.iterdir() if p.name.startswith(".export")]

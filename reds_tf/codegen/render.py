@@ -27,9 +27,9 @@ SOURCES = {
     "reds_weights.h": "reds_weights.h.j2",
     "reds_weights.cpp": "reds_weights.cpp.j2",
 }
-# Fixed sources copied into every export: the kernels (portable reference and
-# Cortex-M4 DSP variants) and the header of inline-asm DSP instructions.
-KERNEL_SOURCES = ("reds_kernels.h", "reds_kernels.cpp", "reds_kernels_dsp.cpp", "reds_dsp.h")
+# Fixed sources copied into every export: one file per op and variant
+# (reference and Cortex-M4 DSP), their headers and the inline-asm DSP header.
+KERNEL_SOURCES = tuple(sorted(p.name for p in KERNELS_DIR.iterdir() if p.suffix in (".h", ".cpp")))
 # Layer kinds reds_model.cpp.j2 knows how to invoke.
 RENDERABLE_KINDS = {
     "fully_connected",
