@@ -91,8 +91,9 @@ def run_fingerprint(run_dir: str | os.PathLike, manifest: dict) -> str:
     """The exported model's fingerprint: ``manifest.json``'s, else (an export
     from before the manifest recorded it) the generated ``reds_model.h``'s."""
     fp = manifest.get("fingerprint")
+    source = Path(run_dir) / "export" / "manifest.json"
     if fp is None:
-        header = Path(run_dir) / "export" / "src" / "reds_model.h"
+        header = source = Path(run_dir) / "export" / "src" / "reds_model.h"
         try:
             m = re.search(r'#define REDS_MODEL_FINGERPRINT "([^"]*)"', header.read_text("utf-8"))
         except (OSError, UnicodeDecodeError):
@@ -105,8 +106,7 @@ def run_fingerprint(run_dir: str | os.PathLike, manifest: dict) -> str:
         fp = m.group(1)
     if not isinstance(fp, str) or not FINGERPRINT_RE.fullmatch(fp):
         raise RunDirError(
-            f"{run_dir}/export/manifest.json has a malformed fingerprint {fp!r}: "
-            f"re-run `reds export {run_dir}`"
+            f"{source} has a malformed model fingerprint {fp!r}: re-run `reds export {run_dir}`"
         )
     return fp
 
