@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reds_tf.features import CNN_FRONTEND, DNN_FRONTEND, MfccConfig, fit_normalization, mfcc
-from reds_tf.features import normalize as norm_features
+from reds_tf.data.features import CNN_FRONTEND, DNN_FRONTEND, MfccConfig, fit_normalization, mfcc
+from reds_tf.data.features import normalize as norm_features
 
 
 def numpy_mfcc(audio: np.ndarray, cfg: MfccConfig) -> np.ndarray:

@@ -47,10 +47,16 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -
     reason="needs gcc, g++, gcc-arm-none-eabi and qemu-system-arm (make setup installs them)",
 )
 def test_wheel_installs_and_runs_the_pipeline_outside_the_repository(tmp_path: Path) -> None:
+    # Build from a copy: an in-tree build would leave build/ in the checkout,
+    # whose stale files a later wheel would pick up.
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "runs", "build", ".pio", ".pio-core", "*.egg-info", "__pycache__",
+        ".pytest_cache", ".ruff_cache"))  # fmt: skip
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(dist), str(REPO)],
+         "-w", str(dist), str(src)],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     (wheel,) = dist.glob("reds_tf-*.whl")

@@ -32,9 +32,9 @@ probability 0.8, a random stretch of a ``_background_noise_`` clip at a volume
 drawn from [0, 0.1]. Test clips are not augmented. ``augment=0`` gives the
 clean training set (silence still gets its noise).
 
-Features: :func:`reds_tf.features.mfcc` (49x10, or 25x10 for the DNN variant),
+Features: :func:`reds_tf.data.features.mfcc` (49x10, or 25x10 for the DNN variant),
 normalised per coefficient to [0, 1] with the 0.5 / 99.5 percentiles of the
-training features (:func:`reds_tf.features.normalize`; the two vectors are kept
+training features (:func:`reds_tf.data.features.normalize`; the two vectors are kept
 in the feature cache as ``norm_lo`` / ``norm_hi`` for a device front end).
 Output x: (N, frames, 10, 1) float32 in [0, 1]; y: int64 class indices.
 
@@ -58,9 +58,9 @@ import numpy as np
 
 from reds_tf.data import Dataset, register
 from reds_tf.data.cache import cache_key, cache_root, load_npz, save_npz_atomic
+from reds_tf.data.features import CNN_FRONTEND, DNN_FRONTEND, MfccConfig, fit_normalization, mfcc
+from reds_tf.data.features import normalize as normalize_features
 from reds_tf.errors import DataError
-from reds_tf.features import CNN_FRONTEND, DNN_FRONTEND, MfccConfig, fit_normalization, mfcc
-from reds_tf.features import normalize as normalize_features
 from reds_tf.fsutil import atomic_dir
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")

@@ -49,9 +49,9 @@ import numpy as np
 
 from reds_tf.data import Dataset, register
 from reds_tf.data.cache import cache_key, cache_root
+from reds_tf.data.features import CNN_FRONTEND, DNN_FRONTEND
 from reds_tf.data.speech_commands import BACKGROUND, WORDS, build_kws_dataset
 from reds_tf.errors import DataError
-from reds_tf.features import CNN_FRONTEND, DNN_FRONTEND
 from reds_tf.fsutil import atomic_dir, write_json_atomic, write_text_atomic
 
 # The auxiliary words of Speech Commands v0.02 (the "unknown" class there too).
