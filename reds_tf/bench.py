@@ -40,7 +40,7 @@ import numpy as np
 from reds_tf import resources, rundir
 from reds_tf.boards import NANO33BLE
 from reds_tf.errors import RedsError
-from reds_tf.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
+from reds_tf.fsutil import dir_mode, write_bytes_atomic, write_json_atomic, write_text_atomic
 from reds_tf.toolchain import nano33ble_flags
 
 BENCH_FW_DIR = resources.FIRMWARE_DIR / "bench"
@@ -157,6 +157,7 @@ def build_plugin() -> Path:
     os.close(fd)
     try:
         _run([cc, *flags, "-o", tmp, str(PLUGIN_SOURCE)], "building the QEMU plugin")
+        os.chmod(tmp, dir_mode())  # a shared library: rwx under the umask, not mkstemp's 0600
         os.replace(tmp, lib)
     finally:
         if os.path.exists(tmp):
