@@ -23,6 +23,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from reds_tf import ir
 from reds_tf.errors import RedsError
 
 #: Kinds whose cost is bilinear in (input width, output width).
@@ -164,13 +165,20 @@ def _input_width(layer: CostLayer, widths: Mapping[str, int]) -> int:
     return layer.input_units if layer.producer is None else widths[layer.producer]
 
 
+def macs(kind: str, macs_per_pair: int, w_in: int, w_out: int) -> int:
+    """THE MAC formula (the cost model and the C++ plan both count with it):
+    ``macs_per_pair * w_in * w_out`` for the bilinear kinds, ``macs_per_pair *
+    w_out`` for a depthwise layer (``w_in == w_out``)."""
+    if kind in TIED_KINDS:
+        return macs_per_pair * w_out
+    return macs_per_pair * w_in * w_out
+
+
 def layer_macs(layer: CostLayer, w_in: int, w_out: int) -> int:
     """MACs of one layer keeping ``w_in`` inputs and ``w_out`` outputs."""
-    if layer.kind in TIED_KINDS:
-        if w_in != w_out:
-            raise ValueError(f"depthwise layer {layer.name!r}: w_in {w_in} != w_out {w_out}")
-        return layer.macs_per_pair * w_out
-    return layer.macs_per_pair * w_in * w_out
+    if layer.kind in TIED_KINDS and w_in != w_out:
+        raise ValueError(f"depthwise layer {layer.name!r}: w_in {w_in} != w_out {w_out}")
+    return macs(layer.kind, layer.macs_per_pair, w_in, w_out)
 
 
 def layer_params(layer: CostLayer, w_in: int, w_out: int) -> int:
@@ -227,16 +235,26 @@ def model_activation_elems(
     }
 
 
-# Layers that change neither widths nor MACs we count (activations are free,
+# Nodes that change neither widths nor MACs we count (activations are free,
 # dropout is the identity at inference, BatchNorm folds into the layer before).
-_IGNORED_KERAS = ("InputLayer", "Dropout", "Activation", "ReLU", "Softmax", "BatchNormalization")
+_IGNORED = (ir.ACTIVATION, ir.SOFTMAX, ir.DROPOUT, ir.BATCHNORM)
 # Pooling keeps the channel count (its MACs are not counted) but shrinks the map.
-_POOLING_KERAS = ("AveragePooling2D", "MaxPooling2D")
+_POOLING = (ir.AVGPOOL, ir.MAXPOOL)
+_SUPPORTED = (
+    "Conv2D, DepthwiseConv2D, Dense, BatchNormalization, pooling, Flatten, Dropout, activations"
+)
 
 
-def cost_layers_from_keras(model) -> list[CostLayer]:
-    """Describe a tf_keras model made of one chain of Conv2D / DepthwiseConv2D /
-    Dense layers (with BatchNorm, activations, pooling, Flatten, Dropout between).
+def conv_macs_per_pair(kernel: Sequence[int], out_hw: Sequence[int]) -> int:
+    """MACs per (input channel, filter) pair of a convolution, or per channel of a
+    depthwise one: ``kh*kw*H_out*W_out`` (the plan's kernels count the same)."""
+    return int(kernel[0]) * int(kernel[1]) * int(out_hw[0]) * int(out_hw[1])
+
+
+def cost_layers(graph: ir.Graph) -> list[CostLayer]:
+    """The cost model of a graph built from a model (:func:`reds_tf.ir.from_keras`):
+    one chain of Conv2D / DepthwiseConv2D / Dense with BatchNorm, activations,
+    pooling, Flatten and Dropout between.
 
     Per layer (``H_out, W_out`` = output map size, ``kh, kw`` = kernel):
     Conv2D costs ``kh*kw*H_out*W_out`` MACs per (input channel, filter) pair,
@@ -246,110 +264,84 @@ def cost_layers_from_keras(model) -> list[CostLayer]:
     prunable; depthwise layers are not prunable on their own.
 
     Returns:
-        One :class:`CostLayer` per weight layer, in graph order.
+        One :class:`CostLayer` per width-carrying node, in graph order.
 
     Raises:
-        RedsError: the model has a layer or topology the cost model does not
-            support (the message names the layer).
+        RedsError: a node or topology the cost model does not support (the
+            message names the layer).
+        ValueError: the graph has no shapes (read from ``submodels.json``).
     """
-    if len(model.inputs) != 1:
-        raise RedsError(
-            f"model {model.name!r} has {len(model.inputs)} inputs; only single-input models "
-            "are supported"
-        )
-    in_shape = tuple(model.inputs[0].shape[1:])
-    if any(d is None for d in in_shape):
-        raise RedsError(f"model {model.name!r} input shape {in_shape} must be fully known")
-    # The current tensor: channel count, spatial positions per channel, and
-    # which weight layer's width its channels follow (None: the model input).
-    channels = int(in_shape[-1])
-    positions = math.prod(int(d) for d in in_shape[:-1])
-    flat_from: int | None = None  # positions per channel when a Flatten hid the map
-    producer: str | None = None
-    prev_out = model.inputs[0]
+    if not graph.has_shapes:
+        raise ValueError(f"graph {graph.name!r} has no shapes; build it from the model")
     out: list[CostLayer] = []
-    in_channels, in_positions = channels, positions
-
-    def add(layer, kind: str, units: int, macs: int, params: int, out_elems: int) -> None:
+    prev = ir.INPUT
+    in_positions = math.prod(graph.input_shape[:-1])
+    for node in graph.nodes:
+        # Only a single linear chain: each layer must consume the previous output.
+        if node.inputs != (prev,):
+            raise RedsError(
+                f"layer {node.name!r} ({node.layer_class or node.kind}) is not part of a single "
+                "chain (shared layer or branch); the cost model supports plain layer stacks only"
+            )
+        prev = node.name
+        if node.kind in _IGNORED or node.kind in _POOLING or node.kind == ir.FLATTEN:
+            continue
+        if not node.is_width:
+            raise RedsError(
+                f"layer {node.name!r} of type {node.layer_class or node.kind} is not supported by "
+                f"the cost model (supported: {_SUPPORTED})"
+            )
+        producer = graph.producer(node)
+        src = None if producer is None else graph.node(producer)
+        in_units = graph.input_units(node)
+        if src is not None:
+            in_positions = math.prod(src.out_shape[:-1])
+        if node.kind == ir.DENSE:
+            per = 1 if src is None else graph.positions(node)
+            if src is None:
+                # A Dense straight on the (flattened) model input: one unit per element.
+                in_units, in_positions = math.prod(node.in_shape), 1
+            out_elems = 1
+        else:
+            per = conv_macs_per_pair(node.kernel, node.out_hw)
+            out_elems = math.prod(node.out_hw)
         out.append(
             CostLayer(
-                name=layer.name,
-                kind=kind,
-                units=units,
-                macs_per_pair=macs,
+                name=node.name,
+                kind=node.kind,
+                units=node.units,
+                macs_per_pair=per,
                 producer=producer,
-                input_units=in_channels,
-                prunable=kind != "depthwise",
-                use_bias=bool(layer.use_bias),
-                params_per_pair=params,
+                input_units=in_units,
+                prunable=node.prunable,
+                use_bias=node.use_bias,
+                params_per_pair=per if node.kind == ir.DENSE else node.kernel[0] * node.kernel[1],
                 out_elems_per_unit=out_elems,
                 input_elems_per_unit=in_positions,
             )
         )
-
-    for layer in model.layers:
-        cls = type(layer).__name__
-        if cls == "InputLayer":
-            continue
-        # Only a single linear chain: each layer must consume the previous output.
-        if len(layer.inbound_nodes) != 1 or layer.input is not prev_out:
-            raise RedsError(
-                f"layer {layer.name!r} ({cls}) is not part of a single chain (shared layer or "
-                "branch); the cost model supports plain layer stacks only"
-            )
-        prev_out = layer.output
-        if cls in _IGNORED_KERAS:
-            continue
-        shape = tuple(int(d) for d in layer.output.shape[1:])
-        if cls in _POOLING_KERAS:
-            positions = math.prod(shape[:-1])
-            continue
-        if cls == "Flatten":
-            flat_from = positions if len(layer.input.shape) > 2 else flat_from
-            positions = 1
-            continue
-        if cls in ("Conv2D", "DepthwiseConv2D"):
-            if flat_from is not None:
-                raise RedsError(f"layer {layer.name!r}: a convolution after Flatten")
-            kh, kw = (int(k) for k in layer.kernel_size)
-            hw = shape[0] * shape[1]
-            if cls == "DepthwiseConv2D":
-                if int(layer.depth_multiplier) != 1:
-                    raise RedsError(
-                        f"depthwise layer {layer.name!r}: only depth_multiplier=1 is supported"
-                    )
-                add(layer, "depthwise", channels, kh * kw * hw, kh * kw, hw)
-            else:
-                if int(layer.groups) != 1:
-                    raise RedsError(f"conv layer {layer.name!r}: grouped convolution unsupported")
-                add(layer, "conv", int(layer.filters), kh * kw * hw, kh * kw, hw)
-            channels, positions = shape[-1], hw
-        elif cls == "Dense":
-            if len(layer.input.shape) != 2:
-                raise RedsError(
-                    f"Dense layer {layer.name!r} gets an input of shape "
-                    f"{tuple(layer.input.shape[1:])}; put a Flatten before it"
-                )
-            if producer is None:
-                # A Dense straight on the (flattened) model input: one unit per element.
-                in_channels, in_positions = math.prod(int(d) for d in in_shape), 1
-                per = 1
-            else:
-                per = flat_from or 1
-            add(layer, "dense", int(layer.units), per, per, 1)
-            channels, positions, flat_from = int(layer.units), 1, None
-        else:
-            raise RedsError(
-                f"layer {layer.name!r} of type {cls} is not supported by the cost model "
-                "(supported: Conv2D, DepthwiseConv2D, Dense, BatchNormalization, pooling, "
-                "Flatten, Dropout, activations)"
-            )
-        producer = layer.name
-        in_channels, in_positions = channels, positions
     if not out:
-        raise RedsError(f"model {model.name!r} has no Dense layer to count")
+        raise RedsError(f"model {graph.name!r} has no Dense layer to count")
     if out[-1].kind != "dense":
-        raise RedsError(f"model {model.name!r} must end in a Dense classifier")
-    last = out[-1]
-    out[-1] = CostLayer(**{**last.__dict__, "prunable": False})
+        raise RedsError(f"model {graph.name!r} must end in a Dense classifier")
     return out
+
+
+def cost_layers_from_keras(model) -> list[CostLayer]:
+    """:func:`cost_layers` of :func:`reds_tf.ir.from_keras` ``(model)``."""
+    return cost_layers(ir.from_keras(model))
+
+
+def as_cost_layers(layers: Sequence[CostLayer] | ir.Graph) -> list[CostLayer]:
+    """``layers`` as a list of :class:`CostLayer` (a graph goes through :func:`cost_layers`)."""
+    return cost_layers(layers) if isinstance(layers, ir.Graph) else list(layers)
+
+
+def graph_macs(graph: ir.Graph) -> list[int | None]:
+    """THE MACs of every submodel of ``graph``: from the cost model when the
+    graph has shapes (built from the model), else the ``macs`` training
+    recorded in ``submodels.json`` (None where absent)."""
+    if graph.has_shapes:
+        layers = cost_layers(graph)
+        return [model_macs(layers, s.widths) for s in graph.submodels]
+    return [s.macs for s in graph.submodels]

@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from reds_tf import ir
 from reds_tf.errors import OutputError, RedsError, RunDirError
 
 # Files of a run directory, relative to it (docs/DESIGN.md, "Run directory").
@@ -60,7 +61,7 @@ BENCH_BUILD = ".bench"
 FIRMWARE = "firmware"
 ARDUINO = "arduino"
 
-LAYER_TYPES = ("dense", "conv", "depthwise")
+LAYER_TYPES = ir.WIDTH_KINDS
 BN_MODES = ("shared", "per_submodel")
 # JSON files of a run are a few KB (a wide conv model's submodels.json: ~20 KB);
 # anything far larger is not ours and is refused before it is parsed.
@@ -208,6 +209,12 @@ def load_submodels(run_dir: str | os.PathLike, *, record: bool = False) -> dict[
     return check_submodels(doc, path, record=record)
 
 
+def load_graph(run_dir: str | os.PathLike, *, record: bool = False) -> ir.Graph:
+    """``submodels.json`` as the network's graph (:func:`reds_tf.ir.from_doc`),
+    checked by :func:`check_submodels` first."""
+    return ir.from_doc(load_submodels(run_dir, record=record))
+
+
 # Per-submodel numbers that training records (the report needs them, export does not).
 RECORD_KEYS = ("budget", "macs", "macs_fraction", "params", "accuracy")
 
@@ -224,7 +231,10 @@ def check_submodels(
     with ``record=True``, as training writes them): ``index`` (= position),
     ``budget``, ``macs``, ``macs_fraction``, ``params``, ``accuracy``;
     optional: ``accuracy_before_finetune``, ``block``, ``bn_stats``,
-    ``data_options`` (an object)."""
+    ``data_options`` (an object), ``format_version`` (absent: 1; newer than
+    :data:`reds_tf.ir.FORMAT_VERSION` is refused), per layer ``producer`` (null
+    or an earlier layer; a depthwise layer as wide as it), ``kernel``,
+    ``strides``, ``output_hw`` (two positive integers) and ``padding``."""
     s = _Schema(Path(path), "re-run `reds train`")
     doc = s.obj(doc, "")
     for key in ("name", "dataset"):
@@ -238,6 +248,12 @@ def check_submodels(
     opts = doc.get("data_options", {})
     if not isinstance(opts, dict):
         s.fail("data_options", "must be a JSON object", opts)
+    version = s.int(doc.get("format_version", 1), "format_version", 1, 1 << 20)
+    if version > ir.FORMAT_VERSION:
+        raise RunDirError(
+            f"{path}: 'format_version' is {version}, newer than this reds_tf reads "
+            f"({ir.FORMAT_VERSION}); use the reds_tf that wrote it, or re-run `reds train`"
+        )
     units: dict[str, int] = {}
     for i, ly in enumerate(s.list(s.has(doc, "layers"), "layers")):
         key = f"layers[{i}]"
@@ -251,6 +267,24 @@ def check_submodels(
         units[name] = s.int(s.has(ly, "units", key + "."), f"{key}.units", 1, _MAX_DIM)
         if "prunable" in ly and not isinstance(ly["prunable"], bool):
             s.fail(f"{key}.prunable", "must be true or false", ly["prunable"])
+        if name == ir.INPUT:
+            s.fail(f"{key}.name", "is reserved for the model input", name)
+        producer = ly.get("producer")
+        if producer is not None and (
+            not isinstance(producer, str) or producer == name or producer not in units
+        ):
+            s.fail(f"{key}.producer", "must be null or the name of an earlier layer", producer)
+        if kind == ir.DEPTHWISE and producer is not None and units[name] != units[producer]:
+            s.fail(f"{key}.units", f"must equal its producer's {units[producer]}", units[name])
+        for geo in ("kernel", "strides", "output_hw"):
+            if geo in ly:
+                pair = s.list(ly[geo], f"{key}.{geo}")
+                if len(pair) != 2:
+                    s.fail(f"{key}.{geo}", "must be two positive integers", pair)
+                for j, v in enumerate(pair):
+                    s.int(v, f"{key}.{geo}[{j}]", 1, _MAX_DIM)
+        if "padding" in ly and ly["padding"] not in ("valid", "same"):
+            s.fail(f"{key}.padding", "must be valid or same", ly["padding"])
     previous: dict[str, int] = {}
     for k, sm in enumerate(s.list(s.has(doc, "submodels"), "submodels")):
         key = f"submodels[{k}]"
