@@ -50,9 +50,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pulp
 
+from reds_tf import ir
 from reds_tf.costs import (
     TIED_KINDS,
     CostLayer,
+    as_cost_layers,
     full_widths,
     model_activation_elems,
     model_macs,
@@ -84,21 +86,27 @@ def _check_block(block: int) -> None:
         raise ConfigError(f"block must be a positive integer (e.g. 4), got {block!r}")
 
 
-def free_layers(layers: Sequence[CostLayer]) -> list[CostLayer]:
+Layers = Sequence[CostLayer] | ir.Graph  # a graph goes through costs.cost_layers
+
+
+def free_layers(layers: Layers) -> list[CostLayer]:
     """The layers whose width the knapsack chooses (prunable, not depthwise)."""
+    layers = as_cost_layers(layers)
     return [layer for layer in layers if layer.prunable and layer.kind not in TIED_KINDS]
 
 
-def min_widths(layers: Sequence[CostLayer], block: int) -> dict[str, int]:
+def min_widths(layers: Layers, block: int) -> dict[str, int]:
     """Every chosen width at its smallest level; all layers listed."""
+    layers = as_cost_layers(layers)
     validate_layers(layers)
     return resolve_widths(
         layers, {layer.name: width_levels(layer.units, block)[0] for layer in free_layers(layers)}
     )
 
 
-def min_macs_fraction(layers: Sequence[CostLayer], block: int) -> float:
+def min_macs_fraction(layers: Layers, block: int) -> float:
     """MACs of the smallest admissible submodel as a fraction of the full model's."""
+    layers = as_cost_layers(layers)
     return model_macs(layers, min_widths(layers, block)) / model_macs(layers, full_widths(layers))
 
 
@@ -148,13 +156,13 @@ class _Instance:
 
 
 def _prepare(
-    layers: Sequence[CostLayer],
+    layers: Layers,
     scores: Mapping[str, np.ndarray],
     budgets: Sequence[float],
     block: int,
     max_act: int | None,
 ) -> _Instance:
-    layers = list(layers)
+    layers = as_cost_layers(layers)
     by_name = validate_layers(layers)
     _check_block(block)
     free = [layer.name for layer in free_layers(layers)]
@@ -315,7 +323,7 @@ def _record(
 
 
 def solve_nested(
-    layers: Sequence[CostLayer],
+    layers: Layers,
     scores: Mapping[str, np.ndarray],
     budgets: Sequence[float],
     block: int,
@@ -328,7 +336,7 @@ def solve_nested(
     """Choose nested per-layer widths for each MAC budget with a MILP (PuLP + CBC).
 
     Args:
-        layers: the cost model (:func:`reds_tf.costs.cost_layers_from_keras`).
+        layers: the cost model (:func:`reds_tf.costs.cost_layers`), or the graph.
         scores: for every prunable (non-depthwise) layer a 1-D array of shape
             ``(units,)`` of per-unit importance, ALREADY sorted descending.
         budgets: fractions of the full model's true MACs; sorted ascending
@@ -690,7 +698,7 @@ def _var(prob: pulp.LpProblem, name: str, low, up, cat: str) -> pulp.LpVariable:
 
 
 def solve_bruteforce(
-    layers: Sequence[CostLayer],
+    layers: Layers,
     scores: Mapping[str, np.ndarray],
     budgets: Sequence[float],
     block: int,

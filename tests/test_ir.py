@@ -362,3 +362,18 @@ def test_structural_errors():
         inp = keras.Input((8, 8, 1))
         x = keras.layers.LayerNormalization(name="my_norm")(inp)
         ir.from_keras(keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(x))))
+
+
+def test_knapsack_takes_the_graph():
+    from reds_tf.knapsack import min_macs_fraction, min_widths, solve_nested
+
+    graph = ir.from_keras(_model("dscnn"))
+    layers = cost_layers(graph)
+    assert free_layers(graph) == free_layers(layers)
+    assert min_widths(graph, 4) == min_widths(layers, 4)
+    assert min_macs_fraction(graph, 4) == min_macs_fraction(layers, 4)
+    rng = np.random.default_rng(0)
+    scores = {c.name: np.sort(rng.random(c.units))[::-1] for c in free_layers(layers)}
+    a = solve_nested(graph, scores, [0.5, 1.0], 4, log=None)
+    b = solve_nested(layers, scores, [0.5, 1.0], 4, log=None)
+    assert a.widths == b.widths and a.macs == b.macs
