@@ -5,8 +5,9 @@ the matching input axis of whatever consumes those units leaves the network's
 function unchanged. After sorting units by importance, every submodel is a
 PREFIX of each layer.
 
-The walk is driven by a per-layer-type rule table, so that conv, BatchNorm and
-depthwise layers are handled by the same code:
+The walk follows the model's graph (:func:`reds_tf.ir.from_keras`: consumers,
+input shapes) and is driven by rule tables keyed by node kind, so that conv,
+BatchNorm and depthwise layers are handled by the same code:
 
 * ``PRODUCER``: how a prunable layer permutes its own output units;
 * ``CHANNELWISE``: layers that carry the channel axis through unchanged but own
@@ -23,106 +24,63 @@ from collections.abc import Callable
 import numpy as np
 import tf_keras as keras
 
+from reds_tf import ir
 from reds_tf.errors import RedsError
 
 Weights = list[np.ndarray]
-Rule = Callable[[keras.layers.Layer, Weights, np.ndarray], Weights]
+Rule = Callable[[ir.Node, Weights, np.ndarray], Weights]
 
 
-def _dense_out(layer: keras.layers.Layer, w: Weights, p: np.ndarray) -> Weights:
+def _dense_out(node: ir.Node, w: Weights, p: np.ndarray) -> Weights:
     # kernel (in, out), bias (out,)
-    return [w[0][:, p]] + ([w[1][p]] if layer.use_bias else [])
+    return [w[0][:, p]] + ([w[1][p]] if node.use_bias else [])
 
 
-def _dense_in(layer: keras.layers.Layer, w: Weights, p: np.ndarray) -> Weights:
+def _dense_in(node: ir.Node, w: Weights, p: np.ndarray) -> Weights:
     return [w[0][p, :]] + w[1:]
 
 
-def _conv_out(layer: keras.layers.Layer, w: Weights, p: np.ndarray) -> Weights:
+def _conv_out(node: ir.Node, w: Weights, p: np.ndarray) -> Weights:
     # kernel (kh, kw, in, out), bias (out,)
-    return [w[0][..., p]] + ([w[1][p]] if layer.use_bias else [])
+    return [w[0][..., p]] + ([w[1][p]] if node.use_bias else [])
 
 
-def _conv_in(layer: keras.layers.Layer, w: Weights, p: np.ndarray) -> Weights:
+def _conv_in(node: ir.Node, w: Weights, p: np.ndarray) -> Weights:
     return [w[0][:, :, p, :]] + w[1:]
 
 
-def _bn(layer: keras.layers.Layer, w: Weights, p: np.ndarray) -> Weights:
+def _bn(node: ir.Node, w: Weights, p: np.ndarray) -> Weights:
     # gamma, beta, moving mean, moving variance: all (channels,)
     return [v[p] for v in w]
 
 
-def _depthwise(layer: keras.layers.Layer, w: Weights, p: np.ndarray) -> Weights:
-    if layer.depth_multiplier != 1:
-        raise RedsError(f"depthwise layer '{layer.name}': only depth_multiplier=1 is supported")
-    # kernel (kh, kw, channels, 1), bias (channels,)
-    return [w[0][:, :, p, :]] + ([w[1][p]] if layer.use_bias else [])
+def _depthwise(node: ir.Node, w: Weights, p: np.ndarray) -> Weights:
+    # kernel (kh, kw, channels, 1) (depth multiplier 1: ir.from_keras checks), bias (channels,)
+    return [w[0][:, :, p, :]] + ([w[1][p]] if node.use_bias else [])
 
 
-def _is_depthwise(layer: keras.layers.Layer) -> bool:
-    return isinstance(layer, keras.layers.DepthwiseConv2D)
-
-
-def _is_conv(layer: keras.layers.Layer) -> bool:
-    return type(layer) is keras.layers.Conv2D
-
-
-def _is_dense(layer: keras.layers.Layer) -> bool:
-    return isinstance(layer, keras.layers.Dense)
-
-
-def _is_bn(layer: keras.layers.Layer) -> bool:
-    return isinstance(layer, keras.layers.BatchNormalization)
-
-
-PRODUCER: list[tuple[Callable[[keras.layers.Layer], bool], Rule]] = [
-    (_is_dense, _dense_out),
-    (_is_conv, _conv_out),
-]
-CONSUMER: list[tuple[Callable[[keras.layers.Layer], bool], Rule]] = [
-    (_is_dense, _dense_in),
-    (_is_conv, _conv_in),
-]
-CHANNELWISE: list[tuple[Callable[[keras.layers.Layer], bool], Rule]] = [
-    (_is_bn, _bn),
-    (_is_depthwise, _depthwise),
-]
-TRANSPARENT: tuple[type, ...] = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.Dropout,
-    keras.layers.MaxPooling2D,
-    keras.layers.AveragePooling2D,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.ZeroPadding2D,
+# Rule tables, by node kind (reds_tf.ir).
+PRODUCER: dict[str, Rule] = {ir.DENSE: _dense_out, ir.CONV: _conv_out}
+CONSUMER: dict[str, Rule] = {ir.DENSE: _dense_in, ir.CONV: _conv_in}
+CHANNELWISE: dict[str, Rule] = {ir.BATCHNORM: _bn, ir.DEPTHWISE: _depthwise}
+TRANSPARENT = frozenset(
+    {
+        ir.ACTIVATION,
+        ir.DROPOUT,
+        ir.MAXPOOL,
+        ir.AVGPOOL,
+        ir.GLOBAL_AVGPOOL,
+        ir.GLOBAL_MAXPOOL,
+        ir.ZEROPAD,
+    }
 )
 
 
-def _rule(table: list, layer: keras.layers.Layer) -> Rule | None:
-    for pred, rule in table:
-        if pred(layer):
-            return rule
-    return None
-
-
-def _consumers(model: keras.Model) -> dict[str, list[keras.layers.Layer]]:
-    """Layer name -> layers that take its output as input (within ``model``)."""
-    out: dict[str, list[keras.layers.Layer]] = {layer.name: [] for layer in model.layers}
-    for layer in model.layers:
-        for node in layer._inbound_nodes:  # tf_keras has no public graph API
-            srcs = node.inbound_layers
-            for src in srcs if isinstance(srcs, list) else [srcs]:
-                if src.name in out and layer not in out[src.name]:
-                    out[src.name].append(layer)
-    return out
-
-
-def _flatten_perm(layer: keras.layers.Layer, p: np.ndarray) -> np.ndarray:
+def _flatten_perm(node: ir.Node, p: np.ndarray) -> np.ndarray:
     """Channel permutation -> permutation of the flattened (..., C) vector."""
-    shape = tuple(int(d) for d in layer.input_shape[1:])
+    shape = node.in_shape
     if shape[-1] != len(p):
-        raise RedsError(f"Flatten '{layer.name}': channel axis {shape[-1]} != {len(p)} units")
+        raise RedsError(f"Flatten '{node.name}': channel axis {shape[-1]} != {len(p)} units")
     idx = np.arange(int(np.prod(shape))).reshape(shape)
     return idx[..., p].reshape(-1)
 
@@ -135,45 +93,43 @@ def permute_model(model: keras.Model, perms: dict[str, np.ndarray]) -> keras.Mod
         model: functional tf_keras model.
         perms: ``{producer layer name: permutation of arange(units)}``.
     """
+    graph = ir.from_keras(model)
     new = keras.models.clone_model(model)
     weights = {layer.name: layer.get_weights() for layer in model.layers}
-    consumers = _consumers(model)
     for name, p in perms.items():
         p = np.asarray(p, dtype=np.int64)
-        layer = model.get_layer(name)
-        rule = _rule(PRODUCER, layer)
+        node = graph.node(name) if name in graph else None
+        rule = None if node is None else PRODUCER.get(node.kind)
         if rule is None:
-            raise RedsError(f"layer '{name}' ({type(layer).__name__}) cannot be permuted")
+            cls = type(model.get_layer(name)).__name__
+            raise RedsError(f"layer '{name}' ({cls}) cannot be permuted")
         units = weights[name][0].shape[-1]
         if sorted(p.tolist()) != list(range(units)):
             raise ValueError(f"perms['{name}'] is not a permutation of {units} units")
-        weights[name] = rule(layer, weights[name], p)
-        _propagate(layer, p, consumers, weights)
+        weights[name] = rule(node, weights[name], p)
+        _propagate(graph, node, p, weights)
     for layer in new.layers:
         layer.set_weights(weights[layer.name])
     return new
 
 
-def _propagate(
-    src: keras.layers.Layer,
-    p: np.ndarray,
-    consumers: dict[str, list[keras.layers.Layer]],
-    weights: dict[str, Weights],
-) -> None:
+def _propagate(graph: ir.Graph, src: ir.Node, p: np.ndarray, weights: dict[str, Weights]) -> None:
     """Re-index everything downstream of ``src`` that sees its units."""
-    for layer in consumers[src.name]:
-        if (rule := _rule(CHANNELWISE, layer)) is not None:
-            weights[layer.name] = rule(layer, weights[layer.name], p)
-            _propagate(layer, p, consumers, weights)
-        elif isinstance(layer, TRANSPARENT):
-            _propagate(layer, p, consumers, weights)
-        elif isinstance(layer, keras.layers.Flatten):
-            _propagate(layer, _flatten_perm(layer, p), consumers, weights)
-        elif (rule := _rule(CONSUMER, layer)) is not None:
-            weights[layer.name] = rule(layer, weights[layer.name], p)
+    for node in graph.consumers(src.name):
+        if (rule := CHANNELWISE.get(node.kind)) is not None:
+            weights[node.name] = rule(node, weights[node.name], p)
+            _propagate(graph, node, p, weights)
+        elif node.kind in TRANSPARENT:
+            _propagate(graph, node, p, weights)
+        elif node.kind == ir.FLATTEN:
+            _propagate(graph, node, _flatten_perm(node, p), weights)
+        elif (rule := CONSUMER.get(node.kind)) is not None:
+            weights[node.name] = rule(node, weights[node.name], p)
         else:
             # Add/Concatenate etc. would need permutations tied across branches.
-            raise RedsError(f"cannot permute through layer '{layer.name}' ({type(layer).__name__})")
+            raise RedsError(
+                f"cannot permute through layer '{node.name}' ({node.layer_class or node.kind})"
+            )
 
 
 def sort_permutations(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
