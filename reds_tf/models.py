@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tf_keras as keras
 
+from reds_tf import ir
 from reds_tf.errors import RedsError
 
 if TYPE_CHECKING:
@@ -536,41 +537,56 @@ def flatten_rows(positions: int, channels: int, width: int) -> np.ndarray:
     return (pos + np.arange(width)[None, :]).reshape(-1)
 
 
+Weights = list[np.ndarray]
+
+
+def _slice_depthwise(g: ir.Graph, n: ir.Node, w: Weights, c_in: int, c_out: int) -> Weights:
+    return [w[0][:, :, :c_in]] + [v[:c_in] for v in w[1:]]  # kernel (kh, kw, C, 1)
+
+
+def _slice_conv(g: ir.Graph, n: ir.Node, w: Weights, c_in: int, c_out: int) -> Weights:
+    return [w[0][:, :, :c_in, :c_out]] + [v[:c_out] for v in w[1:]]  # kernel (kh, kw, I, O)
+
+
+def _slice_bn(g: ir.Graph, n: ir.Node, w: Weights, c_in: int, c_out: int) -> Weights:
+    return [v[:c_in] for v in w]  # gamma, beta, mean, variance
+
+
+def _slice_dense(g: ir.Graph, n: ir.Node, w: Weights, c_in: int, c_out: int) -> Weights:
+    # kernel (positions * C, O): after Flatten of an (H, W, C) map a channel prefix is a gather
+    rows = flatten_rows(g.positions(n), g.input_units(n), c_in)
+    return [w[0][rows, :c_out]] + [v[:c_out] for v in w[1:]]
+
+
+# Node kind -> the prefix slice of its weights (input width c_in, output width c_out).
+SLICE = {ir.DEPTHWISE: _slice_depthwise, ir.CONV: _slice_conv, ir.BATCHNORM: _slice_bn,
+         ir.DENSE: _slice_dense}  # fmt: skip
+
+
 def submodel(full: keras.Model, widths: dict[str, int]) -> keras.Model:
     """A standalone plain model holding the prefix slices of ``full`` for the
     given per-layer output widths (same names, same function as the nested
     submodel; conv, depthwise, BN and Dense after Flatten included). Layers
     missing from ``widths`` keep their full width; depthwise and BN layers
-    follow their input. Used for the scratch baseline and for checks."""
+    follow their input (:meth:`reds_tf.ir.Graph.node_widths`). Used for the
+    scratch baseline and for checks."""
+    graph = ir.from_keras(full)
+    node_widths = graph.node_widths(widths)
     cfg = full.get_config()
     for lc in cfg["layers"]:
         name, conf = lc["config"]["name"], lc["config"]
-        if name in widths and lc["class_name"] == "Conv2D":
-            conf["filters"] = int(widths[name])
-        elif name in widths and lc["class_name"] == "Dense":
-            conf["units"] = int(widths[name])
+        kind = graph.node(name).kind if name in graph else None
+        if kind == ir.CONV:
+            conf["filters"] = int(node_widths[name])
+        elif kind == ir.DENSE:
+            conf["units"] = int(node_widths[name])
     cfg["name"] = f"{full.name}_sub"
     sub = keras.Model.from_config(cfg)
-    chans = int(full.input_shape[-1])
-    positions = 1
-    for src in full.layers:
-        w = src.get_weights()
-        dst = sub.get_layer(src.name)
-        if isinstance(src, keras.layers.DepthwiseConv2D):
-            dst.set_weights([w[0][:, :, :chans]] + [v[:chans] for v in w[1:]])
-        elif isinstance(src, keras.layers.Conv2D):
-            o = dst.filters
-            dst.set_weights([w[0][:, :, :chans, :o]] + [v[:o] for v in w[1:]])
-            chans = o
-        elif isinstance(src, keras.layers.BatchNormalization):
-            dst.set_weights([v[:chans] for v in w])
-        elif isinstance(src, keras.layers.Flatten):
-            shape = src.input_shape[1:]
-            positions *= int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-        elif isinstance(src, keras.layers.Dense):
-            o = dst.units
-            full_c = w[0].shape[0] // positions
-            rows = flatten_rows(positions, full_c, chans)
-            dst.set_weights([w[0][rows, :o]] + [v[:o] for v in w[1:]])
-            chans, positions = o, 1
+    for node in graph.nodes:
+        cut = SLICE.get(node.kind)
+        if cut is None:
+            continue
+        w = full.get_layer(node.name).get_weights()
+        c_in = graph.input_width(node, node_widths)
+        sub.get_layer(node.name).set_weights(cut(graph, node, w, c_in, node_widths[node.name]))
     return sub

@@ -14,11 +14,13 @@ plain full-width model, which is what the run directory stores.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from reds_tf import ir
 from reds_tf.errors import RedsError
 
 
@@ -352,21 +354,113 @@ class _PerBranch(keras.layers.Layer):
         return [self.inner(x, training=training) for x in inputs]
 
 
-_WEIGHTLESS = (
-    keras.layers.ReLU,
-    keras.layers.Activation,
-    keras.layers.Dropout,
-    keras.layers.AveragePooling2D,
-    keras.layers.MaxPooling2D,
-    keras.layers.Flatten,
-)
+@dataclass
+class _Step:
+    """One node of :func:`build_nested`: its Keras layer, its input branches and
+    the input / output width of every submodel."""
+
+    graph: ir.Graph
+    node: ir.Node
+    layer: keras.layers.Layer
+    branches: list[tf.Tensor]
+    in_w: list[int]
+    out_w: list[int]
+    private_bn_affine: bool
+
+
+def _nest_depthwise(st: _Step) -> list[tf.Tensor]:
+    layer = st.layer
+    nl = NestedDepthwise(
+        st.node.units,
+        st.in_w,
+        layer.kernel_size,
+        layer.strides,
+        layer.padding,
+        layer.use_bias,
+        name=st.node.name,
+    )
+    out = nl(st.branches)
+    nl.set_weights(layer.get_weights())
+    return _act(layer, out, len(out))
+
+
+def _nest_conv(st: _Step) -> list[tf.Tensor]:
+    layer = st.layer
+    if tuple(layer.dilation_rate) != (1, 1):
+        raise RedsError(f"conv layer '{layer.name}': groups/dilation are not supported")
+    nl = NestedConv2D(
+        st.node.units,
+        st.node.in_shape[-1],
+        st.in_w,
+        st.out_w,
+        layer.kernel_size,
+        layer.strides,
+        layer.padding,
+        layer.use_bias,
+        name=st.node.name,
+    )
+    out = nl(st.branches)
+    nl.set_weights(layer.get_weights())
+    return _act(layer, out, len(out))
+
+
+def _nest_dense(st: _Step) -> list[tf.Tensor]:
+    nl = NestedDense(
+        st.node.units,
+        st.in_w,
+        st.out_w,
+        activation=keras.activations.serialize(st.layer.activation),
+        positions=st.graph.positions(st.node),
+        in_channels=st.graph.input_units(st.node),
+        name=st.node.name,
+    )
+    out = nl(st.branches)
+    nl.set_weights(st.layer.get_weights())
+    return out
+
+
+def _nest_bn(st: _Step) -> list[tf.Tensor]:
+    layer = st.layer
+    if layer.axis not in ([-1], [len(layer.input_shape) - 1]) or not (layer.center and layer.scale):
+        raise RedsError(f"BatchNormalization '{layer.name}': only channels-last with scale/center")
+    nl = NestedBatchNorm(
+        st.node.units,
+        st.in_w,
+        momentum=layer.momentum,
+        epsilon=layer.epsilon,
+        private_affine=st.private_bn_affine,
+        name=st.node.name,
+    )
+    out = nl(st.branches)
+    set_bn_weights(nl, layer.get_weights())
+    return out
+
+
+def _per_branch(st: _Step) -> list[tf.Tensor]:
+    inner = st.layer.__class__.from_config(st.layer.get_config())
+    return _PerBranch(inner, name=st.node.name)(st.branches)
+
+
+# Node kind -> how its nested version is built (weightless kinds: per branch).
+NESTED: dict[str, Callable[[_Step], list[tf.Tensor]]] = {
+    ir.DEPTHWISE: _nest_depthwise,
+    ir.CONV: _nest_conv,
+    ir.DENSE: _nest_dense,
+    ir.BATCHNORM: _nest_bn,
+    ir.ACTIVATION: _per_branch,
+    ir.DROPOUT: _per_branch,
+    ir.AVGPOOL: _per_branch,
+    ir.MAXPOOL: _per_branch,
+    ir.FLATTEN: _per_branch,
+}
 
 
 def build_nested(
     full: keras.Model, widths: Sequence[dict[str, int]], *, private_bn_affine: bool = False
 ) -> keras.Model:
     """Nested model over ``full`` (a plain chain of Conv2D / DepthwiseConv2D /
-    BatchNormalization / Dense with activations, pooling, Flatten, Dropout).
+    BatchNormalization / Dense with activations, pooling, Flatten, Dropout),
+    built node by node from its graph (:func:`reds_tf.ir.from_keras`).
 
     Args:
         full: plain full-width model (its weights are copied, not shared).
@@ -382,89 +476,25 @@ def build_nested(
     k = len(widths)
     if k == 0:
         raise ValueError("need at least one submodel")
+    graph = ir.from_keras(full)
+    node_widths = [graph.node_widths(w) for w in widths]
     x = inp = keras.Input(shape=full.input_shape[1:], name="input")
-    branches: list[tf.Tensor] = [x] * k
-    positions = 1  # spatial positions per channel hidden by a Flatten
-    chans = [int(x.shape[-1])] * k  # channels (not elements) per branch
-    for layer in full.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        name = layer.name
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            if layer.depth_multiplier != 1:
-                raise RedsError(f"depthwise layer '{name}': only depth_multiplier=1 is supported")
-            nl = NestedDepthwise(
-                int(layer.input_shape[-1]),
-                chans,
-                layer.kernel_size,
-                layer.strides,
-                layer.padding,
-                layer.use_bias,
-                name=name,
-            )
-            branches = nl(branches)
-            nl.set_weights(layer.get_weights())
-            branches = _act(layer, branches, k)
-        elif type(layer) is keras.layers.Conv2D:
-            if layer.groups != 1 or tuple(layer.dilation_rate) != (1, 1):
-                raise RedsError(f"conv layer '{name}': groups/dilation are not supported")
-            out_w = [int(w.get(name, layer.filters)) for w in widths]
-            nl = NestedConv2D(
-                layer.filters,
-                int(layer.input_shape[-1]),
-                chans,
-                out_w,
-                layer.kernel_size,
-                layer.strides,
-                layer.padding,
-                layer.use_bias,
-                name=name,
-            )
-            branches = nl(branches)
-            nl.set_weights(layer.get_weights())
-            branches = _act(layer, branches, k)
-            chans = out_w
-        elif isinstance(layer, keras.layers.Dense):
-            out_w = [int(w.get(name, layer.units)) for w in widths]
-            in_channels = int(layer.input_shape[-1]) // positions
-            nl = NestedDense(
-                layer.units,
-                chans,
-                out_w,
-                activation=keras.activations.serialize(layer.activation),
-                positions=positions,
-                in_channels=in_channels,
-                name=name,
-            )
-            branches = nl(branches)
-            nl.set_weights(layer.get_weights())
-            chans, positions = out_w, 1
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            if layer.axis not in ([-1], [len(layer.input_shape) - 1]) or not (
-                layer.center and layer.scale
-            ):
-                raise RedsError(
-                    f"BatchNormalization '{name}': only channels-last with scale/center"
-                )
-            nl = NestedBatchNorm(
-                int(layer.input_shape[-1]),
-                chans,
-                momentum=layer.momentum,
-                epsilon=layer.epsilon,
-                private_affine=private_bn_affine,
-                name=name,
-            )
-            branches = nl(branches)
-            set_bn_weights(nl, layer.get_weights())
-        elif isinstance(layer, _WEIGHTLESS):
-            if isinstance(layer, keras.layers.Flatten):
-                shape = layer.input_shape[1:]
-                positions *= int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-            inner = layer.__class__.from_config(layer.get_config())
-            branches = _PerBranch(inner, name=name)(branches)
-        else:
-            raise RedsError(f"layer '{name}' ({type(layer).__name__}) has no nested version yet")
-    return keras.Model(inp, branches, name=f"{full.name}_nested")
+    branches: dict[str, list[tf.Tensor]] = {ir.INPUT: [x] * k}
+    for node in graph.nodes:
+        build = NESTED.get(node.kind)
+        if build is None:
+            raise RedsError(f"layer '{node.name}' ({node.layer_class}) has no nested version yet")
+        step = _Step(
+            graph,
+            node,
+            full.get_layer(node.name),
+            branches[node.inputs[0]],
+            [graph.input_width(node, nw) for nw in node_widths],
+            [nw[node.name] for nw in node_widths],
+            private_bn_affine,
+        )
+        branches[node.name] = build(step)
+    return keras.Model(inp, branches[graph.output.name], name=f"{full.name}_nested")
 
 
 def _act(layer: keras.layers.Layer, branches: list[tf.Tensor], k: int) -> list[tf.Tensor]:
