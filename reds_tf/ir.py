@@ -196,13 +196,14 @@ class Graph:
     """The network and its submodels (the content of ``submodels.json``).
 
     ``nodes`` in topological order; the last node produces the model output.
+    ``input_shape`` None: not recorded (a document built in code may omit it).
     ``submodels`` smallest first (the last is the full model). ``dataset``,
     ``data_options``, ``block``, ``bn_stats`` and ``extra`` (other top-level
     keys) are the run's metadata, kept as the file has them (None: absent).
     """
 
     name: str
-    input_shape: Shape
+    input_shape: Shape | None
     nodes: list[Node]
     submodels: list[Submodel] = field(default_factory=list)
     num_classes: int | None = None
@@ -213,7 +214,8 @@ class Graph:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.input_shape = tuple(int(d) for d in self.input_shape)
+        if self.input_shape is not None:
+            self.input_shape = tuple(int(d) for d in self.input_shape)
         self.nodes = list(self.nodes)
         self._by_name = _check_nodes(self.nodes)
         if self.num_classes is None and self.nodes:
@@ -247,6 +249,11 @@ class Graph:
         from a model; a graph read from ``submodels.json`` has no input shapes)."""
         return all(n.in_shape is not None and n.out_shape is not None for n in self.nodes)
 
+    def _input_channels(self) -> int:
+        if not self.input_shape:
+            raise ValueError(f"graph {self.name!r}: the input shape is not recorded")
+        return self.input_shape[-1]
+
     def consumers(self, name: str) -> list[Node]:
         """The nodes that read ``name``'s output (or the model input), in order."""
         return [n for n in self.nodes if name in n.inputs]
@@ -255,7 +262,7 @@ class Graph:
         """Full width of ``node``'s (first) input: its input node's ``units``,
         or the model input's channel count."""
         src = node.inputs[0]
-        return self.input_shape[-1] if src == INPUT else self._by_name[src].units
+        return self._input_channels() if src == INPUT else self._by_name[src].units
 
     def producer(self, node: Node) -> str | None:
         """The width-carrying node whose width ``node``'s first input has (through
@@ -300,7 +307,7 @@ class Graph:
         """
         out: dict[str, int] = {}
         for n in self.nodes:
-            w_in = [self.input_shape[-1] if s == INPUT else out[s] for s in n.inputs]
+            w_in = [self._input_channels() if s == INPUT else out[s] for s in n.inputs]
             if n.kind in CHOSEN_KINDS:
                 w = int(widths.get(n.name, n.units))
             else:
@@ -318,7 +325,7 @@ class Graph:
     def input_width(self, node: Node, node_widths: Mapping[str, int]) -> int:
         """Width of ``node``'s (first) input in :meth:`node_widths` ``node_widths``."""
         src = node.inputs[0]
-        return self.input_shape[-1] if src == INPUT else int(node_widths[src])
+        return self._input_channels() if src == INPUT else int(node_widths[src])
 
     def width_list(self, k: int) -> list[int]:
         """Submodel k's width of every width-carrying node, in order."""
@@ -355,8 +362,10 @@ class Graph:
             doc["dataset"] = self.dataset
         if self.data_options is not None:
             doc["data_options"] = dict(self.data_options)
-        doc["input_shape"] = list(self.input_shape)
-        doc["num_classes"] = self.num_classes
+        if self.input_shape is not None:
+            doc["input_shape"] = list(self.input_shape)
+        if self.num_classes is not None:
+            doc["num_classes"] = self.num_classes
         if self.block is not None:
             doc["block"] = self.block
         if self.bn_stats is not None:
@@ -475,7 +484,7 @@ def from_doc(doc: Mapping[str, Any]) -> Graph:
         known |= {"num_classes", "block", "bn_stats", "layers", "submodels"}
         return Graph(
             name=str(doc.get("name", "model")),
-            input_shape=tuple(doc["input_shape"]),
+            input_shape=doc.get("input_shape"),
             nodes=nodes,
             submodels=subs,
             num_classes=doc.get("num_classes"),

@@ -377,3 +377,52 @@ def test_knapsack_takes_the_graph():
     a = solve_nested(graph, scores, [0.5, 1.0], 4, log=None)
     b = solve_nested(layers, scores, [0.5, 1.0], 4, log=None)
     assert a.widths == b.widths and a.macs == b.macs
+
+
+# -- the C++ plan reads the graph and agrees with its MACs -------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_conv():
+    """A small DS-CNN with Dense after GAP, its int8 .tflite and a graph with submodels."""
+    from reds_tf.quant.convert import convert_int8
+
+    model = dscnn(
+        (12, 10, 1), {"filters": 8, "kernel": [3, 3], "strides": [2, 2]},
+        [{"filters": 8, "strides": [1, 1]}, {"filters": 12, "strides": [2, 2]}], 5,
+    )  # fmt: skip
+    x = np.random.default_rng(0).uniform(0, 1, (32, 12, 10, 1)).astype(np.float32)
+    return _with_submodels(ir.from_keras(model)), convert_int8(model, x)
+
+
+def test_plan_from_the_graph_or_its_file_is_the_same(small_conv):
+    from reds_tf.codegen.plan import LOWER, SUPPORTED_OPS, build_plan
+
+    graph, full = small_conv
+    a = build_plan(full, graph)
+    b = build_plan(full, json.loads(json.dumps(graph.to_doc())))
+    assert a.fingerprint == b.fingerprint and a.arena == b.arena
+    K = len(graph.submodels)
+    assert [a.macs(k) for k in range(K)] == graph_macs(graph) == [s.macs for s in graph.submodels]
+    # The lowering is a table: one small function per operator.
+    assert SUPPORTED_OPS == tuple(LOWER) and {"CONV_2D", "RESHAPE"} <= set(LOWER)
+    kinds = [ly.kind for ly in a.layers]
+    assert {"conv", "depthwise", "pointwise", "avgpool", "fully_connected"} <= set(kinds)
+
+
+def test_plan_refuses_a_graph_that_disagrees(small_conv):
+    from reds_tf.codegen.plan import build_plan
+
+    graph, full = small_conv
+    doc = graph.to_doc()
+    doc["submodels"][0]["macs"] += 1
+    with pytest.raises(RunDirError, match=r"submodel 0: .* MACs, the int8 model"):
+        build_plan(full, doc)
+    doc = graph.to_doc()
+    doc["layers"][2]["kernel"] = [3, 3]  # pw1 is 1x1
+    with pytest.raises(RunDirError, match=r"layer pw1: submodels.json records"):
+        build_plan(full, doc)
+    doc = graph.to_doc()
+    doc["layers"][1]["type"] = "conv"  # dw1
+    with pytest.raises(RunDirError, match="does not match the .tflite operator"):
+        build_plan(full, doc)

@@ -7,31 +7,34 @@ NESTED layout of docs/DESIGN.md, plus the arena layout. Layer kinds:
 ``fully_connected`` (vector input), ``conv`` (standard conv, and a fully
 connected layer after Flatten of an H x W map = a conv whose kernel covers the
 map), ``pointwise`` (1x1, stride 1), ``depthwise``, ``avgpool``, ``maxpool`` and
-``reshape`` (no code: same bytes). Memory planning happens in ONE place:
-:func:`_assign_buffers`.
+``reshape`` (no code: same bytes). :func:`build_plan` lowers the .tflite
+operators one by one through :data:`LOWER` (a small function per operator),
+matching the width-carrying ones with the network's graph (:mod:`reds_tf.ir`),
+and checks that the plan's MACs are the graph's. Memory planning happens in
+ONE place: :func:`_assign_buffers`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from reds_tf import costs, ir
 from reds_tf.errors import RedsError, RunDirError
 from reds_tf.quant import numerics, slicer
 
-SUPPORTED_OPS = (
-    "CONV_2D",
-    "DEPTHWISE_CONV_2D",
-    "FULLY_CONNECTED",
-    "AVERAGE_POOL_2D",
-    "MAX_POOL_2D",
-    "RESHAPE",
-)
+# Plan kind -> the cost model's kind (for the one MAC formula).
+_COST_KINDS = {
+    "fully_connected": ir.DENSE,
+    "conv": ir.CONV,
+    "pointwise": ir.CONV,
+    "depthwise": ir.DEPTHWISE,
+}
 # Pooling ops -> plan kind; both keep the width (and quantisation) of their input.
 POOL_KINDS = {"AVERAGE_POOL_2D": "avgpool", "MAX_POOL_2D": "maxpool"}
 _ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}
@@ -206,15 +209,12 @@ class LayerPlan:
         return self.in_hw[0] * self.in_hw[1] * self.in_widths[k]
 
     def macs(self, k: int) -> int:
-        pix = self.out_hw[0] * self.out_hw[1]
-        kk = self.kernel[0] * self.kernel[1]
-        if self.kind == "fully_connected":
-            return self.in_widths[k] * self.out_widths[k]
-        if self.kind in ("conv", "pointwise"):
-            return pix * kk * self.in_widths[k] * self.out_widths[k]
-        if self.kind == "depthwise":
-            return pix * kk * self.out_widths[k]
-        return 0
+        """Submodel k's MACs (:func:`reds_tf.costs.macs`; pooling and reshape: 0)."""
+        kind = _COST_KINDS.get(self.kind)
+        if kind is None:
+            return 0
+        per = 1 if kind == ir.DENSE else costs.conv_macs_per_pair(self.kernel, self.out_hw)
+        return costs.macs(kind, per, self.in_widths[k], self.out_widths[k])
 
     def scratch_bytes(self) -> int:
         """Kernel scratch for the largest submodel (REDS_*_SCRATCH_BYTES)."""
@@ -387,9 +387,6 @@ def _align4(n: int) -> int:
     return (n + 3) & ~3
 
 
-_LAYER_TYPE = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
-
-
 def _activation(op, lname: str) -> str:
     opts = op.builtinOptions
     code = int(getattr(opts, "fusedActivationFunction", 0)) if opts is not None else 0
@@ -420,30 +417,270 @@ def _geometry(op, in_hw, kernel, out_hw) -> tuple[tuple[int, int], tuple[int, in
     return stride, pad  # type: ignore[return-value]
 
 
+@dataclass
+class _Lowering:
+    """State of the walk over the int8 operators (one chain, in execution order)."""
+
+    model: Any  # the .tflite ModelT
+    graph: ir.Graph
+    qparams: dict[str, tuple[np.ndarray, np.ndarray]]  # popped as they are used
+    shape: list[int]  # full shape of the current activation
+    width: list[int]  # its active channels (or features) per submodel
+    flat_of: tuple[int, int] | None = None  # (H, W) when the vector is a flattened map
+    j: int = 0  # the next width-carrying node of the graph
+    n_layers: int = 0  # layers lowered so far
+
+    @property
+    def K(self) -> int:
+        return len(self.graph.submodels)
+
+    def tensors(self, op) -> tuple[list[int], Any, Any, list[int]]:
+        """(input indices, input tensor, output tensor, full output shape) of ``op``."""
+        sg = self.model.subgraphs[0]
+        ins = [int(v) for v in op.inputs]
+        ty = sg.tensors[int(op.outputs[0])]
+        return ins, sg.tensors[ins[0]], ty, [int(d) for d in ty.shape[1:]]
+
+
+def _lower_reshape(lw: _Lowering, op, opname: str) -> LayerPlan:
+    """RESHAPE: Flatten of a map (no code: the same bytes)."""
+    _, tx, ty, y_shape = lw.tensors(op)
+    shape = lw.shape
+    if _qparams(tx) != _qparams(ty):
+        raise RedsError("RESHAPE with different input/output quantisation")
+    if len(shape) == 3 and len(y_shape) == 1:
+        lw.flat_of = (shape[0], shape[1])
+    elif y_shape != shape:
+        raise RedsError(f"RESHAPE {shape} -> {y_shape} is not supported (Flatten only)")
+    hw = (shape[0], shape[1]) if len(shape) == 3 else (1, 1)
+    return LayerPlan("reshape", "reshape", list(lw.width), list(lw.width), in_hw=hw, out_hw=hw)
+
+
+def _lower_pool(lw: _Lowering, op, opname: str) -> LayerPlan:
+    """AVERAGE_POOL_2D / MAX_POOL_2D: per channel, keeps its input's width."""
+    kind = POOL_KINDS[opname]
+    _, tx, ty, y_shape = lw.tensors(op)
+    if _qparams(tx) != _qparams(ty):
+        raise RedsError(f"{opname} with different input/output quantisation")
+    o = op.builtinOptions
+    kernel = (int(o.filterHeight), int(o.filterWidth))
+    in_hw, out_hw = (lw.shape[0], lw.shape[1]), (y_shape[0], y_shape[1])
+    stride, pad = _geometry(op, in_hw, kernel, out_hw)
+    y_scale, y_zp = _qparams(ty)
+    lo, hi = numerics.activation_range(_activation(op, kind), y_scale, y_zp)
+    return LayerPlan(
+        f"pool{lw.n_layers}", kind, list(lw.width), list(lw.width), act_min=lo, act_max=hi,
+        in_hw=in_hw, out_hw=out_hw, kernel=kernel, stride=stride, padding=pad,
+    )  # fmt: skip
+
+
+@dataclass
+class _WidthOp:
+    """What every width-carrying op shares: its graph node, int8 weights, the
+    per-submodel widths and the LayerPlan keywords of its requantisation."""
+
+    node: ir.Node
+    w: np.ndarray
+    units: int
+    in_w: list[int]
+    out_w: list[int]
+    common: dict[str, Any]
+
+
+def _width_op(lw: _Lowering, op, opname: str) -> _WidthOp:
+    """Match ``op`` with the graph's next width-carrying node and read its
+    weights, bias, multipliers / shifts (per submodel with per-submodel BN) and
+    activation clamp; check the widths."""
+    sg = lw.model.subgraphs[0]
+    ins, tx, ty, _ = lw.tensors(op)
+    node = lw.graph.width_nodes[lw.j]
+    lname = node.name
+    if node.kind != slicer.OP_KINDS[opname]:
+        raise RunDirError(
+            f"layer {lw.j} of submodels.json ({lname}, type {node.kind!r}) does not "
+            f"match the .tflite operator {opname}"
+        )
+    w = slicer.tensor_data(lw.model, sg.tensors[ins[1]])
+    units = int(w.shape[-1] if opname == "DEPTHWISE_CONV_2D" else w.shape[0])
+    if units != node.units:
+        raise RunDirError(
+            f"layer {lname}: .tflite weights {w.shape} do not match "
+            f"{node.units} units in submodels.json"
+        )
+    bias = None
+    if len(ins) > 2 and ins[2] >= 0:
+        bias = slicer.tensor_data(lw.model, sg.tensors[ins[2]]).astype(np.int32)
+    wq = sg.tensors[ins[1]].quantization
+    w_scales = np.asarray(wq.scale, np.float32)
+    if len(w_scales) == 1:  # per-tensor weights: one scale for every channel
+        w_scales = np.full(units, w_scales[0], np.float32)
+    if np.any(np.asarray(wq.zeroPoint) != 0):
+        raise RedsError(f"layer {lname}: weights must be symmetric (zero point 0)")
+    x_scale, x_zp = _qparams(tx)
+    y_scale, y_zp = _qparams(ty)
+    mult, shift = numerics.channel_multipliers(x_scale, w_scales, y_scale)
+    K = lw.K
+    own = lw.qparams.pop(lname, None)
+    if own is not None:  # one row per submodel: its own BN-folded scales and bias
+        if opname not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            raise RedsError(f"layer {lname}: per-submodel requantisation needs a convolution")
+        o_scales, o_bias = (np.asarray(v) for v in own)
+        if o_scales.shape != (K, units) or o_bias.shape != (K, units) or bias is None:
+            raise RedsError(f"layer {lname}: per-submodel scales/bias must be ({K}, {units})")
+        rows = [numerics.channel_multipliers(x_scale, r, y_scale) for r in o_scales]
+        mult = np.stack([m for m, _ in rows])
+        shift = np.stack([sh for _, sh in rows])
+        bias = o_bias.astype(np.int32)
+    act = _activation(op, lname)
+    lo, hi = numerics.activation_range(act, y_scale, y_zp)
+    try:
+        out_w = [int(s.widths[lname]) for s in lw.graph.submodels]
+    except KeyError as e:
+        raise RunDirError(f"submodels.json: a submodel has no width for {e}") from e
+    if min(out_w) < 1:
+        raise RunDirError(f"layer {lname}: every submodel needs at least 1 unit: {out_w}")
+    if out_w[-1] != units:
+        raise RunDirError(
+            f"layer {lname}: the last submodel must be the full model "
+            f"({units} units), got {out_w[-1]}"
+        )
+    if max(max(lw.width), max(out_w)) > 65535:
+        raise RedsError(f"layer {lname}: widths above 65535 are not supported")
+    common = dict(
+        activation=act, bias=bias, multiplier=mult, shift=shift, input_zero_point=x_zp,
+        output_zero_point=y_zp, output_scale=y_scale, act_min=lo, act_max=hi,
+    )  # fmt: skip
+    lw.j += 1
+    return _WidthOp(node, w, units, list(lw.width), out_w, common)
+
+
+def _conv_geometry(lw: _Lowering, op, wo: _WidthOp):
+    """(in_hw, out_hw, kernel, stride, padding) of a CONV_2D / DEPTHWISE_CONV_2D,
+    checked against the graph's geometry where ``submodels.json`` records it."""
+    _, _, _, y_shape = lw.tensors(op)
+    kernel = (int(wo.w.shape[1]), int(wo.w.shape[2]))
+    in_hw, out_hw = (lw.shape[0], lw.shape[1]), (y_shape[0], y_shape[1])
+    stride, pad = _geometry(op, in_hw, kernel, out_hw)
+    n = wo.node
+    if n.kernel is not None:
+        recorded = (n.kernel, n.strides or stride, n.out_hw or out_hw)
+        if recorded != (kernel, stride, out_hw):
+            raise RunDirError(
+                f"layer {n.name}: submodels.json records (kernel, strides, output) {recorded}, "
+                f"the .tflite has {(kernel, stride, out_hw)}; re-run `reds train`"
+            )
+    return in_hw, out_hw, kernel, stride, pad
+
+
+def _lower_depthwise(lw: _Lowering, op, opname: str) -> LayerPlan:
+    """DEPTHWISE_CONV_2D (multiplier 1): weights channel-major, width tied to its input."""
+    wo = _width_op(lw, op, opname)
+    if wo.out_w != wo.in_w:
+        raise RunDirError(
+            f"layer {wo.node.name}: a depthwise width must equal its input width in every "
+            f"submodel ({wo.in_w}), got {wo.out_w}"
+        )
+    if wo.w.shape[0] != 1 or wo.units != lw.shape[-1]:
+        raise RedsError(f"layer {wo.node.name}: only depth multiplier 1 is supported")
+    in_hw, out_hw, kernel, stride, pad = _conv_geometry(lw, op, wo)
+    lw.width = wo.out_w
+    w = wo.w[0]
+    return LayerPlan(
+        wo.node.name, "depthwise", wo.in_w, wo.out_w, weights=nest_depthwise_weights(w),
+        full_weights=w, in_hw=in_hw, out_hw=out_hw, kernel=kernel, stride=stride, padding=pad,
+        **wo.common,
+    )  # fmt: skip
+
+
+def _lower_conv(lw: _Lowering, op, opname: str) -> LayerPlan:
+    """CONV_2D: nested im2col layout; 1x1 stride 1 is the pointwise kernel."""
+    wo = _width_op(lw, op, opname)
+    if wo.w.shape[3] != lw.shape[-1]:
+        raise RedsError(
+            f"layer {wo.node.name}: {wo.w.shape[3]} input channels, expected {lw.shape[-1]}"
+        )
+    in_hw, out_hw, kernel, stride, pad = _conv_geometry(lw, op, wo)
+    pointwise = kernel == (1, 1) and stride == (1, 1)
+    lw.width = wo.out_w
+    return LayerPlan(
+        wo.node.name, "pointwise" if pointwise else "conv", wo.in_w, wo.out_w,
+        weights=nest_conv_weights(wo.w, wo.in_w, wo.out_w), full_weights=wo.w, in_hw=in_hw,
+        out_hw=out_hw, kernel=kernel, stride=stride, padding=pad, **wo.common,
+    )  # fmt: skip
+
+
+def _lower_fully_connected(lw: _Lowering, op, opname: str) -> LayerPlan:
+    """FULLY_CONNECTED on a vector, or after Flatten of an H x W map with sliced
+    channels: a conv whose kernel covers the map (docs/DESIGN.md)."""
+    wo = _width_op(lw, op, opname)
+    w, in_w, out_w, name = wo.w, wo.in_w, wo.out_w, wo.node.name
+    shape = lw.shape
+    if len(shape) == 3 and shape[0] * shape[1] == 1:
+        shape = [shape[2]]  # a 1x1 map is a vector already
+    elif len(shape) == 3:
+        lw.flat_of = (shape[0], shape[1])
+        shape = [int(np.prod(shape))]
+    if w.shape[1] != shape[0]:
+        raise RedsError(f"layer {name}: {w.shape[1]} inputs, expected {shape[0]}")
+    flat_of, lw.flat_of, lw.width = lw.flat_of, None, out_w
+    if flat_of is not None and flat_of != (1, 1) and len(set(in_w)) > 1:
+        # Dense after Flatten of an H x W x C map whose channels are sliced:
+        # a conv covering the map (with one channel width it is a plain FC).
+        hh, ww = flat_of
+        w4 = w.reshape(wo.units, hh, ww, -1)
+        return LayerPlan(
+            name, "conv", in_w, out_w, weights=nest_conv_weights(w4, in_w, out_w),
+            full_weights=w4, in_hw=(hh, ww), out_hw=(1, 1), kernel=(hh, ww), **wo.common,
+        )  # fmt: skip
+    if flat_of is not None:  # features of the flattened map
+        in_w = [flat_of[0] * flat_of[1] * c for c in in_w]
+    return LayerPlan(
+        name, "fully_connected", in_w, out_w, weights=nest_fc_weights(w, in_w, out_w),
+        full_weights=w, **wo.common,
+    )  # fmt: skip
+
+
+#: The lowering table: .tflite operator -> its small lowering function (the
+#: runtime's LayerPlan). Adding an op means adding a row here.
+LOWER: dict[str, Callable[[_Lowering, Any, str], LayerPlan]] = {
+    "CONV_2D": _lower_conv,
+    "DEPTHWISE_CONV_2D": _lower_depthwise,
+    "FULLY_CONNECTED": _lower_fully_connected,
+    "AVERAGE_POOL_2D": _lower_pool,
+    "MAX_POOL_2D": _lower_pool,
+    "RESHAPE": _lower_reshape,
+}
+SUPPORTED_OPS = tuple(LOWER)
+
+
 def build_plan(
     full_tflite: bytes,
-    submodels: dict[str, Any],
+    submodels: ir.Graph | dict[str, Any],
     qparams: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> ModelPlan:
-    """The runtime plan for the int8 full model and the ``submodels.json`` contract.
+    """The runtime plan for the int8 full model and the network's graph (or the
+    ``submodels.json`` document, read with :func:`reds_tf.ir.from_doc`).
 
-    The width-carrying ops (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) in
-    execution order are the ``submodels['layers']`` in order (types must
-    match); layer j's output width in submodel k is
-    ``submodels['submodels'][k]['widths'][name]``.
+    Every operator is lowered by its row of :data:`LOWER`. The width-carrying
+    ops (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) in execution order are
+    the graph's width-carrying nodes in order (kinds, units and recorded
+    geometry must match); layer j's output width in submodel k is
+    ``graph.submodels[k].widths[name]``. The plan's MACs must equal the
+    graph's (:func:`reds_tf.costs.graph_macs`: the cost model's count, or the
+    MACs recorded in ``submodels.json``).
 
     ``qparams`` (per-submodel BatchNorm, :func:`reds_tf.quant.bnfold.per_submodel_qparams`):
     layer name -> (weight scales (K, O) float32, bias (K, O) int32); those
     layers get one row of bias / multiplier / shift per submodel
     (``qparam_stride``), the int8 weights stay the full model's.
     """
-    qparams = dict(qparams or {})
+    graph = submodels if isinstance(submodels, ir.Graph) else ir.from_doc(submodels)
     model = slicer.read_model(full_tflite)
     if len(model.subgraphs) != 1:
         raise RedsError(f"expected one subgraph, the model has {len(model.subgraphs)}")
     sg = model.subgraphs[0]
     names = [slicer.op_name(model, op) for op in sg.operators]
-    bad = sorted({n for n in names if n not in SUPPORTED_OPS})
+    bad = sorted({n for n in names if n not in LOWER})
     if bad:
         raise RedsError(
             f"unsupported operator(s) {', '.join(bad)} in the .tflite; the runtime "
@@ -460,204 +697,37 @@ def build_plan(
     in_scale, in_zp = _qparams(t_in)
     out_scale, out_zp = _qparams(t_out)
 
-    specs = list(submodels.get("layers", []))
-    subs = submodels.get("submodels", [])
-    if not subs:
+    if not graph.submodels:
         raise RunDirError("submodels.json lists no submodels")
-    K = len(subs)
-    n_width = sum(n in _LAYER_TYPE for n in names)
+    specs = graph.width_nodes
+    n_width = sum(n in slicer.OP_KINDS for n in names)
     if n_width != len(specs):
-        counts = ", ".join(f"{names.count(n)} {n}" for n in _LAYER_TYPE if n in names)
+        counts = ", ".join(f"{names.count(n)} {n}" for n in slicer.OP_KINDS if n in names)
         raise RunDirError(
             f"the .tflite has {n_width} width-carrying layers ({counts}) but submodels.json "
             f"lists {len(specs)} layers"
         )
 
+    shape = [int(d) for d in t_in.shape[1:]]  # full shape of the current activation
+    lw = _Lowering(model, graph, dict(qparams or {}), shape, [shape[-1]] * len(graph.submodels))
     layers: list[LayerPlan] = []
     current = int(sg.inputs[0])
-    shape = [int(d) for d in t_in.shape[1:]]  # full shape of the current activation
-    width = [shape[-1]] * K  # active channels (or features) per submodel
-    flat_of: tuple[int, int] | None = None  # (H, W) when the vector is a flattened map
-    j = 0
     for op, opname in zip(sg.operators, names, strict=True):
         if int(op.inputs[0]) != current:
             raise RedsError("only a chain of layers (each op feeding the next) is supported")
-        ins = [int(v) for v in op.inputs]
-        tx, ty = sg.tensors[ins[0]], sg.tensors[int(op.outputs[0])]
-        y_shape = [int(d) for d in ty.shape[1:]]
-        if opname == "RESHAPE":
-            if _qparams(tx) != _qparams(ty):
-                raise RedsError("RESHAPE with different input/output quantisation")
-            if len(shape) == 3 and len(y_shape) == 1:
-                flat_of = (shape[0], shape[1])
-            elif y_shape != shape:
-                raise RedsError(f"RESHAPE {shape} -> {y_shape} is not supported (Flatten only)")
-            hw = (shape[0], shape[1]) if len(shape) == 3 else (1, 1)
-            ly = LayerPlan("reshape", "reshape", list(width), list(width), in_hw=hw, out_hw=hw)
-            layers.append(ly)
-            shape = y_shape
-            current = int(op.outputs[0])
-            continue
-        if opname in POOL_KINDS:
-            kind = POOL_KINDS[opname]
-            if _qparams(tx) != _qparams(ty):
-                raise RedsError(f"{opname} with different input/output quantisation")
-            o = op.builtinOptions
-            kernel = (int(o.filterHeight), int(o.filterWidth))
-            in_hw, out_hw = (shape[0], shape[1]), (y_shape[0], y_shape[1])
-            stride, pad = _geometry(op, in_hw, kernel, out_hw)
-            y_scale, y_zp = _qparams(ty)
-            lo, hi = numerics.activation_range(_activation(op, kind), y_scale, y_zp)
-            layers.append(
-                LayerPlan(
-                    f"pool{len(layers)}",
-                    kind,
-                    list(width),
-                    list(width),
-                    act_min=lo,
-                    act_max=hi,
-                    in_hw=in_hw,
-                    out_hw=out_hw,
-                    kernel=kernel,
-                    stride=stride,
-                    padding=pad,
-                )
-            )
-            shape = y_shape
-            current = int(op.outputs[0])
-            continue
-
-        spec = specs[j]
-        lname = str(spec["name"])
-        if spec.get("type") != _LAYER_TYPE[opname]:
-            raise RunDirError(
-                f"layer {j} of submodels.json ({lname}, type {spec.get('type')!r}) does not "
-                f"match the .tflite operator {opname}"
-            )
-        w = slicer.tensor_data(model, sg.tensors[ins[1]])
-        units = int(w.shape[-1] if opname == "DEPTHWISE_CONV_2D" else w.shape[0])
-        if units != int(spec["units"]):
-            raise RunDirError(
-                f"layer {lname}: .tflite weights {w.shape} do not match "
-                f"{spec['units']} units in submodels.json"
-            )
-        bias = None
-        if len(ins) > 2 and ins[2] >= 0:
-            bias = slicer.tensor_data(model, sg.tensors[ins[2]]).astype(np.int32)
-        wq = sg.tensors[ins[1]].quantization
-        w_scales = np.asarray(wq.scale, np.float32)
-        if len(w_scales) == 1:  # per-tensor weights: one scale for every channel
-            w_scales = np.full(units, w_scales[0], np.float32)
-        if np.any(np.asarray(wq.zeroPoint) != 0):
-            raise RedsError(f"layer {lname}: weights must be symmetric (zero point 0)")
-        x_scale, x_zp = _qparams(tx)
-        y_scale, y_zp = _qparams(ty)
-        mult, shift = numerics.channel_multipliers(x_scale, w_scales, y_scale)
-        own = qparams.pop(lname, None)
-        if own is not None:  # one row per submodel: its own BN-folded scales and bias
-            if opname not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-                raise RedsError(f"layer {lname}: per-submodel requantisation needs a convolution")
-            o_scales, o_bias = (np.asarray(v) for v in own)
-            if o_scales.shape != (K, units) or o_bias.shape != (K, units) or bias is None:
-                raise RedsError(f"layer {lname}: per-submodel scales/bias must be ({K}, {units})")
-            rows = [numerics.channel_multipliers(x_scale, r, y_scale) for r in o_scales]
-            mult = np.stack([m for m, _ in rows])
-            shift = np.stack([sh for _, sh in rows])
-            bias = o_bias.astype(np.int32)
-        act = _activation(op, lname)
-        lo, hi = numerics.activation_range(act, y_scale, y_zp)
-        try:
-            out_w = [int(s["widths"][lname]) for s in subs]
-        except KeyError as e:
-            raise RunDirError(f"submodels.json: a submodel has no width for {e}") from e
-        if min(out_w) < 1:
-            raise RunDirError(f"layer {lname}: every submodel needs at least 1 unit: {out_w}")
-        if out_w[-1] != units:
-            raise RunDirError(
-                f"layer {lname}: the last submodel must be the full model "
-                f"({units} units), got {out_w[-1]}"
-            )
-        if max(max(width), max(out_w)) > 65535:
-            raise RedsError(f"layer {lname}: widths above 65535 are not supported")
-        in_w = list(width)
-        common = dict(
-            activation=act,
-            bias=bias,
-            multiplier=mult,
-            shift=shift,
-            input_zero_point=x_zp,
-            output_zero_point=y_zp,
-            output_scale=y_scale,
-            act_min=lo,
-            act_max=hi,
-        )
-        if opname == "DEPTHWISE_CONV_2D":
-            if out_w != in_w:
-                raise RunDirError(
-                    f"layer {lname}: a depthwise width must equal its input width in every "
-                    f"submodel ({in_w}), got {out_w}"
-                )
-            if w.shape[0] != 1 or units != shape[-1]:
-                raise RedsError(f"layer {lname}: only depth multiplier 1 is supported")
-            kernel = (int(w.shape[1]), int(w.shape[2]))
-            in_hw, out_hw = (shape[0], shape[1]), (y_shape[0], y_shape[1])
-            stride, pad = _geometry(op, in_hw, kernel, out_hw)
-            ly = LayerPlan(
-                lname, "depthwise", in_w, out_w, weights=nest_depthwise_weights(w[0]),
-                full_weights=w[0], in_hw=in_hw, out_hw=out_hw, kernel=kernel, stride=stride,
-                padding=pad, **common,
-            )  # fmt: skip
-        elif opname == "CONV_2D":
-            if w.shape[3] != shape[-1]:
-                raise RedsError(f"layer {lname}: {w.shape[3]} input channels, expected {shape[-1]}")
-            kernel = (int(w.shape[1]), int(w.shape[2]))
-            in_hw, out_hw = (shape[0], shape[1]), (y_shape[0], y_shape[1])
-            stride, pad = _geometry(op, in_hw, kernel, out_hw)
-            pointwise = kernel == (1, 1) and stride == (1, 1)
-            ly = LayerPlan(
-                lname, "pointwise" if pointwise else "conv", in_w, out_w,
-                weights=nest_conv_weights(w, in_w, out_w), full_weights=w, in_hw=in_hw,
-                out_hw=out_hw, kernel=kernel, stride=stride, padding=pad, **common,
-            )  # fmt: skip
-        else:  # FULLY_CONNECTED
-            if len(shape) == 3 and shape[0] * shape[1] == 1:
-                shape = [shape[2]]  # a 1x1 map is a vector already
-            elif len(shape) == 3:
-                flat_of = (shape[0], shape[1])
-                shape = [int(np.prod(shape))]
-            if w.shape[1] != shape[0]:
-                raise RedsError(f"layer {lname}: {w.shape[1]} inputs, expected {shape[0]}")
-            if flat_of is not None and flat_of != (1, 1) and len(set(in_w)) > 1:
-                # Dense after Flatten of an H x W x C map whose channels are sliced:
-                # a conv covering the map (with one channel width it is a plain FC).
-                hh, ww = flat_of
-                w4 = w.reshape(units, hh, ww, -1)
-                ly = LayerPlan(
-                    lname, "conv", in_w, out_w, weights=nest_conv_weights(w4, in_w, out_w),
-                    full_weights=w4, in_hw=(hh, ww), out_hw=(1, 1), kernel=(hh, ww), **common,
-                )  # fmt: skip
-            else:
-                if flat_of is not None:  # features of the flattened map
-                    in_w = [flat_of[0] * flat_of[1] * c for c in in_w]
-                ly = LayerPlan(
-                    lname, "fully_connected", in_w, out_w,
-                    weights=nest_fc_weights(w, in_w, out_w), full_weights=w, **common,
-                )  # fmt: skip
-            flat_of = None
-        layers.append(ly)
-        width = out_w
-        shape = y_shape
+        layers.append(LOWER[opname](lw, op, opname))
+        lw.n_layers = len(layers)
+        lw.shape = lw.tensors(op)[3]
         current = int(op.outputs[0])
-        j += 1
     if current != int(sg.outputs[0]):
         raise RedsError("the last operator does not produce the model output")
-    if j == 0:
+    if lw.j == 0:
         raise RedsError("the model has no CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED layer")
-    if qparams:
-        raise RedsError(f"per-submodel qparams for unknown layer(s) {sorted(qparams)}")
+    if lw.qparams:
+        raise RedsError(f"per-submodel qparams for unknown layer(s) {sorted(lw.qparams)}")
 
     plan = ModelPlan(
-        name=str(submodels.get("name", "model")),
+        name=graph.name,
         input_shape=[int(d) for d in t_in.shape[1:]],
         num_classes=int(np.prod(t_out.shape[1:])),
         input_scale=in_scale,
@@ -665,8 +735,14 @@ def build_plan(
         output_scale=out_scale,
         output_zero_point=out_zp,
         layers=layers,
-        submodels=[dict(s) for s in subs],
+        submodels=[s.record(k) for k, s in enumerate(graph.submodels)],
     )
+    for k, want in enumerate(costs.graph_macs(graph)):
+        if want is not None and plan.macs(k) != want:
+            raise RunDirError(
+                f"submodel {k}: submodels.json / the model count {want:,} MACs, the int8 model "
+                f"{plan.macs(k):,}; re-run `reds train`"
+            )
     _assign_buffers(plan)
     return plan
 

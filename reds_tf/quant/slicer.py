@@ -174,7 +174,9 @@ def _compact(model) -> None:
         m.buffer = bmap[int(m.buffer)]
 
 
-WIDTH_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+#: Width-carrying operators -> the graph's node kind (reds_tf.ir).
+OP_KINDS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
+WIDTH_OPS = tuple(OP_KINDS)
 POOL_OPS = ("AVERAGE_POOL_2D", "MAX_POOL_2D")  # per-channel: keep the input's width
 PASS_OPS = (*POOL_OPS, "RESHAPE")
 
