@@ -837,29 +837,11 @@ def _stage_finetune(ctx: _Ctx) -> str:
     return f"{f.epochs} epoch(s), distillation {distill}{extra}"
 
 
-def _layer_entries(model, layers) -> list[dict[str, Any]]:
-    """``submodels.json`` ``layers``: width-carrying layers with their geometry."""
-    out = []
-    for c in layers:
-        e: dict[str, Any] = {
-            "name": c.name,
-            "type": c.kind,
-            "units": c.units,
-            "prunable": c.prunable,
-            "producer": c.producer,
-        }
-        if c.kind in ("conv", "depthwise"):
-            layer = model.get_layer(c.name)
-            e["kernel"] = [int(v) for v in layer.kernel_size]
-            e["strides"] = [int(v) for v in layer.strides]
-            e["padding"] = str(layer.padding)
-            e["output_hw"] = [int(layer.output_shape[1]), int(layer.output_shape[2])]
-        out.append(e)
-    return out
-
-
 def _stage_evaluate(ctx: _Ctx) -> str:
-    from reds_tf.costs import cost_layers_from_keras, model_params
+    import dataclasses
+
+    from reds_tf import ir
+    from reds_tf.costs import cost_layers, model_params
     from reds_tf.nested import (
         bn_layers,
         build_nested,
@@ -872,7 +854,8 @@ def _stage_evaluate(ctx: _Ctx) -> str:
     model = _load_model(ctx, STAGE_FILES["finetune"])
     ks = _knapsack(ctx)
     widths = ks["widths"]
-    layers = cost_layers_from_keras(model)
+    graph = ir.from_keras(model)
+    layers = cost_layers(graph)
     nested = build_nested(model, widths)
     acc_shared = nested_accuracy(nested, d.x_test, d.y_test)
     acc_sub = None
@@ -886,36 +869,38 @@ def _stage_evaluate(ctx: _Ctx) -> str:
     before = nested_accuracy(
         build_nested(_load_model(ctx, STAGE_FILES["permute"]), widths), d.x_test, d.y_test
     )
-    doc = {
-        "name": cfg.name,
-        "dataset": cfg.dataset,
-        "data_options": dict(cfg.data),
-        "input_shape": list(d.input_shape),
-        "num_classes": int(d.num_classes),
-        "block": cfg.block,
-        "bn_stats": mode,
-        "layers": _layer_entries(model, layers),
-        "submodels": [
-            {
-                "index": k,
-                "budget": ks["budgets"][k],
-                "widths": {c.name: int(widths[k][c.name]) for c in layers},
-                "macs": int(ks["macs"][k]),
-                "macs_fraction": float(ks["macs_fraction"][k]),
-                "params": int(model_params(layers, widths[k])),
-                "accuracy": acc[k],
-                "accuracy_before_finetune": before[k],
-                "knapsack_status": ks["status"][k],
-                "knapsack_seconds": ks["seconds"][k],
-            }
-            for k in range(len(widths))
-        ],
-    }
-    if acc_sub is not None:
-        for k, s in enumerate(doc["submodels"]):
-            s["accuracy_shared_bn"] = acc_shared[k]
-            s["accuracy_per_submodel_bn"] = acc_sub[k]
-    write_json_atomic(ctx.run / STAGE_FILES["evaluate"], doc)
+    subs = []
+    for k in range(len(widths)):
+        extra = {
+            "accuracy_before_finetune": before[k],
+            "knapsack_status": ks["status"][k],
+            "knapsack_seconds": ks["seconds"][k],
+        }
+        if acc_sub is not None:
+            extra.update(accuracy_shared_bn=acc_shared[k], accuracy_per_submodel_bn=acc_sub[k])
+        subs.append(
+            ir.Submodel(
+                widths={c.name: int(widths[k][c.name]) for c in layers},
+                budget=ks["budgets"][k],
+                macs=int(ks["macs"][k]),
+                macs_fraction=float(ks["macs_fraction"][k]),
+                params=int(model_params(layers, widths[k])),
+                accuracy=acc[k],
+                extra=extra,
+            )
+        )
+    graph = dataclasses.replace(
+        graph,
+        name=cfg.name,
+        dataset=cfg.dataset,
+        data_options=dict(cfg.data),
+        input_shape=tuple(d.input_shape),
+        num_classes=int(d.num_classes),
+        block=cfg.block,
+        bn_stats=mode,
+        submodels=subs,
+    )
+    write_json_atomic(ctx.run / STAGE_FILES["evaluate"], graph.to_doc())
     msg = "test accuracy " + ", ".join(
         f"{b:g}: {a:.4f}" for b, a in zip(ks["budgets"], acc_shared, strict=True)
     )

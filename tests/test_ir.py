@@ -426,3 +426,16 @@ def test_plan_refuses_a_graph_that_disagrees(small_conv):
     doc["layers"][1]["type"] = "conv"  # dw1
     with pytest.raises(RunDirError, match="does not match the .tflite operator"):
         build_plan(full, doc)
+
+
+def test_training_writes_the_graph(trained_run):
+    """`reds train` saves submodels.json through the graph: format_version 1, the
+    layers of model.keras's graph, the knapsack's MACs equal the graph's."""
+    doc = json.loads((trained_run / "submodels.json").read_text())
+    assert doc["format_version"] == ir.FORMAT_VERSION
+    graph = rundir.load_graph(trained_run, record=True)
+    assert graph.to_doc() == doc
+    model = keras.models.load_model(trained_run / "model.keras", compile=False)
+    built = dataclasses.replace(ir.from_keras(model), submodels=graph.submodels)
+    assert built.to_doc()["layers"] == doc["layers"]
+    assert graph_macs(built) == graph_macs(graph) == [s["macs"] for s in doc["submodels"]]
