@@ -416,6 +416,11 @@ def _invalidate(ctx: _Ctx, first: str) -> None:
         for name in STAGE_OUTPUTS[stage]:
             (ctx.run / name).unlink(missing_ok=True)
     write_text_atomic(ctx.run / "config.yaml", config_to_yaml(ctx.cfg))
+    if (ctx.run / "export").is_dir() and STAGES.index(first) <= STAGES.index("evaluate"):
+        ctx.log(
+            f"note: {ctx.run / 'export'} holds the previous weights; "
+            f"run `reds export {ctx.run}` again once training has finished"
+        )
 
 
 def _leftover_patterns(run: Path) -> tuple[re.Pattern[str], re.Pattern[str]]:

@@ -164,9 +164,11 @@ def test_a_changed_file_is_redone_with_everything_after(trained_run: Path, tmp_p
     shutil.copytree(trained_run, run)
     shutil.copyfile(run / "permuted.keras", run / "model.keras")
     (run / "accuracy_vs_macs.png").unlink()
+    (run / "export").mkdir()  # an export of the replaced weights: now stale
     lines: list[str] = []
     run_training(DEFAULT_CONFIG, out_dir=run, verbose=0, log=lines.append, **TINY)
     assert any("redoing from stage 'finetune' on: model.keras differs" in ln for ln in lines)
+    assert any("export holds the previous weights; run `reds export" in ln for ln in lines)
     assert sum("already done, skipped" in ln for ln in lines) == 4
     check_complete(run, with_overrides(load_config(DEFAULT_CONFIG), **TINY), fast_data)
 
