@@ -431,6 +431,8 @@ def _export_locked(
             "eval_samples": n_test,
             "runtime_check": check,
             "sources_sha256": sources,  # reds simulate/bench/firmware compile only these
+            # the training this export was made from: a later retraining makes it stale
+            "trained_sha256": rundir.trained_sha256(run),
             "submodels": entries,
         }
         write_json_atomic(tmp / "manifest.json", manifest)

@@ -27,6 +27,7 @@ from typing import IO
 
 import numpy as np
 
+from reds_tf import rundir
 from reds_tf.errors import RedsError, RunDirError
 from reds_tf.serial_protocol import (
     CommandError,
@@ -84,7 +85,9 @@ def _run_manifest(run_dir: str | os.PathLike) -> dict:
 
     if not Path(run_dir).is_dir():
         raise RunDirError(f"run directory {run_dir} does not exist")
-    return load_manifest(run_dir)
+    manifest = load_manifest(run_dir)
+    rundir.check_export_current(run_dir, manifest)
+    return manifest
 
 
 def run_fingerprint(run_dir: str | os.PathLike, manifest: dict) -> str:

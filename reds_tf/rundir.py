@@ -383,6 +383,8 @@ def check_manifest(
         s.str(doc["fingerprint"], "fingerprint", _FINGERPRINT, "16 lowercase hex digits")
     if "sources_sha256" in doc:
         s.str(doc["sources_sha256"], "sources_sha256", _SHA256, "64 lowercase hex digits")
+    if "trained_sha256" in doc:
+        s.str(doc["trained_sha256"], "trained_sha256", _SHA256, "64 lowercase hex digits")
     subs = s.list(s.has(doc, "submodels"), "submodels")
     if "num_submodels" in doc:
         s.int(doc["num_submodels"], "num_submodels", len(subs), len(subs))
@@ -407,6 +409,43 @@ def check_manifest(
         for acc in ("float_accuracy", "int8_accuracy"):
             s.num(s.has(sm, acc, key + "."), f"{key}.{acc}", 0.0, 1.0)
     return doc
+
+
+# -- the trained files an export was made from ---------------------------------
+
+# What `reds export` reads of a trained run; a retraining that changes any of
+# them leaves export/ stale.
+TRAINED_FILES = (MODEL, SUBMODELS, BN_STATS)
+
+
+def trained_sha256(run_dir: str | os.PathLike) -> str | None:
+    """SHA-256 over the trained files of a run (name and bytes of each of
+    TRAINED_FILES that exists); None when ``model.keras`` is absent (an export
+    shared without its training)."""
+    run = Path(run_dir)
+    if not (run / MODEL).is_file():
+        return None
+    h = hashlib.sha256()
+    for name in TRAINED_FILES:
+        p = run / name
+        if p.is_file():
+            data = p.read_bytes()
+            h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()
+
+
+def check_export_current(run_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """RunDirError when ``export/`` was made from other trained files than the
+    run holds now (training re-ran after the export): its weights, accuracies
+    and runtime would contradict ``submodels.json``. Exports that record no
+    ``trained_sha256`` (older reds_tf) and runs without ``model.keras`` pass."""
+    want = manifest.get("trained_sha256")
+    got = trained_sha256(run_dir) if want is not None else None
+    if want is not None and got is not None and got != want:
+        raise RunDirError(
+            f"{Path(run_dir) / EXPORT} was made from an earlier training of this run "
+            f"({', '.join(TRAINED_FILES)} changed since): re-run `reds export {run_dir}`"
+        )
 
 
 # -- export/src: what `reds export` generated ----------------------------------
@@ -447,9 +486,10 @@ def verify_sources(
             f"{run} has no generated runtime ({src}/reds_model.h is missing): "
             f"run `reds export {run}` first"
         )
+    manifest = load_manifest(run) if manifest is None else manifest
+    check_export_current(run, manifest)
     if trust:
         return src
-    manifest = load_manifest(run) if manifest is None else manifest
     want = manifest.get("sources_sha256")
     if want is None:
         raise RunDirError(

@@ -414,6 +414,11 @@ CASES: list[dict[str, Any]] = [
 T = "tests/test_export_reliability.py::"
 T_FAULTS = "tests/test_export_faults.py::test_export_killed_at_every_stage_then_rerun"
 FAULTS: list[dict[str, str]] = [
+    {"area": E, "input": "training re-ran after the export (model.keras, submodels.json or "
+     "bn_stats.npz changed)",
+     "outcome": "exit 2 in simulate, bench, firmware (--trust too) and monitor --demo: "
+     "export/ was made from an earlier training of this run; re-run reds export",
+     "test": T + "test_an_export_older_than_the_training_is_refused"},
     {"area": E, "input": "reds export killed (SIGKILL) at its start, after the int8 "
      "conversion, mid-way through the submodels and before the rename, no export yet",
      "outcome": "no export/ folder; the next export removes the dead one's .export.*.tmp "

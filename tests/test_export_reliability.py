@@ -108,6 +108,35 @@ def test_changed_sources_are_refused_unless_trusted(exported_run, tmp_path, caps
     capsys.readouterr()
 
 
+def test_an_export_older_than_the_training_is_refused(exported_run, tmp_path, capsys):
+    """Training re-ran after the export (model.keras, submodels.json or
+    bn_stats.npz changed): simulate, bench, firmware and monitor --demo refuse
+    the stale export in one line, --trust included; a run shared without its
+    model.keras still works."""
+    from reds_tf.monitor import _run_manifest
+
+    run = _copy_run(exported_run, tmp_path / "run")
+    m = rundir.load_manifest(run)
+    assert m["trained_sha256"] == rundir.trained_sha256(run)
+    rundir.verify_sources(run, m)
+    with open(run / "model.keras", "ab") as f:
+        f.write(b"\0")  # any change of the trained files
+    for argv in (
+        ["simulate", str(run), "--submodel", "0", "--limit", "5"],
+        ["simulate", str(run), "--submodel", "0", "--limit", "5", "--trust"],
+        ["bench", str(run)],
+        ["firmware", str(run), "--board", "native"],
+    ):
+        assert cli_main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "earlier training of this run" in err and "reds export" in err, err
+        assert len(err.splitlines()) == 1
+    with pytest.raises(RunDirError, match="earlier training"):
+        _run_manifest(run)
+    (run / "model.keras").unlink()  # an export shared without the training
+    assert rundir.verify_sources(run, rundir.load_manifest(run)) == run / "export" / "src"
+
+
 def test_bench_and_firmware_check_the_sources_before_building(exported_run, tmp_path):
     from reds_tf import bench, firmware
 
