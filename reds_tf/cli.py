@@ -78,6 +78,20 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.host:
+        from reds_tf.bench_host import run_host_bench
+
+        if args.out is not None:
+            raise SystemExit("reds bench: --out is for the Cortex-M4 benchmark, not --host")
+        run_host_bench(
+            args.run_dir,
+            markdown=args.markdown,
+            samples=args.samples,
+            repeats=args.repeats,
+            rounds=args.rounds,
+            trust=args.trust,
+        )
+        return 0
     from reds_tf.bench import run_bench
 
     run_bench(args.run_dir, out=args.out, markdown=args.markdown, trust=args.trust)
@@ -177,8 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply")
     p.set_defaults(func=_cmd_monitor)
 
-    p = add("bench", help="instruction counts, flash and RAM under QEMU")
+    p = add(
+        "bench",
+        help="instruction counts, flash and RAM under QEMU (--host: against TFLite Micro "
+        "on this machine)",
+    )
     p.add_argument("run_dir")
+    p.add_argument(
+        "--host",
+        action="store_true",
+        help="benchmark on this machine instead: accuracy, time per inference and weight "
+        "bytes of the generated runtime against the TFLite Micro interpreter",
+    )
+    p.add_argument("--samples", type=int, default=200, help="--host: test images timed")
+    p.add_argument("--repeats", type=int, default=5, help="--host: passes per round")
+    p.add_argument("--rounds", type=int, default=3, help="--host: alternating rounds")
     p.add_argument("--out", help="bench.json path (default RUN_DIR/bench.json)")
     p.add_argument(
         "--markdown",

@@ -131,8 +131,11 @@ def test_load_runtime_reads_constants(exported_run):
 
 
 def test_host_benchmark_reports_every_goal(exported_run, tmp_path):
-    from reds_tf.sim import benchmark, benchmark_markdown
-    from reds_tf.sim import main as bench_main
+    from reds_tf.bench_host import benchmark, benchmark_markdown
+    from reds_tf.cli import main as cli_main
+
+    def bench_main(argv: list[str]) -> int:
+        return cli_main(["bench", "--host", *argv])
 
     b = benchmark(exported_run, samples=20, repeats=1, rounds=1)
     assert b["weight_bytes"] == b["full_model_weight_bytes"]
