@@ -43,18 +43,14 @@ def benchmark(
     images (the two alternate round by round), plus
     weight bytes stored once against per-submodel copies.
     """
-    from reds_tf.quant import numerics, slicer
+    from reds_tf.quant import slicer
     from reds_tf.quant.tflm import run_tflm
 
     run = Path(run_dir)
     manifest = load_manifest(run)
-    sub = rundir.load_submodels(run)
     rt = load_runtime(run, trust=trust)
     generic = load_runtime(run, native=False, trust=trust)
-    data = rundir.load_run_data(sub)
-    x = numerics.quantize(
-        data.x_test[:samples], manifest["input_scale"], manifest["input_zero_point"]
-    )
+    x, _ = rundir.quantized_test_set(run, manifest, samples)
 
     def weight_bytes(path: Path) -> int:
         return slicer.weight_bytes(path.read_bytes())

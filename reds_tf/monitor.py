@@ -135,17 +135,13 @@ def check_firmware(info: dict, run_dir: str | os.PathLike, manifest: dict) -> No
 def demo_inputs(run_dir: str | os.PathLike, samples: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """The first ``samples`` test inputs of the run's data set quantised like the
     exported model's input: returns (x int8 (N, *input_shape), labels (N,), manifest)."""
-    from reds_tf.export import load_run_data, load_submodels
-    from reds_tf.quant import numerics
 
     run_dir = Path(run_dir)
     manifest = _run_manifest(run_dir)
-    data = load_run_data(load_submodels(run_dir))
     if samples < 1:
         raise RedsError(f"--samples must be at least 1, got {samples}")
-    n = min(samples, len(data.x_test))
-    x = numerics.quantize(data.x_test[:n], manifest["input_scale"], manifest["input_zero_point"])
-    return x, np.asarray(data.y_test[:n]), manifest
+    x, y = rundir.quantized_test_set(run_dir, manifest, samples)
+    return x, y, manifest
 
 
 def run_demo(

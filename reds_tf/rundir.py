@@ -336,6 +336,20 @@ def load_run_data(sub: dict[str, Any]) -> Any:
     return load_dataset(sub["dataset"], **sub.get("data_options", {}))
 
 
+def quantized_test_set(
+    run_dir: str | os.PathLike, manifest: dict[str, Any], limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The run's test set as the exported runtime takes it: the first ``limit``
+    (default all) test samples quantised with the manifest's input scale and
+    zero point, ``(n, *input_shape)`` int8, and their labels ``(n,)``."""
+    from reds_tf.quant import numerics
+
+    data = load_run_data(load_submodels(run_dir))
+    n = len(data.x_test) if limit is None else max(1, min(limit, len(data.x_test)))
+    xq = numerics.quantize(data.x_test[:n], manifest["input_scale"], manifest["input_zero_point"])
+    return xq, np.asarray(data.y_test[:n])
+
+
 # -- export/manifest.json -------------------------------------------------------
 
 

@@ -269,14 +269,10 @@ def run_simulate(
             for i, row in enumerate(y):
                 print(f"{i}: class {int(np.argmax(row))}  logits {row.tolist()}")
         return y
-    from reds_tf.quant import numerics
-
-    sub = rundir.load_submodels(run_dir)
-    data = rundir.load_run_data(sub)
-    n = len(data.x_test) if limit is None else max(1, min(limit, len(data.x_test)))
-    xq = numerics.quantize(data.x_test[:n], manifest["input_scale"], manifest["input_zero_point"])
+    xq, labels = rundir.quantized_test_set(run_dir, manifest, limit)
+    n = len(xq)
     y = rt.predict(xq, submodel)
-    acc = float(np.mean(np.argmax(y, axis=1) == data.y_test[:n]))
+    acc = float(np.mean(np.argmax(y, axis=1) == labels))
     print(
         f"simulate: {rt.name} submodel {submodel} ({rt.macs(submodel):,} MACs): "
         f"int8 test accuracy {acc:.4f} on {n} samples"
