@@ -4,8 +4,9 @@
 /* The Arduino core builds every sketch with -Os; these loops are where the
  * time goes, and at -Os GCC stops unrolling and scheduling them (DS-CNN-S:
  * 2.00 instead of 1.84 instructions per MAC). The kernel files alone are built
- * at -O2 (GCC 7 and later; other compilers keep their flags). */
-#if defined(__GNUC__) && !defined(__clang__)
+ * at -O2 when the build optimises for size (GCC 7 and later; other builds,
+ * such as the host simulator's -O3, keep their flags). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE_SIZE__)
 #pragma GCC optimize("O2")
 #endif
 

@@ -8,9 +8,10 @@
  * sketches.
  */
 /* The Arduino core builds every sketch with -Os, which leaves these loops
- * unscheduled; the kernel files alone are built at -O2 (GCC; other compilers
+ * unscheduled; the kernel files alone are built at -O2 when the build
+ * optimises for size (GCC; other builds, such as the host simulator's -O3,
  * keep their flags). */
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE_SIZE__)
 #pragma GCC optimize("O2")
 #endif
 
