@@ -9,10 +9,11 @@ keeps the width of its input. A graph also carries the per-submodel widths
 (:class:`Submodel`) and the run's metadata, so it is exactly what
 ``submodels.json`` holds.
 
-Built ONCE from a Keras model by :func:`from_keras` (the only Keras graph walk
-of the training side); the cost model (:func:`reds_tf.costs.cost_layers`), the
-permutation, the nested model, :func:`reds_tf.models.submodel` and the C++
-plan (:func:`reds_tf.codegen.plan.build_plan`) read it.
+Built from a Keras model by :func:`from_keras`, the one walk over a model's
+layer graph (each stage builds it from the model file it loads); the cost
+model (:func:`reds_tf.costs.cost_layers`, hence the knapsack), the permutation,
+the nested model, :func:`reds_tf.models.submodel` and the C++ plan
+(:func:`reds_tf.codegen.plan.build_plan`) read it.
 
 ``submodels.json`` (:meth:`Graph.to_doc`, :func:`from_doc`) records the WIDTH
 GRAPH (:meth:`Graph.width_graph`): the width-carrying nodes only, each reading

@@ -407,6 +407,8 @@ def test_plan_from_the_graph_or_its_file_is_the_same(small_conv):
     # The lowering is a table: one small function per operator.
     assert SUPPORTED_OPS == tuple(LOWER) and {"CONV_2D", "RESHAPE"} <= set(LOWER)
     kinds = [ly.kind for ly in a.layers]
+    pointwise = [n.name for n in graph.width_nodes if n.is_pointwise]
+    assert pointwise == [ly.name for ly in a.layers if ly.kind == "pointwise"] == ["pw1", "pw2"]
     assert {"conv", "depthwise", "pointwise", "avgpool", "fully_connected"} <= set(kinds)
 
 
