@@ -25,8 +25,8 @@ import re
 import zipfile
 from pathlib import Path
 
-from reds_tf import resources
-from reds_tf.errors import FirmwareError, RunDirError
+from reds_tf import resources, rundir
+from reds_tf.errors import FirmwareError
 from reds_tf.fsutil import write_bytes_atomic
 
 FIRMWARE_DIR = resources.FIRMWARE_DIR
@@ -95,18 +95,6 @@ def library_name(model_name: str) -> str:
     ``_``: a valid Arduino library name and a portable header/folder name."""
     safe = re.sub(r"[^A-Za-z0-9_]", "_", model_name).strip("_") or "model"
     return f"REDS_{safe}"
-
-
-def _export_src(run_dir: Path) -> Path:
-    if not run_dir.is_dir():
-        raise RunDirError(f"run directory {run_dir} does not exist; train one with `reds train`")
-    src = run_dir / "export" / "src"
-    if not (src / "reds_model.h").is_file():
-        raise RunDirError(
-            f"{run_dir} has no generated runtime ({src}/reds_model.h is missing): "
-            f"run `reds export {run_dir}` first"
-        )
-    return src
 
 
 def _files(folder: Path, patterns: tuple[str, ...] = ("*",)) -> list[tuple[str, Path]]:
@@ -237,10 +225,14 @@ def _zip_bytes(entries: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def library_files(run_dir: str | os.PathLike) -> tuple[str, dict[str, bytes]]:
-    """The library's name and files (path inside the zip -> bytes)."""
+def library_files(
+    run_dir: str | os.PathLike, *, trust: bool = False
+) -> tuple[str, dict[str, bytes]]:
+    """The library's name and files (path inside the zip -> bytes). The sources
+    must be what `reds export` generated from the run's current training
+    (:func:`reds_tf.rundir.verify_sources`; ``trust`` skips the sources hash)."""
     run_dir = Path(run_dir)
-    src = _export_src(run_dir)
+    src = rundir.verify_sources(run_dir, trust=trust)
     core = FIRMWARE_DIR / "src"
     if not BOARD_LAYER.is_file() or not (core / "reds_fw.h").is_file():
         raise FirmwareError(
@@ -273,14 +265,16 @@ def library_files(run_dir: str | os.PathLike) -> tuple[str, dict[str, bytes]]:
     return lib_name, entries
 
 
-def build_library(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+def build_library(
+    run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, trust: bool = False
+) -> Path:
     """Write the Arduino library zip of an exported run and return its path.
 
     ``out``: the zip's path, or an existing folder to put ``<LibName>.zip`` in
     (default ``RUN_DIR/arduino/<LibName>.zip``). Atomic: a failure leaves no zip
     and keeps a previous one.
     """
-    lib_name, entries = library_files(run_dir)
+    lib_name, entries = library_files(run_dir, trust=trust)
     if out is None:
         path = Path(run_dir) / "arduino" / f"{lib_name}.zip"
     else:
@@ -301,8 +295,10 @@ def build_library(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
     return path
 
 
-def run_arduino(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> int:
+def run_arduino(
+    run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, trust: bool = False
+) -> int:
     """``reds arduino``: build the library zip and print its path."""
-    path = build_library(run_dir, out)
+    path = build_library(run_dir, out, trust=trust)
     print(path)
     return 0

@@ -101,7 +101,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_arduino(args: argparse.Namespace) -> int:
     from reds_tf.arduino import run_arduino
 
-    return run_arduino(args.run_dir, out=args.output)
+    return run_arduino(args.run_dir, out=args.output, trust=args.trust)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         metavar="FILE.zip",
         help="zip to write, or a folder for <LibName>.zip (default RUN_DIR/arduino/)",
+    )
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="package export/src even if it differs from what `reds export` generated "
+        "(its sha256 in manifest.json): only for code you trust",
     )
     p.set_defaults(func=_cmd_arduino)
     return parser

@@ -35,7 +35,7 @@ from typing import IO
 
 from reds_tf import resources, rundir
 from reds_tf.boards import NANO33BLE, fit_problem, load_manifest
-from reds_tf.errors import FirmwareError, RunDirError
+from reds_tf.errors import FirmwareError
 from reds_tf.fsutil import atomic_dir, write_text_atomic
 
 BOARDS = ("nano33ble", "qemu", "native")
@@ -66,18 +66,6 @@ class FirmwareBuild:
     build_dir: Path
     flash_bytes: int | None = None
     ram_bytes: int | None = None
-
-
-def _export_src(run_dir: Path) -> Path:
-    if not run_dir.is_dir():
-        raise RunDirError(f"run directory {run_dir} does not exist; train one with `reds train`")
-    src = run_dir / "export" / "src"
-    if not (src / "reds_model.h").is_file():
-        raise RunDirError(
-            f"{run_dir} has no generated runtime ({src}/reds_model.h is missing): "
-            f"run `reds export {run_dir}` first"
-        )
-    return src
 
 
 def check_fits(run_dir: Path, board: str) -> None:
@@ -258,7 +246,7 @@ def build_firmware(
     if board not in BOARDS:
         raise FirmwareError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
     run_dir = Path(run_dir).resolve()  # PlatformIO runs from firmware/: relative paths would break
-    _export_src(run_dir)
+    rundir.export_src(run_dir)
     check_fits(run_dir, board)
     src = rundir.verify_sources(run_dir, trust=trust)
     _check_tools(board, serve=False)

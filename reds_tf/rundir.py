@@ -486,6 +486,21 @@ def sources_sha256(src_dir: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def export_src(run_dir: str | os.PathLike) -> Path:
+    """``RUN/export/src`` when the run directory exists and holds a generated
+    runtime, else a one-line RunDirError saying what to run."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise RunDirError(f"run directory {run} does not exist; train one with `reds train`")
+    src = run / EXPORT_SRC
+    if not (src / "reds_model.h").is_file():
+        raise RunDirError(
+            f"{run} has no generated runtime ({src}/reds_model.h is missing): "
+            f"run `reds export {run}` first"
+        )
+    return src
+
+
 def verify_sources(
     run_dir: str | os.PathLike, manifest: dict[str, Any] | None = None, *, trust: bool = False
 ) -> Path:
@@ -494,12 +509,7 @@ def verify_sources(
     compiling it runs its code on this machine, and a run directory can come
     from someone else. ``trust=True`` (``--trust``) skips the comparison."""
     run = Path(run_dir)
-    src = run / EXPORT_SRC
-    if not (src / "reds_model.h").is_file():
-        raise RunDirError(
-            f"{run} has no generated runtime ({src}/reds_model.h is missing): "
-            f"run `reds export {run}` first"
-        )
+    src = export_src(run)
     manifest = load_manifest(run) if manifest is None else manifest
     check_export_current(run, manifest)
     if trust:

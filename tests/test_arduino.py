@@ -21,6 +21,7 @@ import pytest
 from nano_build import defined_functions, nano_compile, needs_arm
 from test_firmware_boards import HARNESS
 
+from reds_tf import rundir
 from reds_tf.arduino import ARCHITECTURES, BOARD_LAYER, FIRMWARE_DIR, library_name
 from reds_tf.cli import main
 
@@ -44,11 +45,44 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = run / "export" / "src"
     src.mkdir(parents=True)
     sub = json.loads((TINY / "submodels.json").read_text())
-    for name, text in render_sources(
-        P.build_plan((TINY / "model.tflite").read_bytes(), sub)
-    ).items():
+    plan = P.build_plan((TINY / "model.tflite").read_bytes(), sub)
+    for name, text in render_sources(plan).items():
         (src / name).write_text(text)
+    # the manifest `reds export` would write (reds arduino checks the sources' hash)
+    manifest = {
+        "name": plan.name,
+        "input_shape": list(plan.input_shape),
+        "num_classes": plan.num_classes,
+        "input_scale": plan.input_scale,
+        "input_zero_point": plan.input_zero_point,
+        "output_scale": plan.output_scale,
+        "output_zero_point": plan.output_zero_point,
+        "weight_bytes": plan.weight_bytes,
+        "arena_bytes": plan.arena_bytes,
+        "sources_sha256": rundir.sources_sha256(src),
+        "submodels": [
+            {"index": k, "widths": s["widths"], "macs": plan.macs(k),
+             "tflite": f"submodel_{k}.tflite", "float_accuracy": 0.5, "int8_accuracy": 0.5}
+            for k, s in enumerate(sub["submodels"])
+        ],
+    }  # fmt: skip
+    rundir.check_manifest(manifest)
+    (run / "export" / "manifest.json").write_text(json.dumps(manifest))
     return run
+
+
+def test_changed_sources_are_not_packaged_unless_trusted(
+    tiny_run: Path, tmp_path: Path, capsys
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    with open(run / "export" / "src" / "reds_model.cpp", "a") as f:
+        f.write("/* changed */\n")
+    assert main(["arduino", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not what `reds export` generated" in err and len(err.splitlines()) == 1
+    assert not (run / "arduino").exists()
+    assert main(["arduino", str(run), "--trust"]) == 0
 
 
 def _tiny_fingerprint() -> str:
@@ -201,7 +235,7 @@ def test_library_header_never_clashes_with_a_source(tiny_run: Path, tmp_path: Pa
     shutil.copytree(tiny_run / "export", run / "export")
     header = run / "export" / "src" / "reds_model.h"
     header.write_text(header.read_text().replace('"tiny"', '"fw"'))
-    assert main(["arduino", str(run)]) == 0
+    assert main(["arduino", str(run), "--trust"]) == 0  # the header was edited here
     with zipfile.ZipFile(run / "arduino" / "REDS_fw_lib.zip") as zf:
         props = _properties(zf.read("REDS_fw_lib/library.properties").decode())
         assert "REDS_fw_lib/src/REDS_fw_lib.h" in zf.namelist()
