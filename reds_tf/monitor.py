@@ -94,9 +94,9 @@ def run_fingerprint(run_dir: str | os.PathLike, manifest: dict) -> str:
     """The exported model's fingerprint: ``manifest.json``'s, else (an export
     from before the manifest recorded it) the generated ``reds_model.h``'s."""
     fp = manifest.get("fingerprint")
-    source = Path(run_dir) / "export" / "manifest.json"
+    source = Path(run_dir) / rundir.MANIFEST
     if fp is None:
-        header = source = Path(run_dir) / "export" / "src" / "reds_model.h"
+        header = source = Path(run_dir) / rundir.EXPORT_SRC / "reds_model.h"
         try:
             m = re.search(r'#define REDS_MODEL_FINGERPRINT "([^"]*)"', header.read_text("utf-8"))
         except (OSError, UnicodeDecodeError):
