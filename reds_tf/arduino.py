@@ -23,8 +23,10 @@ import io
 import os
 import re
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
+import reds_tf
 from reds_tf import resources, rundir
 from reds_tf.errors import FirmwareError
 from reds_tf.fsutil import write_bytes_atomic
@@ -69,13 +71,9 @@ ARCHITECTURES = (
 
 def package_version() -> str:
     """``reds_tf.__version__`` if defined, else the installed package's version."""
-    import reds_tf
-
     version = getattr(reds_tf, "__version__", None)
     if version:
         return str(version)
-    from importlib import metadata
-
     try:
         return metadata.version("reds_tf")
     except metadata.PackageNotFoundError:  # pragma: no cover - a source checkout

@@ -41,6 +41,7 @@ from reds_tf import resources, rundir
 from reds_tf.boards import NANO33BLE
 from reds_tf.errors import RedsError
 from reds_tf.fsutil import dir_mode, write_bytes_atomic, write_json_atomic, write_text_atomic
+from reds_tf.sim import Runtime
 from reds_tf.toolchain import nano33ble_flags
 
 BENCH_FW_DIR = resources.FIRMWARE_DIR / "bench"
@@ -556,8 +557,6 @@ def _run_bench(
     num_k = len(manifest["submodels"])
     plugin = build_plugin()
     build_dir.mkdir(parents=True, exist_ok=True)
-
-    from reds_tf.sim import Runtime
 
     runtime = Runtime(src_dir, tuple(manifest["input_shape"]))
     x = make_inputs(runtime.input_size)

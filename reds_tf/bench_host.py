@@ -12,6 +12,7 @@ section. The Cortex-M4 benchmark (QEMU instruction counts) is :mod:`reds_tf.benc
 from __future__ import annotations
 
 import os
+import platform
 import re
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import numpy as np
 from reds_tf import rundir
 from reds_tf.errors import RedsError
 from reds_tf.fsutil import write_text_atomic
+from reds_tf.quant import slicer
+from reds_tf.quant.tflm import run_tflm
 from reds_tf.sim import load_manifest, load_runtime
 
 BENCH_BEGIN = "<!-- reds export: host begin -->"
@@ -43,9 +46,6 @@ def benchmark(
     images (the two alternate round by round), plus
     weight bytes stored once against per-submodel copies.
     """
-    from reds_tf.quant import slicer
-    from reds_tf.quant.tflm import run_tflm
-
     run = Path(run_dir)
     manifest = load_manifest(run)
     rt = load_runtime(run, trust=trust)
@@ -100,8 +100,6 @@ def benchmark(
 
 def benchmark_markdown(b: dict, command: str) -> str:
     """The BENCHMARKS.md section for :func:`benchmark`'s result."""
-    import platform
-
     rows = b["submodels"]
     copies = sum(r["tflite_weight_bytes"] for r in rows)
     lines = [

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reds_tf import rundir
 from reds_tf.errors import RunDirError
 
 
@@ -202,6 +203,4 @@ def fit_problem(manifest: dict[str, Any], board: BoardLimits = NANO33BLE) -> str
 
 def load_manifest(run_dir: str | Path) -> dict[str, Any]:
     """``RUN_DIR/export/manifest.json``, checked (:func:`reds_tf.rundir.load_manifest`)."""
-    from reds_tf.rundir import load_manifest as load
-
-    return load(run_dir)
+    return rundir.load_manifest(run_dir)

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from reds_tf.errors import ConfigError
+from reds_tf.errors import ConfigError, DataError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -455,8 +455,6 @@ def _data_options(r: _Reader) -> dict[str, Any]:
 def check_data_options(cfg: Config, load: Any) -> Any:
     """Call ``load(cfg.dataset, **cfg.data)``; a data set error caused by the
     ``data:`` options becomes a ConfigError naming ``data.<key>`` and the file."""
-    from reds_tf.errors import DataError
-
     try:
         return load(cfg.dataset, **cfg.data)
     except DataError as e:

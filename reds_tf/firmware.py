@@ -33,6 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+try:
+    import SCons
+except ImportError:  # pragma: no cover - a broken install; reported where it is needed
+    SCons = None
+
 from reds_tf import resources, rundir
 from reds_tf.boards import NANO33BLE, fit_problem, load_manifest
 from reds_tf.errors import FirmwareError
@@ -107,12 +112,10 @@ def ensure_core_dir() -> Path:
     PlatformIO only accepts the package when its ``.piopm`` names the owner
     ``platformio``; the launcher puts the installed SCons on ``sys.path``.
     """
-    try:
-        import SCons
-    except ImportError as e:  # pragma: no cover - a broken install
+    if SCons is None:  # pragma: no cover - a broken install
         raise FirmwareError(
             "the Python package 'scons' is missing: reinstall reds_tf (`make setup`)"
-        ) from e
+        )
     scons_parent = Path(SCons.__file__).resolve().parents[1]
     pkg = CORE_DIR / "packages" / "tool-scons"
     launcher = (

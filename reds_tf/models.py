@@ -12,16 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import tf_keras as keras
 
 from reds_tf import ir
+from reds_tf.config import ModelConfig
 from reds_tf.errors import RedsError
-
-if TYPE_CHECKING:
-    from reds_tf.config import ModelConfig
 
 Builder = Callable[["ModelConfig", Sequence[int], int], keras.Model]
 MODEL_TYPES: dict[str, Builder] = {}

@@ -11,6 +11,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from reds_tf.fsutil import write_bytes_atomic, write_text_atomic
 from reds_tf.rundir import load_report_inputs, load_submodels
 
@@ -92,43 +94,37 @@ def render_markdown(
 
 def render_plot(sub: dict[str, Any], scratch: dict[str, Any] | None) -> bytes:
     """PNG bytes: accuracy of each submodel against its true MACs."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display; also safe in tests and over ssh
-    import matplotlib.pyplot as plt
-
     subs = sub["submodels"]
     macs = [s["macs"] for s in subs]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    try:
-        ax.plot(macs, [100 * s["accuracy"] for s in subs], "o-", label="REDS (nested, one model)")
-        if any("accuracy_before_finetune" in s for s in subs):
-            ax.plot(
-                macs,
-                [100 * s.get("accuracy_before_finetune", float("nan")) for s in subs],
-                "x:",
-                label="before joint fine-tuning",
-            )
-        if scratch:
-            ax.plot(macs, [100 * a for a in scratch["accuracy"]], "s--", label="scratch twins")
-        for s in subs:
-            ax.annotate(
-                f"{s['budget']:g}",
-                (s["macs"], 100 * s["accuracy"]),
-                textcoords="offset points",
-                xytext=(4, -12),
-                fontsize=8,
-            )
-        ax.set_xlabel("true MACs per inference")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{sub['name']}: accuracy vs MACs")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-    finally:
-        plt.close(fig)
+    # A bare Figure (not pyplot): no backend or display, nothing global to close.
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
+    ax.plot(macs, [100 * s["accuracy"] for s in subs], "o-", label="REDS (nested, one model)")
+    if any("accuracy_before_finetune" in s for s in subs):
+        ax.plot(
+            macs,
+            [100 * s.get("accuracy_before_finetune", float("nan")) for s in subs],
+            "x:",
+            label="before joint fine-tuning",
+        )
+    if scratch:
+        ax.plot(macs, [100 * a for a in scratch["accuracy"]], "s--", label="scratch twins")
+    for s in subs:
+        ax.annotate(
+            f"{s['budget']:g}",
+            (s["macs"], 100 * s["accuracy"]),
+            textcoords="offset points",
+            xytext=(4, -12),
+            fontsize=8,
+        )
+    ax.set_xlabel("true MACs per inference")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{sub['name']}: accuracy vs MACs")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     return buf.getvalue()
 
 

@@ -36,9 +36,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
+from numpy.lib import format as npy
 
+from reds_tf import data as datasets
 from reds_tf import ir
 from reds_tf.errors import OutputError, RedsError, RunDirError
+from reds_tf.quant import numerics
 
 # Files of a run directory, relative to it (docs/DESIGN.md, "Run directory").
 CONFIG = "config.yaml"
@@ -331,9 +334,7 @@ def load_run_data(sub: dict[str, Any]) -> Any:
     """The run's data set (:class:`reds_tf.data.Dataset`): ``sub["dataset"]``
     loaded with the config's ``data:`` options that training recorded in
     ``submodels.json`` as ``data_options`` (absent in older run dirs: none)."""
-    from reds_tf.data import load_dataset
-
-    return load_dataset(sub["dataset"], **sub.get("data_options", {}))
+    return datasets.load_dataset(sub["dataset"], **sub.get("data_options", {}))
 
 
 def quantized_test_set(
@@ -342,8 +343,6 @@ def quantized_test_set(
     """The run's test set as the exported runtime takes it: the first ``limit``
     (default all) test samples quantised with the manifest's input scale and
     zero point, ``(n, *input_shape)`` int8, and their labels ``(n,)``."""
-    from reds_tf.quant import numerics
-
     data = load_run_data(load_submodels(run_dir))
     n = len(data.x_test) if limit is None else max(1, min(limit, len(data.x_test)))
     xq = numerics.quantize(data.x_test[:n], manifest["input_scale"], manifest["input_zero_point"])
@@ -580,8 +579,6 @@ def load_inputs(
     (kind, dtype, shape, size against ``max_bytes``, file length) before any
     data is read. Every problem is one RedsError naming the file; ``hint``
     (how to quantise) is added to a dtype error."""
-    from numpy.lib import format as npy
-
     path = Path(path)
     want = f"(N, {', '.join(str(int(d)) for d in input_shape)})"
     try:

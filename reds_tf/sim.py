@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import io
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +24,7 @@ import numpy as np
 from reds_tf import rundir
 from reds_tf.errors import OutputError, RedsError, RunDirError
 from reds_tf.fsutil import write_bytes_atomic
+from reds_tf.resources import cache_dir as reds_cache_dir
 
 # -O3: GCC 12 vectorises the reference kernel's 16-lane tile only at -O3 (4x faster);
 # -march=native adds the host's wider integer SIMD (about 2x more). The library is
@@ -32,8 +35,6 @@ NATIVE_FLAGS = ["-march=native"]
 
 def _host_id() -> str:
     """CPU model and feature flags, so a cache shared between machines stays correct."""
-    import platform
-
     ident = platform.machine() + platform.processor()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -49,8 +50,6 @@ def _host_id() -> str:
 
 def cache_dir() -> Path:
     """Folder of the compiled runtimes (``<reds_tf cache>/sim``)."""
-    from reds_tf.resources import cache_dir as reds_cache_dir
-
     return reds_cache_dir() / "sim"
 
 
@@ -281,8 +280,6 @@ def run_simulate(
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
-    import io
-
     bio = io.BytesIO()
     np.save(bio, a, allow_pickle=False)
     return bio.getvalue()

@@ -58,6 +58,7 @@ def configure(verbose: bool) -> None:
 def _quiet_python_loggers() -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     with contextlib.suppress(ImportError):
+        # Lazy on purpose: runs once TensorFlow loads; `reds --help` never imports absl.
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.ERROR)

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from reds_tf.config import AugmentConfig
 from reds_tf.models import compile_classifier
-
-if TYPE_CHECKING:
-    from reds_tf.config import AugmentConfig
 
 Log = Callable[[str], None]
 

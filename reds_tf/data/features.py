@@ -78,6 +78,7 @@ def mfcc(audio: np.ndarray, cfg: MfccConfig = CNN_FRONTEND, batch: int = 1024) -
     Returns (N, frames, num_coefficients) float32 (or (frames, coeffs) for one clip).
     Computed in chunks of ``batch`` clips to bound memory.
     """
+    # Lazy on purpose: `reds simulate`/`bench`/`monitor` load KWS data from the cache without TF.
     import tensorflow as tf
 
     a = np.asarray(audio, dtype=np.float32)

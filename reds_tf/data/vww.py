@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from reds_tf.data import Dataset, register
 from reds_tf.data.cache import cache_key, cache_root, file_signature, load_npz, save_npz_atomic
@@ -124,8 +125,6 @@ def _entries(
 
 def decode(path: Path, size: int = SIZE) -> np.ndarray:
     """One image file -> (size, size, 3) uint8 RGB, whole image resized bilinear."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), np.uint8)

@@ -79,6 +79,7 @@ def run_tflm(
 
 
 def _child(argv: list[str]) -> int:
+    # Lazy on purpose: only the child process runs the interpreter.
     from tflite_micro.python.tflite_micro import runtime
 
     mpath, ipath, opath = argv[:3]
