@@ -35,6 +35,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    # Bad input is reported before TensorFlow loads (reds_tf.export imports it).
+    from reds_tf.rundir import check_export_inputs
+
+    check_export_inputs(args.run_dir, qat=args.qat, qat_epochs=args.qat_epochs, limit=args.limit)
     from reds_tf.export import run_export
 
     run_export(

@@ -20,11 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tf_keras as keras
 
 from reds_tf import rundir
+from reds_tf.boards import NANO33BLE, fit_problem
+from reds_tf.codegen.plan import build_plan
+from reds_tf.codegen.render import render_sources
 from reds_tf.errors import RedsError, RunDirError
 from reds_tf.faults import fault_point
 from reds_tf.fsutil import atomic_dir, write_json_atomic, write_text_atomic
+from reds_tf.models import submodel
+from reds_tf.quant import bnfold, convert, numerics, tflm
+from reds_tf.quant.slicer import slice_model
+from reds_tf.sim import Runtime
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -44,8 +52,6 @@ is_dense_only = rundir.is_dense
 
 def load_model(run_dir: Path):
     """The plain full-width tf_keras model ``model.keras``."""
-    import tf_keras as keras
-
     path = run_dir / rundir.MODEL
     if not path.is_file():
         raise RunDirError(f"{path} is missing; run `reds train` first")
@@ -75,8 +81,6 @@ def dense_chain(model, sub: dict[str, Any]) -> list[tuple[str, np.ndarray, np.nd
 
 def check_layers(model, sub: dict[str, Any]) -> None:
     """Every ``submodels.json`` layer exists in ``model.keras`` with its type."""
-    import tf_keras as keras
-
     kinds = {
         "dense": keras.layers.Dense,
         "depthwise": keras.layers.DepthwiseConv2D,
@@ -112,8 +116,6 @@ def float_logits(chain, widths: dict[str, int], x: np.ndarray) -> np.ndarray:
 def float_submodel_logits(model, widths: dict[str, int], x: np.ndarray) -> np.ndarray:
     """Float32 logits of any prefix submodel (conv included) via a sliced plain
     tf_keras model: x (N, *input_shape) -> (N, classes)."""
-    from reds_tf.models import submodel
-
     return np.asarray(submodel(model, widths).predict(x, batch_size=256, verbose=0))
 
 
@@ -131,8 +133,6 @@ def _check_runtime(
     """Compile the rendered runtime on the host and require its outputs to equal
     TFLM's on every evaluation input of every submodel. Without a C++ compiler
     the check is skipped (and says so); a mismatch is a bug and fails the export."""
-    from reds_tf.sim import Runtime
-
     if shutil.which(os.environ.get("CXX") or "g++") is None:
         log("export: no host C++ compiler; skipped the runtime-vs-TFLM check")
         return "skipped: no host C++ compiler"
@@ -217,16 +217,7 @@ def run_export(
     """
     started = time.time()
     run = Path(run_dir)
-    if not run.is_dir():
-        raise RunDirError(f"run directory {run} does not exist; run `reds train` first")
-    if limit is not None and limit <= 0:
-        raise RedsError(f"--limit must be positive, got {limit}")
-    if qat and qat_epochs < 1:
-        raise RedsError(f"--qat-epochs must be at least 1, got {qat_epochs}")
-    sub = load_submodels(run)
-    rundir.check_output_dir(run, "the export into run directory", create=False)
-    rundir.check_output_dir(run / rundir.EXPORT, "the export folder")
-    rundir.check_output_file(run / rundir.REPORT, "the report", text=True)
+    sub = rundir.check_export_inputs(run, qat=qat, qat_epochs=qat_epochs, limit=limit)
     with run_lock(run), rundir.output_errors(str(run)):
         clean_stale(run, started, log)
         fault_point("export:start")
@@ -312,13 +303,6 @@ def _export_locked(
     bn_stats: str | None,
     log: Callable[[str], None],
 ) -> Path:
-    from reds_tf.codegen.plan import build_plan
-    from reds_tf.codegen.render import render_sources
-    from reds_tf.quant import bnfold, numerics
-    from reds_tf.quant.convert import convert_int8, qat_finetune
-    from reds_tf.quant.slicer import slice_model
-    from reds_tf.quant.tflm import run_tflm
-
     model = load_model(run)
     check_layers(model, sub)
     dense = is_dense_only(sub)
@@ -346,7 +330,7 @@ def _export_locked(
     to_convert = model
     if qat:
         log(f"export: quantisation-aware fine-tuning of all submodels, {qat_epochs} epoch(s)")
-        to_convert = qat_finetune(
+        to_convert = convert.qat_finetune(
             model,
             data.x_train,
             data.y_train,
@@ -358,7 +342,7 @@ def _export_locked(
     if stats is not None:
         # The full model's own statistics are the full (last) submodel's.
         to_convert = bnfold.with_bn_stats(model, stats[-1])
-    full = convert_int8(to_convert, rep)
+    full = convert.convert_int8(to_convert, rep)
     fault_point("export:converted")
     if stats is not None:
         qparams = bnfold.per_submodel_qparams(full, model, sub, stats)
@@ -381,7 +365,7 @@ def _export_locked(
             buf = slice_model(full, _fc_widths(sub, k), rows)
             (tmp / name).write_bytes(buf)
             fault_point("export:submodel")
-            res = run_tflm(buf, xq)
+            res = tflm.run_tflm(buf, xq)
             tflm_outputs.append(res.outputs)
             int8_acc = float(np.mean(np.argmax(res.outputs, axis=1) == y_test))
             logits = (
@@ -450,8 +434,6 @@ def nano33ble_warning(manifest: dict[str, Any]) -> str | None:
     """One warning line when the exported model exceeds the Arduino Nano 33
     BLE's flash or RAM (:mod:`reds_tf.boards`), else ``None``. Not an error:
     the qemu and native firmwares still build."""
-    from reds_tf.boards import NANO33BLE, fit_problem
-
     problem = fit_problem(manifest, NANO33BLE)
     if problem is None:
         return None
@@ -464,8 +446,6 @@ def nano33ble_warning(manifest: dict[str, Any]) -> str | None:
 def _strip_qat(qat_model, model):
     """Float weights of the QAT model copied back into a plain model (for the
     float accuracy of what was actually quantised)."""
-    import tf_keras as keras
-
     plain = keras.models.clone_model(model)
     for layer in plain.layers:
         if not layer.weights:

@@ -677,6 +677,31 @@ def check_output_dir(path: str | os.PathLike, what: str, *, create: bool = True)
     return path
 
 
+def check_export_inputs(
+    run_dir: str | os.PathLike,
+    *,
+    qat: bool = False,
+    qat_epochs: int = 2,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """What ``reds export`` checks before any work, TensorFlow-free (the CLI
+    calls it before importing :mod:`reds_tf.export`, which loads TensorFlow):
+    the run directory and its ``submodels.json`` (returned), the options, and
+    that the export and the report can be written."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise RunDirError(f"run directory {run} does not exist; run `reds train` first")
+    if limit is not None and limit <= 0:
+        raise RedsError(f"--limit must be positive, got {limit}")
+    if qat and qat_epochs < 1:
+        raise RedsError(f"--qat-epochs must be at least 1, got {qat_epochs}")
+    sub = load_submodels(run)
+    check_output_dir(run, "the export into run directory", create=False)
+    check_output_dir(run / EXPORT, "the export folder")
+    check_output_file(run / REPORT, "the report", text=True)
+    return sub
+
+
 def check_output_file(path: str | os.PathLike, what: str, *, text: bool = False) -> Path:
     """Before any work: ``path`` can be (re)written as a regular file. Its
     folder must already exist (nothing is created for it) and be writable; an

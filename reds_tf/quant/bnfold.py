@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tf_keras as keras
 
 from reds_tf.errors import RedsError, RunDirError
 from reds_tf.quant import slicer
@@ -41,8 +42,6 @@ SubmodelQParams = dict[str, tuple[np.ndarray, np.ndarray]]
 
 def bn_after(model, name: str):
     """The BatchNormalization layer that alone consumes layer ``name``'s output, or None."""
-    import tf_keras as keras
-
     layer = model.get_layer(name)
     nodes = list(getattr(layer, "_outbound_nodes", []))
     if len(nodes) != 1:
@@ -52,8 +51,6 @@ def bn_after(model, name: str):
 
 
 def bn_layer_names(model) -> list[str]:
-    import tf_keras as keras
-
     return [ly.name for ly in model.layers if isinstance(ly, keras.layers.BatchNormalization)]
 
 
@@ -98,8 +95,6 @@ def read_bn_stats(run_dir: str | os.PathLike, model, num_submodels: int) -> list
 
 def with_bn_stats(model, stats: BnStats):
     """A plain copy of ``model`` whose BN layers use ``stats`` (same weights otherwise)."""
-    import tf_keras as keras
-
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     for name, (mean, var) in stats.items():

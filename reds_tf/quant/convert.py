@@ -17,6 +17,11 @@ from reds_tf.errors import RedsError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# After the log level above, so that importing this module alone stays quiet.
+import tensorflow as tf  # noqa: E402
+import tensorflow_model_optimization as tfmot  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
 
 def convert_int8(
     model,
@@ -30,8 +35,6 @@ def convert_int8(
     hundred are enough). ``range_samples`` overrides the calibration generator
     (it must yield ``[x]`` with x of shape (1, *input_shape)).
     """
-    import tensorflow as tf
-
     input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     if representative.ndim != len(input_shape) + 1 or representative.shape[1:] != input_shape:
         raise RedsError(
@@ -61,9 +64,6 @@ def convert_int8(
 def submodel_masks(model, widths: Sequence[dict[str, int]]) -> tuple[list, list[dict]]:
     """The layer chain of ``model`` (plain or QAT-wrapped) and, per submodel, a
     0/1 mask per layer whose width is below its unit count ({layer name: (units,)})."""
-    import tensorflow as tf
-    import tf_keras as keras
-
     chain = [ly for ly in model.layers if not isinstance(ly, keras.layers.InputLayer)]
     for ly in chain:
         if len(ly._inbound_nodes) != 1:  # a sequential chain is what REDS models are
@@ -114,10 +114,6 @@ def qat_finetune(
     model carries fake-quant ranges the converter uses directly.
     Shapes: x_train (N, *input_shape) float32, y_train (N,) int64.
     """
-    import tensorflow as tf
-    import tensorflow_model_optimization as tfmot
-    import tf_keras as keras
-
     if epochs < 1:
         raise RedsError(f"--qat-epochs must be at least 1, got {epochs}")
     qat = tfmot.quantization.keras.quantize_model(model)
