@@ -16,10 +16,10 @@ from reds_tf.errors import RedsError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    # The config is validated before TensorFlow loads (run_training applies --threads).
-    from reds_tf.pipeline import run_training
+    # Bad input is reported before TensorFlow loads (reds_tf.pipeline imports it).
+    from reds_tf.train_records import check_training_inputs
 
-    run_training(
+    checked = check_training_inputs(
         args.config,
         out_dir=args.out,
         epochs=args.epochs,
@@ -31,6 +31,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         force=args.force,
         threads=args.threads,
     )
+    from reds_tf.pipeline import train_checked
+
+    train_checked(checked)
     return 0
 
 

@@ -45,14 +45,12 @@ stage's files committed, its record not yet) and ``done`` (record written).
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import math
-import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,16 +58,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+import tensorflow as tf
+import tf_keras as keras
 
-from reds_tf import faults
+from reds_tf import data as datasets
+from reds_tf import faults, ir
 from reds_tf.config import (
     Config,
     check_data_options,
-    config_to_dict,
     config_to_yaml,
-    load_config,
-    with_overrides,
+)
+from reds_tf.costs import (
+    cost_layers,
+    cost_layers_from_keras,
+    full_widths,
+    model_activation_elems,
+    model_macs,
+    model_params,
 )
 from reds_tf.errors import (
     ConfigError,
@@ -78,33 +83,41 @@ from reds_tf.errors import (
     RunDirError,
 )
 from reds_tf.fsutil import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
+from reds_tf.importance import fold_tied_scores, taylor_scores
+from reds_tf.knapsack import min_widths, solve_nested
+from reds_tf.models import build_model, load_base_model, load_plain_model, submodel
+from reds_tf.nested import (
+    bn_layers,
+    bn_stats_arrays,
+    build_nested,
+    estimate_bn_stats,
+    load_bn_stats,
+    nested_accuracy,
+    to_plain,
+    use_per_submodel_stats,
+)
+from reds_tf.permute import permute_by_importance, sort_permutations
+from reds_tf.report import write_report
+from reds_tf.train import accuracy, augmentation, finetune_joint, fit_classifier, set_seed
+from reds_tf.train_records import (
+    BN_STATS_FILE,
+    PRESENCE_ONLY,
+    RECORDS_FILE,
+    STAGE_FILES,
+    STAGE_OUTPUTS,
+    STAGES,
+    CheckedInputs,
+    Log,
+    check_training_inputs,
+    diff,
+    digest,
+    file_sha256,
+    log_default,
+    read_json,
+    stage_config,
+    write_records,
+)
 
-Log = Callable[[str], None]
-
-STAGES = ("base", "rank", "permute", "select", "finetune", "evaluate", "scratch", "report")
-# The file whose presence a stage is known by (the main output).
-STAGE_FILES = {
-    "base": "base.keras",
-    "rank": "importance.npz",
-    "permute": "permuted.keras",
-    "select": "knapsack.json",
-    "finetune": "model.keras",
-    "evaluate": "submodels.json",
-    "scratch": "scratch.json",
-    "report": "report.md",
-}
-BN_STATS_FILE = "bn_stats.npz"
-# Every file a stage may write: its record hashes those that exist afterwards,
-# and redoing the stage deletes them first.
-STAGE_OUTPUTS = {
-    **{s: (f,) for s, f in STAGE_FILES.items()},
-    "finetune": ("model.keras", BN_STATS_FILE),
-    "report": ("report.md", "accuracy_vs_macs.png"),
-}
-# ``reds export`` adds its int8 section to report.md: recorded by presence only.
-_PRESENCE_ONLY = frozenset({"report.md"})
-RECORDS_FILE = "stages.json"
-_RECORDS_VERSION = 1
 _BN_BATCHES = 200  # mini-batches behind each submodel's re-estimated BN statistics
 STAGE_TITLES = {
     "base": "base training",
@@ -116,37 +129,6 @@ STAGE_TITLES = {
     "scratch": "scratch baseline",
     "report": "report",
 }
-# Top-level config key -> first stage whose result depends on it. A stage's
-# record hashes every key of its own and earlier stages; None: no stage
-# depends on it (``baseline`` only adds or drops the scratch stage).
-_KEY_STAGE: dict[str, str | None] = {
-    "dataset": "base",
-    "seed": "base",
-    "model": "base",
-    "train": "base",
-    "importance": "rank",
-    "budgets": "select",
-    "block": "select",
-    "knapsack": "select",
-    "finetune": "finetune",
-    "name": "evaluate",
-    "baseline": None,
-    "memory_budget_bytes": "select",
-    "data": "base",
-    # Both BN variants are computed in "finetune"; the key only picks one.
-    "finetune.bn_stats": "evaluate",
-}
-
-
-def _key_stage(key: str) -> str | None:
-    """First stage depending on a (dotted) config key path."""
-    if key in _KEY_STAGE:
-        return _KEY_STAGE[key]
-    return _KEY_STAGE.get(key.split(".")[0], "base")
-
-
-def _log_default(msg: str) -> None:
-    print(f"[reds] {msg}", flush=True)
 
 
 def _fault(point: str) -> None:
@@ -188,27 +170,32 @@ def run_training(
     verbosity (default: progress bars on a terminal, one line per epoch else).
     ``threads`` caps TensorFlow's CPU threads (set once the config is valid).
     """
-    log = log or _log_default
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
-    t_start = time.perf_counter()
-    # Everything that can fail because of user input is checked first, before
-    # TensorFlow is loaded, any training and before the run directory exists.
-    cfg = with_overrides(
-        load_config(config_path),
+    checked = check_training_inputs(
+        config_path,
+        out_dir=out_dir,
         epochs=epochs,
         finetune_epochs=finetune_epochs,
         limit=limit,
         seed=seed,
+        base_model=base_model,
         baseline=baseline,
+        force=force,
+        log=log,
+        threads=threads,
     )
-    if threads is not None and not (isinstance(threads, int) and 1 <= threads <= 1024):
-        raise ConfigError(f"--threads must be an integer from 1 to 1024, got {threads!r}")
-    run = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
-    if base_model is not None:
-        base_model = str(base_model)
-    records = _check_run_dir(run, cfg, force, base_model, log)
-    _check_writable(run, force)
+    return train_checked(checked, log=log, verbose=verbose)
+
+
+def train_checked(
+    checked: CheckedInputs, *, log: Log | None = None, verbose: int | str | None = None
+) -> Path:
+    """Run all training stages for inputs :func:`check_training_inputs` accepted
+    (``reds train`` checks them before this module, and TensorFlow, is loaded)."""
+    log = log or log_default
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    cfg, run, records, base_model = checked.cfg, checked.run, checked.records, checked.base_model
+    threads, t_start = checked.threads, checked.t_start
     created = records is None and not run.exists()
     try:
         return _train(cfg, run, records, base_model, log, verbose, threads, t_start)
@@ -233,25 +220,21 @@ def _train(
     t_start: float,
 ) -> Path:
     if threads is not None:
-        import tensorflow as tf
-
         # Small models scale poorly across cores: two 1-thread runs side by side
         # finish sooner than the same two runs one after the other on 2 threads.
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     _remove_leftovers(run)
-    from reds_tf.data import load_dataset
-
     # ``data:`` options go to the loader; submodels.json keeps them so export,
     # simulate and monitor reload the same data.
-    data = check_data_options(cfg, load_dataset).limited(cfg.train.limit, seed=cfg.seed)
+    data = check_data_options(cfg, datasets.load_dataset).limited(cfg.train.limit, seed=cfg.seed)
     log(
         f"data: {cfg.dataset} from {data.source}: {len(data.x_train)} train, "
         f"{len(data.x_test)} test samples, input {data.input_shape}, {data.num_classes} classes"
     )
     ctx = _Ctx(cfg, run, data, log, verbose, base_model, records=dict(records or {}))
     resume = records is not None
-    ctx.meta = _read_json(run / "run.json") if resume else {"stages": {}}
+    ctx.meta = read_json(run / "run.json") if resume else {"stages": {}}
     if resume:
         log(f"resuming {run} (use --force to start over)")
     wanted = [s for s in STAGES if s != "scratch" or cfg.baseline == "scratch"]
@@ -297,39 +280,6 @@ def _train(
 # ---------------------------------------------------------------- stage records
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
-    """The part of the resolved config that ``stage`` and all earlier stages
-    depend on (what its record hashes)."""
-    upto = STAGES.index(stage)
-
-    def walk(node: dict[str, Any], path: str) -> dict[str, Any]:
-        out = {}
-        for k, v in node.items():
-            p = f"{path}.{k}" if path else str(k)
-            if isinstance(v, dict) and any(key.startswith(p + ".") for key in _KEY_STAGE):
-                if sub := walk(v, p):
-                    out[k] = sub
-                continue
-            s = _key_stage(p)
-            if s is not None and STAGES.index(s) <= upto:
-                out[k] = v
-        return out
-
-    return walk(config_to_dict(cfg), "")
-
-
 def _previous(ctx: _Ctx, stage: str) -> dict[str, Any] | None:
     """Record of the stage run before ``stage`` in this configuration."""
     wanted = [s for s in STAGES if s != "scratch" or ctx.cfg.baseline == "scratch"]
@@ -343,11 +293,11 @@ def _stale_reason(ctx: _Ctx, stage: str, prev: dict[str, Any] | None) -> str:
     if rec is None:
         return f"stage '{stage}' has no record (never finished)"
     conf = stage_config(ctx.cfg, stage)
-    if rec.get("config_hash") != _digest(conf):
-        diffs = _diff(rec.get("config"), conf)
+    if rec.get("config_hash") != digest(conf):
+        diffs = diff(rec.get("config"), conf)
         what = "; ".join(m for _k, m in diffs) if diffs else "its config changed"
         return f"config changed since stage '{stage}' ran ({what})"
-    if rec.get("after") != (None if prev is None else _digest(prev)):
+    if rec.get("after") != (None if prev is None else digest(prev)):
         return f"stage '{stage}' was recorded after a different earlier stage"
     files = rec.get("files")
     if not isinstance(files, dict) or STAGE_FILES[stage] not in files:
@@ -356,7 +306,7 @@ def _stale_reason(ctx: _Ctx, stage: str, prev: dict[str, Any] | None) -> str:
         path = ctx.run / name
         if not path.is_file():
             return f"{name} is missing"
-        if want != "present" and _sha256(path) != want:
+        if want != "present" and file_sha256(path) != want:
             return f"{name} differs from its record"
     return ""
 
@@ -367,42 +317,18 @@ def _commit(ctx: _Ctx, stage: str, root: Path) -> None:
     for name in STAGE_OUTPUTS[stage]:
         path = root / name
         if path.is_file():
-            files[name] = "present" if name in _PRESENCE_ONLY else _sha256(path)
+            files[name] = "present" if name in PRESENCE_ONLY else file_sha256(path)
     conf = stage_config(ctx.cfg, stage)
     prev = _previous(ctx, stage)
     ctx.records[stage] = {
-        "config_hash": _digest(conf),
-        "after": None if prev is None else _digest(prev),
+        "config_hash": digest(conf),
+        "after": None if prev is None else digest(prev),
         "files": files,
         "config": conf,
     }
     if stage == "base":
         ctx.records[stage]["base_model"] = ctx.base_model
-    _write_records(root, ctx.records)
-
-
-def _write_records(root: Path, records: dict[str, dict[str, Any]]) -> None:
-    ordered = {s: records[s] for s in STAGES if s in records}
-    write_json_atomic(root / RECORDS_FILE, {"version": _RECORDS_VERSION, "stages": ordered})
-
-
-def _read_records(run: Path) -> dict[str, dict[str, Any]] | None:
-    """The stage records of ``run`` (None: no stages.json, an older run dir)."""
-    path = run / RECORDS_FILE
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunDirError(f"{path} is unreadable ({e}); pass --force to start over") from e
-    stages = doc.get("stages") if isinstance(doc, dict) else None
-    if (
-        doc.get("version") != _RECORDS_VERSION
-        or not isinstance(stages, dict)
-        or any(k not in STAGES or not isinstance(v, dict) for k, v in stages.items())
-    ):
-        raise RunDirError(f"{path} is not a reds stage record; pass --force to start over")
-    return stages
+    write_records(root, ctx.records)
 
 
 def _invalidate(ctx: _Ctx, first: str) -> None:
@@ -410,7 +336,7 @@ def _invalidate(ctx: _Ctx, first: str) -> None:
     delete their files: the stages run again under the current config."""
     later = STAGES[STAGES.index(first) :]
     ctx.records = {s: r for s, r in ctx.records.items() if s not in later}
-    _write_records(ctx.run, ctx.records)
+    write_records(ctx.run, ctx.records)
     _fault(f"{first}:invalidated")
     for stage in later:
         for name in STAGE_OUTPUTS[stage]:
@@ -458,115 +384,12 @@ def _remove_leftovers(run: Path) -> None:
 # ---------------------------------------------------------------- checks
 
 
-def _check_run_dir(
-    run: Path, cfg: Config, force: bool, base_model: str | None, log: Log
-) -> dict[str, dict[str, Any]] | None:
-    """The stage records of an earlier run in ``run`` to resume (None: a new
-    run). Refuses a foreign directory and a changed base without --force."""
-    if not run.exists():
-        return None
-    if not run.is_dir():
-        raise RunDirError(f"{run} exists and is not a directory; choose another --out")
-    if force:
-        return None  # replaced atomically once the first stage has finished
-    cfg_file = run / "config.yaml"
-    if not cfg_file.exists() or not (run / STAGE_FILES["base"]).exists():
-        if any(run.iterdir()):
-            raise RunDirError(
-                f"{run} exists but is not a reds run directory (no config.yaml/base.keras); "
-                "choose another --out, or pass --force to replace it"
-            )
-        return None
-    if base_model is not None:
-        raise RunDirError(
-            f"{run} already has a base model; pass --force to start over from --base {base_model}"
-        )
-    records = _read_records(run)
-    base_now = stage_config(cfg, "base")
-    if records is None:
-        # A run dir from before stage records: its base.keras and config.yaml
-        # were always written together (a changed base needed --force), so the
-        # base model is kept when config.yaml's base keys match; the rest is redone.
-        try:
-            old = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            raise RunDirError(f"{cfg_file} is unreadable ({e}); pass --force to start over") from e
-        old_base = _diff(old if isinstance(old, dict) else {}, config_to_dict(cfg))
-        changed = [m for k, m in old_base if _key_stage(k) == "base"]
-        if changed:
-            raise RunDirError(
-                f"{run} was trained with a different base config ({'; '.join(changed)}); "
-                "pass --force to start over, or --out to train into another directory"
-            )
-        meta = _read_json(run / "run.json")
-        log(f"{run} has no stage records (older reds_tf): keeping base.keras, redoing the rest")
-        records = {
-            "base": {
-                "config_hash": _digest(base_now),
-                "after": None,
-                "files": {"base.keras": _sha256(run / STAGE_FILES["base"])},
-                "config": base_now,
-                "base_model": meta.get("base_model"),
-            }
-        }
-        return records  # written with the first record of this run
-    rec = records.get("base")
-    if rec is None:
-        raise RunDirError(f"{run} has no record of its base model; pass --force to start over")
-    if rec.get("config_hash") != _digest(base_now):
-        changed = "; ".join(m for _k, m in _diff(rec.get("config"), base_now)) or "changed"
-        raise RunDirError(
-            f"{run} was trained with a different base config ({changed}); pass --force to "
-            "start over, or --out to train into another directory"
-        )
-    files = rec.get("files")
-    base_file = run / STAGE_FILES["base"]
-    if not isinstance(files, dict) or files.get(base_file.name) != _sha256(base_file):
-        raise RunDirError(
-            f"{base_file} differs from its record in {RECORDS_FILE} (modified or corrupt); "
-            "pass --force to start over"
-        )
-    return records
-
-
-def _check_writable(run: Path, force: bool) -> None:
-    """Fail before any work when the run directory cannot be written: probe
-    with a temp file where the first write goes (the run dir when it exists,
-    else the nearest existing folder above it, where it will be created)."""
-    target = run if run.exists() and not force else run.parent
-    while not target.exists() and target != target.parent:
-        target = target.parent
-    if not target.is_dir():
-        raise OutputError(f"cannot create {run}: {target} is not a directory; choose another --out")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".reds-write-check.", dir=target)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise OutputError(
-            f"cannot write to {target} ({e.strerror or e}); choose another --out"
-        ) from None
-
-
 def _os_message(e: OSError, run: Path) -> str:
     path = e.filename if e.filename is not None else run
     return f"{path}: {e.strerror or e} (while training into {run})"
 
 
-def _diff(old: Any, new: Any, path: str = "") -> list[tuple[str, str]]:
-    """``(key path, "key was X, now Y")`` for every leaf that differs."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in sorted(set(old) | set(new), key=str):
-            out += _diff(old.get(k), new.get(k), f"{path}.{k}" if path else str(k))
-        return out
-    return [] if old == new else [(path, f"{path} was {old!r}, now {new!r}")]
-
-
 def _base_or_fresh_model(ctx: _Ctx):
-    from reds_tf.models import build_model, load_base_model
-    from reds_tf.train import set_seed
-
     d = ctx.data
     if ctx.base_model is not None:
         return load_base_model(ctx.base_model, d.input_shape, d.num_classes)
@@ -578,14 +401,6 @@ def _check_budgets(ctx: _Ctx, resume: bool) -> None:
     """Fail fast (before training, before a resumed run deletes anything) on
     budgets or a memory limit no submodel can meet: both follow from the
     architecture alone."""
-    from reds_tf.costs import (
-        cost_layers_from_keras,
-        full_widths,
-        model_activation_elems,
-        model_macs,
-    )
-    from reds_tf.knapsack import min_widths
-
     if resume:
         model = _load_model(ctx, STAGE_FILES["base"])
     else:
@@ -627,18 +442,7 @@ def _check_budgets(ctx: _Ctx, resume: bool) -> None:
 # ---------------------------------------------------------------- helpers
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {"stages": {}}
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunDirError(f"{path} is unreadable ({e}); pass --force to start over") from e
-
-
 def _load_model(ctx: _Ctx, fname: str):
-    from reds_tf.models import load_plain_model
-
     path = ctx.run / fname
     try:
         return load_plain_model(path)
@@ -658,15 +462,13 @@ def _scores(ctx: _Ctx) -> dict[str, np.ndarray]:
 
 
 def _knapsack(ctx: _Ctx) -> dict[str, Any]:
-    return _read_json(ctx.run / STAGE_FILES["select"])
+    return read_json(ctx.run / STAGE_FILES["select"])
 
 
 # ---------------------------------------------------------------- stages
 
 
 def _stage_base(ctx: _Ctx) -> str:
-    from reds_tf.train import accuracy, fit_classifier
-
     cfg, d = ctx.cfg, ctx.data
     model = ctx.cache.pop("initial_model", None) or _base_or_fresh_model(ctx)
     if ctx.base_model is None:
@@ -703,10 +505,6 @@ def _stage_base(ctx: _Ctx) -> str:
 
 
 def _stage_rank(ctx: _Ctx) -> str:
-    from reds_tf.costs import cost_layers_from_keras
-    from reds_tf.importance import fold_tied_scores, taylor_scores
-    from reds_tf.train import set_seed
-
     model = _load_model(ctx, STAGE_FILES["base"])
     layers = cost_layers_from_keras(model)
     names = [c.name for c in layers if c.prunable or c.kind == "depthwise"]
@@ -733,8 +531,6 @@ def _stage_rank(ctx: _Ctx) -> str:
 
 
 def _stage_permute(ctx: _Ctx) -> str:
-    from reds_tf.permute import permute_by_importance
-
     model = _load_model(ctx, STAGE_FILES["base"])
     permuted, _, _ = permute_by_importance(model, _scores(ctx))
     # Guard the "exactly function-preserving" claim on real data every run.
@@ -747,10 +543,6 @@ def _stage_permute(ctx: _Ctx) -> str:
 
 
 def _stage_select(ctx: _Ctx) -> str:
-    from reds_tf.costs import cost_layers_from_keras
-    from reds_tf.knapsack import solve_nested
-    from reds_tf.permute import sort_permutations
-
     model = _load_model(ctx, STAGE_FILES["permute"])
     layers = cost_layers_from_keras(model)
     raw = _scores(ctx)
@@ -781,17 +573,11 @@ def _stage_select(ctx: _Ctx) -> str:
 
 
 def _param_fractions(layers, widths: list[dict[str, int]]) -> list[float]:
-    from reds_tf.costs import full_widths, model_params
-
     full = model_params(layers, full_widths(layers))
     return [model_params(layers, w) / full for w in widths]
 
 
 def _stage_finetune(ctx: _Ctx) -> str:
-    from reds_tf.costs import cost_layers_from_keras
-    from reds_tf.nested import bn_layers, bn_stats_arrays, build_nested, estimate_bn_stats, to_plain
-    from reds_tf.train import augmentation, finetune_joint, set_seed
-
     full = _load_model(ctx, STAGE_FILES["permute"])
     widths = _knapsack(ctx)["widths"]
     layers = cost_layers_from_keras(full)
@@ -843,18 +629,6 @@ def _stage_finetune(ctx: _Ctx) -> str:
 
 
 def _stage_evaluate(ctx: _Ctx) -> str:
-    import dataclasses
-
-    from reds_tf import ir
-    from reds_tf.costs import cost_layers, model_params
-    from reds_tf.nested import (
-        bn_layers,
-        build_nested,
-        load_bn_stats,
-        nested_accuracy,
-        use_per_submodel_stats,
-    )
-
     cfg, d = ctx.cfg, ctx.data
     model = _load_model(ctx, STAGE_FILES["finetune"])
     ks = _knapsack(ctx)
@@ -915,11 +689,6 @@ def _stage_evaluate(ctx: _Ctx) -> str:
 
 
 def _stage_scratch(ctx: _Ctx) -> str:
-    import tf_keras as keras
-
-    from reds_tf.models import submodel
-    from reds_tf.train import accuracy, fit_classifier, set_seed
-
     cfg, d = ctx.cfg, ctx.data
     full = _load_model(ctx, STAGE_FILES["finetune"])
     ks = _knapsack(ctx)
@@ -954,8 +723,6 @@ def _stage_scratch(ctx: _Ctx) -> str:
 
 
 def _stage_report(ctx: _Ctx) -> str:
-    from reds_tf.report import write_report
-
     write_report(ctx.run, include_scratch=ctx.cfg.baseline == "scratch")
     return "report.md, accuracy_vs_macs.png"
 

@@ -129,22 +129,22 @@ def foreign_records(tmp: Path) -> None:
 def tampered_base(tmp: Path) -> None:
     """Records that match the config, but base.keras changed since."""
     from reds_tf.config import load_config
-    from reds_tf.pipeline import _digest, stage_config
+    from reds_tf.train_records import digest, stage_config
 
     run = _fake_run(tmp)
     conf = stage_config(load_config(_DEFAULT), "base")
-    rec = {"config_hash": _digest(conf), "after": None, "files": {"base.keras": "0" * 64}}
+    rec = {"config_hash": digest(conf), "after": None, "files": {"base.keras": "0" * 64}}
     (run / "stages.json").write_text(json.dumps({"version": 1, "stages": {"base": rec}}))
 
 
 def changed_base(tmp: Path) -> None:
     from reds_tf.config import load_config
-    from reds_tf.pipeline import _digest, _sha256, stage_config
+    from reds_tf.train_records import digest, file_sha256, stage_config
 
     run = _fake_run(tmp)
     conf = stage_config(load_config(_DEFAULT), "base")
-    files = {"base.keras": _sha256(run / "base.keras")}
-    rec = {"config_hash": _digest(conf), "after": None, "files": files, "config": conf}
+    files = {"base.keras": file_sha256(run / "base.keras")}
+    rec = {"config_hash": digest(conf), "after": None, "files": files, "config": conf}
     (run / "stages.json").write_text(json.dumps({"version": 1, "stages": {"base": rec}}))
 
 

@@ -71,7 +71,7 @@ def full_accuracy_matches(run: Path, data) -> None:
 def check_complete(run: Path, cfg, data) -> None:
     """A finished run: every wanted stage recorded for ``cfg`` (a Config),
     model.keras matches submodels.json, nothing temporary left."""
-    from reds_tf.pipeline import stage_config
+    from reds_tf.train_records import stage_config
 
     records = check_records(run)
     wanted = [s for s in STAGES if s != "scratch" or cfg.baseline == "scratch"]
