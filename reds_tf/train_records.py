@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from reds_tf import rundir
 from reds_tf.config import Config, config_to_dict, load_config, with_overrides
 from reds_tf.errors import ConfigError, OutputError, RunDirError
 from reds_tf.fsutil import write_json_atomic
@@ -27,25 +28,25 @@ Log = Callable[[str], None]
 STAGES = ("base", "rank", "permute", "select", "finetune", "evaluate", "scratch", "report")
 # The file whose presence a stage is known by (the main output).
 STAGE_FILES = {
-    "base": "base.keras",
-    "rank": "importance.npz",
-    "permute": "permuted.keras",
-    "select": "knapsack.json",
-    "finetune": "model.keras",
-    "evaluate": "submodels.json",
-    "scratch": "scratch.json",
-    "report": "report.md",
+    "base": rundir.BASE_MODEL,
+    "rank": rundir.IMPORTANCE,
+    "permute": rundir.PERMUTED_MODEL,
+    "select": rundir.KNAPSACK,
+    "finetune": rundir.MODEL,
+    "evaluate": rundir.SUBMODELS,
+    "scratch": rundir.SCRATCH,
+    "report": rundir.REPORT,
 }
-BN_STATS_FILE = "bn_stats.npz"
+BN_STATS_FILE = rundir.BN_STATS
 # Every file a stage may write: its record hashes those that exist afterwards,
 # and redoing the stage deletes them first.
 STAGE_OUTPUTS = {
     **{s: (f,) for s, f in STAGE_FILES.items()},
-    "finetune": ("model.keras", BN_STATS_FILE),
-    "report": ("report.md", "accuracy_vs_macs.png"),
+    "finetune": (rundir.MODEL, BN_STATS_FILE),
+    "report": (rundir.REPORT, rundir.PLOT),
 }
 # ``reds export`` adds its int8 section to report.md: recorded by presence only.
-PRESENCE_ONLY = frozenset({"report.md"})
+PRESENCE_ONLY = frozenset({rundir.REPORT})
 RECORDS_FILE = "stages.json"
 _RECORDS_VERSION = 1
 
