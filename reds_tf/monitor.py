@@ -36,7 +36,6 @@ from reds_tf.serial_protocol import (
     RedsClient,
     check_reply,
 )
-from reds_tf.sim import load_manifest
 
 HELP = """commands (one per line, the firmware answers each with one JSON line):
   info          model, submodels, MACs, input quantisation, memory
@@ -84,7 +83,7 @@ def check_arguments(baud: int, timeout: float, samples: int) -> None:
 def _run_manifest(run_dir: str | os.PathLike) -> dict:
     if not Path(run_dir).is_dir():
         raise RunDirError(f"run directory {run_dir} does not exist")
-    manifest = load_manifest(run_dir)
+    manifest = rundir.load_manifest(run_dir)
     rundir.check_export_current(run_dir, manifest)
     return manifest
 
