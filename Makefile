@@ -9,9 +9,10 @@ RUN    ?= runs/$(basename $(notdir $(CONFIG)))
 BOARD  ?= nano33ble
 PORT   ?=
 # Debian packages: Fashion-MNIST, the Arm toolchain and QEMU (firmware, tests, bench),
-# espeak-ng + sox (the offline synthetic_keywords data set).
+# g++ (host simulator, native firmware, QEMU plugin), espeak-ng + sox (the offline
+# synthetic_keywords data set), util-linux (unshare: the read-only/full-disk tests).
 APT_PACKAGES := dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm \
-                espeak-ng sox
+                g++ espeak-ng sox util-linux
 
 .PHONY: setup apt venv train export test lint bench flash monitor clean
 
