@@ -23,7 +23,7 @@ from reds_tf.errors import RedsError
 from reds_tf.fsutil import write_text_atomic
 from reds_tf.quant import slicer
 from reds_tf.quant.tflm import run_tflm
-from reds_tf.sim import load_manifest, load_runtime
+from reds_tf.sim import Runtime, load_manifest
 
 BENCH_BEGIN = "<!-- reds export: host begin -->"
 BENCH_END = "<!-- reds export: host end -->"
@@ -48,8 +48,10 @@ def benchmark(
     """
     run = Path(run_dir)
     manifest = load_manifest(run)
-    rt = load_runtime(run, trust=trust)
-    generic = load_runtime(run, native=False, trust=trust)
+    src = rundir.verify_sources(run, manifest, trust=trust)  # once for both builds
+    shape = tuple(manifest["input_shape"])
+    rt = Runtime(src, shape)
+    generic = Runtime(src, shape, native=False)
     x, _ = rundir.quantized_test_set(run, manifest, samples)
 
     def weight_bytes(path: Path) -> int:

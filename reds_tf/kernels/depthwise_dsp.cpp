@@ -1,14 +1,7 @@
 /* depthwise_dsp.cpp: the Cortex-M4 DSP depthwise convolution kernel (reds_depthwise_dsp).
  * Same signature and bit-identical results as reds_depthwise_ref.
  */
-/* The Arduino core builds every sketch with -Os; these loops are where the
- * time goes, and at -Os GCC stops unrolling and scheduling them (DS-CNN-S:
- * 2.00 instead of 1.84 instructions per MAC). The kernel files alone are built
- * at -O2 when the build optimises for size (GCC 7 and later; other builds,
- * such as the host simulator's -O3, keep their flags). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE_SIZE__)
-#pragma GCC optimize("O2")
-#endif
+#include "reds_kernel_opt.h" /* first: -O2 for the kernels in -Os builds */
 
 #include <stddef.h>
 #include <stdint.h>

@@ -6,13 +6,7 @@
  * for the host, for bare-metal Cortex-M without libstdc++, and inside Arduino
  * sketches.
  */
-/* The Arduino core builds every sketch with -Os, which leaves these loops
- * unscheduled; the kernel files alone are built at -O2 when the build
- * optimises for size (GCC; other builds, such as the host simulator's -O3,
- * keep their flags). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE_SIZE__)
-#pragma GCC optimize("O2")
-#endif
+#include "reds_kernel_opt.h" /* first: -O2 for the kernels in -Os builds */
 
 #include <stddef.h>
 #include <stdint.h>
