@@ -529,7 +529,7 @@ def run_bench(
     OSError while writing is one OutputError line."""
     t0 = time.monotonic()
     run_dir = Path(run_dir)
-    rundir.RunDir(run_dir).require()
+    rundir.require_run_dir(run_dir)
     manifest = rundir.load_manifest(run_dir)
     kind = model_kind(run_dir)
     src_dir = rundir.verify_sources(run_dir, manifest, trust=trust)

@@ -79,38 +79,13 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 
 
-class RunDir:
-    """Paths of one run directory (nothing is read or checked on creation)."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
-    def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r})"
-
-    config = property(lambda self: self.path / CONFIG)
-    model = property(lambda self: self.path / MODEL)
-    submodels = property(lambda self: self.path / SUBMODELS)
-    bn_stats = property(lambda self: self.path / BN_STATS)
-    scratch = property(lambda self: self.path / SCRATCH)
-    run_json = property(lambda self: self.path / RUN_JSON)
-    report = property(lambda self: self.path / REPORT)
-    export = property(lambda self: self.path / EXPORT)
-    manifest = property(lambda self: self.path / MANIFEST)
-    export_src = property(lambda self: self.path / EXPORT_SRC)
-    bench_json = property(lambda self: self.path / BENCH_JSON)
-    bench_build = property(lambda self: self.path / BENCH_BUILD)
-    firmware = property(lambda self: self.path / FIRMWARE)
-
-    def require(self) -> RunDir:
-        """Self, or a RunDirError when the folder does not exist."""
-        if not self.path.is_dir():
-            what = "is not a folder" if self.path.exists() else "does not exist"
-            raise RunDirError(f"run directory {self.path} {what}; train one with `reds train`")
-        return self
+def require_run_dir(run_dir: str | os.PathLike) -> Path:
+    """``run_dir`` as a Path, or a RunDirError when it is not a folder."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        what = "is not a folder" if run.exists() else "does not exist"
+        raise RunDirError(f"run directory {run} {what}; train one with `reds train`")
+    return run
 
 
 # -- validation helpers ---------------------------------------------------------
@@ -488,9 +463,7 @@ def sources_sha256(src_dir: str | os.PathLike) -> str:
 def export_src(run_dir: str | os.PathLike) -> Path:
     """``RUN/export/src`` when the run directory exists and holds a generated
     runtime, else a one-line RunDirError saying what to run."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise RunDirError(f"run directory {run} does not exist; train one with `reds train`")
+    run = require_run_dir(run_dir)
     src = run / EXPORT_SRC
     if not (src / "reds_model.h").is_file():
         raise RunDirError(
