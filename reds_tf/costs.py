@@ -15,6 +15,12 @@ Layer kinds:
 - ``depthwise``: one filter per input channel, so the output width always
   equals the input width; each channel costs ``macs_per_pair`` MACs and
   ``params_per_pair`` weights. Its width is never chosen on its own.
+
+Tied groups (residual networks): layers whose outputs an ``Add`` joins keep the
+same channels, so they share one width. Every member but the first (the
+group's representative) names it in ``tied``; its width is never chosen on
+its own, and a layer reading the group names the representative as its
+``producer``.
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ class CostLayer:
             (dense 1, conv ``H_out*W_out``); used by activation-memory limits.
         input_elems_per_unit: activation elements per input unit when
             ``producer`` is None (dense 1, conv ``H_in*W_in``).
+        tied: the representative (an earlier, untied dense/conv layer of the
+            same ``units``) whose width this layer shares because an ``Add``
+            joins their outputs; None for a width of its own.
     """
 
     name: str
@@ -67,6 +76,12 @@ class CostLayer:
     params_per_pair: int = 1
     out_elems_per_unit: int = 1
     input_elems_per_unit: int = 1
+    tied: str | None = None
+
+    @property
+    def follows(self) -> bool:
+        """Whether the width follows another layer's (depthwise or tied group)."""
+        return self.kind in TIED_KINDS or self.tied is not None
 
 
 def validate_layers(layers: Sequence[CostLayer]) -> dict[str, CostLayer]:
@@ -112,6 +127,13 @@ def validate_layers(layers: Sequence[CostLayer]) -> dict[str, CostLayer]:
             raise ValueError(
                 f"depthwise layer {layer.name!r} has {layer.units} units but {full_in} inputs"
             )
+        if layer.tied is not None:
+            rep = by_name.get(layer.tied)
+            if rep is None or rep.follows or layer.kind in TIED_KINDS or rep.units != layer.units:
+                raise ValueError(
+                    f"layer {layer.name!r}: tied to {layer.tied!r}, which must be an earlier "
+                    f"untied dense/conv layer of {layer.units} units"
+                )
         by_name[layer.name] = layer
     return by_name
 
@@ -124,9 +146,9 @@ def full_widths(layers: Sequence[CostLayer]) -> dict[str, int]:
 def resolve_widths(layers: Sequence[CostLayer], widths: Mapping[str, int]) -> dict[str, int]:
     """Complete and check a width assignment.
 
-    ``widths`` must give every prunable bilinear layer; non-prunable layers
-    default to full width and depthwise layers to their input width (if given,
-    they must match).
+    ``widths`` must give every prunable bilinear layer that is not tied;
+    non-prunable layers default to full width, depthwise layers to their input
+    width and tied layers to their representative's (if given, they must match).
 
     Returns:
         ``{name: width}`` for every layer, in layer order.
@@ -143,6 +165,8 @@ def resolve_widths(layers: Sequence[CostLayer], widths: Mapping[str, int]) -> di
     for layer in layers:
         if layer.kind in TIED_KINDS:
             w = layer.input_units if layer.producer is None else out[layer.producer]
+        elif layer.tied is not None:
+            w = out[layer.tied]
         elif not layer.prunable:
             w = layer.units
         elif layer.name in widths:
@@ -150,7 +174,12 @@ def resolve_widths(layers: Sequence[CostLayer], widths: Mapping[str, int]) -> di
         else:
             raise ValueError(f"no width given for prunable layer {layer.name!r}")
         if layer.name in widths and int(widths[layer.name]) != w:
-            why = "its input width" if layer.kind in TIED_KINDS else "full width (not prunable)"
+            if layer.kind in TIED_KINDS:
+                why = "its input width"
+            elif layer.tied is not None:
+                why = f"the width of {layer.tied!r} (joined by an Add)"
+            else:
+                why = "full width (not prunable)"
             raise ValueError(
                 f"layer {layer.name!r}: width {widths[layer.name]} given, but it is fixed "
                 f"to {why} = {w}"

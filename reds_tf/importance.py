@@ -75,27 +75,35 @@ def taylor_scores(
 
 
 def fold_tied_scores(scores: dict[str, np.ndarray], layers: Sequence) -> dict[str, np.ndarray]:
-    """Scores per prunable (width-choosing) layer, with every depthwise layer's
-    channel scores added to the layer whose width it is tied to.
+    """Scores per width-choosing layer, with every depthwise layer's channel
+    scores and every tied layer's unit scores added to the layer whose width
+    it follows.
 
     A depthwise channel exists exactly as long as the producer's unit that feeds
-    it, so the pair is one unit: its value is the sum of both scores.
+    it, so the pair is one unit: its value is the sum of both scores. Likewise
+    the units of a tied group (outputs joined by an ``Add``) are one channel of
+    the sum, kept or dropped together: the representative gets the group's sum.
 
     Args:
-        scores: ``{name: (units,)}`` for the prunable layers and, optionally,
-            the depthwise layers (original unit order).
+        scores: ``{name: (units,)}`` for the prunable layers (tied ones
+            included) and, optionally, the depthwise layers (original unit order).
         layers: the model's :class:`reds_tf.costs.CostLayer` list.
     Returns:
-        ``{name: (units,)}`` for the prunable layers only.
+        ``{name: (units,)}`` for the width-choosing (prunable, untied) layers only.
     """
     by_name = {c.name: c for c in layers}
-    out = {c.name: np.asarray(scores[c.name], np.float64).copy() for c in layers if c.prunable}
+    out = {
+        c.name: np.asarray(scores[c.name], np.float64).copy()
+        for c in layers
+        if c.prunable and not c.follows
+    }
     for c in layers:
-        if c.kind != "depthwise" or c.name not in scores:
+        if not c.follows or c.name not in scores:
             continue
-        root = c.producer
-        while root is not None and by_name[root].kind == "depthwise":
-            root = by_name[root].producer
+        root: str | None = c.name
+        while root is not None and by_name[root].follows:
+            r = by_name[root]
+            root = r.tied if r.tied is not None else r.producer
         if root is not None and root in out:  # None: tied to the fixed model input
             out[root] += np.asarray(scores[c.name], np.float64)
     return out

@@ -30,6 +30,11 @@ Formulation (exact):
   solving (exact, and it shrinks small-budget models several-fold).
 - the budget row uses the exact integer MACs and ``floor(p * MACs(full))``.
 
+A tied group (layers whose outputs an ``Add`` joins, see :mod:`reds_tf.costs`)
+is one width variable: its representative's; its importance is the sum over the
+group (:func:`reds_tf.importance.fold_tied_scores`). Residual networks are not
+chains (a block's last layer couples back to the group), so they take the MILP.
+
 Nesting is enforced by solving from the smallest budget up and removing every
 level below the width a layer had in the previous submodel; that submodel is
 also CBC's warm start, so a time limit still leaves a valid nested answer.
@@ -90,9 +95,10 @@ Layers = Sequence[CostLayer] | ir.Graph  # a graph goes through costs.cost_layer
 
 
 def free_layers(layers: Layers) -> list[CostLayer]:
-    """The layers whose width the knapsack chooses (prunable, not depthwise)."""
+    """The layers whose width the knapsack chooses (prunable, neither depthwise nor
+    tied to a group's representative: a tied group is one width variable)."""
     layers = as_cost_layers(layers)
-    return [layer for layer in layers if layer.prunable and layer.kind not in TIED_KINDS]
+    return [layer for layer in layers if layer.prunable and not layer.follows]
 
 
 def min_widths(layers: Layers, block: int) -> dict[str, int]:
@@ -193,6 +199,8 @@ def _prepare(
             source[layer.name] = (
                 layer.input_units if layer.producer is None else source[layer.producer]
             )
+        elif layer.tied is not None:
+            source[layer.name] = source[layer.tied]
         elif layer.name in levels:
             source[layer.name] = layer.name
         else:

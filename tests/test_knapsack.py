@@ -310,3 +310,67 @@ def test_dead_units_do_not_waste_budget():
             for name in ("fc1", "fc2"):
                 if w[name] < 256:
                     assert model_macs(layers, {**w, name: w[name] + 4}) > b * full
+
+
+def _residual_instance(rng):
+    """A small residual network's cost model: a stem g, an identity block (a, then
+    b joined with g by an Add: b is tied to g), a projection block (c, then d
+    joined with the 1x1 projection p of g: d tied to p) and the classifier."""
+    block = int(rng.integers(1, 4))
+
+    def units() -> int:
+        return int(rng.integers(block, 4 * block + 1))
+
+    def mpp() -> int:
+        return int(rng.integers(1, 12))
+
+    ug, ua, up, uc = units(), units(), units(), units()
+    layers = [
+        CostLayer("g", "conv", ug, mpp(), None, 3),
+        CostLayer("a", "conv", ua, mpp(), "g", 0),
+        CostLayer("b", "conv", ug, mpp(), "a", 0, tied="g"),
+        CostLayer("c", "conv", uc, mpp(), "g", 0),
+        CostLayer("p", "conv", up, mpp(), "g", 0),
+        CostLayer("d", "conv", up, mpp(), "c", 0, tied="p"),
+        CostLayer("out", "dense", int(rng.integers(2, 6)), 1, "p", 0, prunable=False),
+    ]
+    lo = min_macs_fraction(layers, block)
+    budgets = sorted(rng.uniform(lo, 1.0, size=int(rng.integers(2, 4))).tolist()) + [1.0]
+    return layers, block, budgets
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_tied_groups_match_bruteforce(seed):
+    """A tied group (outputs joined by an Add) is ONE width variable: the MILP
+    equals brute force, and every member has its representative's width."""
+    rng = np.random.default_rng(500 + seed)
+    layers, block, budgets = _residual_instance(rng)
+    assert [c.name for c in free_layers(layers)] == ["g", "a", "c", "p"]
+    scores = _sorted_scores(rng, layers)
+    milp = solve_nested(layers, scores, budgets, block, log=None)
+    brute = solve_bruteforce(layers, scores, budgets, block)
+    for res in (milp, brute):
+        _assert_valid(layers, block, res)
+        for w in res.widths:
+            assert w["b"] == w["g"] and w["d"] == w["p"]
+    np.testing.assert_allclose(milp.value, brute.value, rtol=1e-9, atol=0)
+
+
+def test_tied_layer_rules():
+    from reds_tf.costs import resolve_widths, validate_layers
+    from reds_tf.importance import fold_tied_scores
+
+    g = CostLayer("g", "conv", 8, 9, None, 3)
+    with pytest.raises(ValueError, match="tied to 'g'"):
+        validate_layers([g, CostLayer("b", "conv", 6, 9, "g", 0, tied="g")])
+    with pytest.raises(ValueError, match="tied to 'x'"):
+        validate_layers([g, CostLayer("b", "conv", 8, 9, "g", 0, tied="x")])
+    layers = [g, CostLayer("b", "conv", 8, 9, "g", 0, tied="g"),
+              CostLayer("o", "dense", 3, 1, "g", 0, prunable=False)]  # fmt: skip
+    assert resolve_widths(layers, {"g": 4}) == {"g": 4, "b": 4, "o": 3}
+    with pytest.raises(ValueError, match="width of 'g' \\(joined by an Add\\)"):
+        resolve_widths(layers, {"g": 4, "b": 5})
+    # Importance: the group's units are one unit each, worth the sum of the members'.
+    folded = fold_tied_scores({"g": np.arange(8.0), "b": np.ones(8)}, layers)
+    assert list(folded) == ["g"]
+    np.testing.assert_array_equal(folded["g"], np.arange(8.0) + 1)
