@@ -36,7 +36,6 @@ from reds_tf.sim import Runtime
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-CALIBRATION_SAMPLES = 500
 REPORT_BEGIN = "<!-- reds export: begin -->"
 REPORT_END = "<!-- reds export: end -->"
 
@@ -318,14 +317,14 @@ def _export_locked(
     elif bn_mode == "per_submodel":
         bn_mode = "shared"  # no BatchNorm layer: nothing differs between submodels
     chain = dense_chain(model, sub) if dense else None
-    data = load_run_data(sub)
+    run_data = load_run_data(run, sub, need_train=qat)
+    if run_data.note:
+        log(f"export: {run_data.note}")
+    data, rep = run_data.dataset, run_data.calibration
     if list(data.input_shape) != list(sub["input_shape"]):
         raise RunDirError(
             f"data set input {data.input_shape} differs from submodels.json {sub['input_shape']}"
         )
-    rng = np.random.default_rng(0)
-    n_rep = min(CALIBRATION_SAMPLES, len(data.x_train))
-    rep = data.x_train[np.sort(rng.choice(len(data.x_train), n_rep, replace=False))]
 
     to_convert = model
     if qat:

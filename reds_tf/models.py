@@ -10,8 +10,11 @@ New architectures register a builder in :data:`MODEL_TYPES` under their
 
 from __future__ import annotations
 
+import json
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tf_keras as keras
@@ -506,20 +509,69 @@ def _has_conv(model: keras.Model) -> bool:
 
 
 def load_base_model(path: str | Path, input_shape: Sequence[int], num_classes: int) -> keras.Model:
-    """Load a user's pretrained ``.keras``/``.h5`` model and canonicalise it: a
-    model with a convolution is checked by :func:`canonical_conv`, any other by
-    :func:`canonical_dnn`."""
+    """Load a user's pretrained ``.keras``/``.h5`` model and canonicalise it
+    (:func:`read_base_model`, then :func:`canonical_base`)."""
+    model = read_base_model(path)
+    return canonical_base(model, input_shape, num_classes, source=f"--base {path}")
+
+
+def canonical_base(
+    model: Any, input_shape: Sequence[int], num_classes: int, source: str = "model"
+) -> keras.Model:
+    """Check and canonicalise a user's tf_keras model: one with a convolution by
+    :func:`canonical_conv`, any other by :func:`canonical_dnn`."""
+    if not isinstance(model, keras.Model):
+        kind = type(model).__module__.split(".")[0]
+        if kind == "keras":
+            raise RedsError(
+                f"{source}: a Keras 3 model; reds_tf trains tf_keras models: build it with "
+                "`import tf_keras as keras` (same API) instead of `import keras`"
+            )
+        raise RedsError(f"{source}: expected a tf_keras model, got {type(model).__name__}")
+    check = canonical_conv if _has_conv(model) else canonical_dnn
+    return check(model, input_shape, num_classes, source=source)
+
+
+def keras3_file(path: Path) -> bool:
+    """Whether ``path`` was saved by Keras 3 (which tf_keras cannot load): a
+    ``.keras`` zip whose metadata.json names Keras 3, or an HDF5 file whose
+    ``keras_version`` attribute starts with 3."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                meta = json.loads(z.read("metadata.json"))
+            return str(meta.get("keras_version", "")).startswith("3")
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89HDF\r\n\x1a\n":
+                return False
+        import h5py  # a TensorFlow dependency; only needed for .h5 files
+
+        with h5py.File(path, "r") as h:
+            version = h.attrs.get("keras_version", "")
+        if isinstance(version, bytes):
+            version = version.decode("utf-8", "replace")
+        return str(version).startswith("3")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return False
+
+
+def read_base_model(path: str | Path) -> keras.Model:
+    """A user's ``.keras``/``.h5`` model file as saved (not yet checked)."""
     path = Path(path)
     if not path.exists():
         raise RedsError(f"--base: file not found: {path}")
+    if keras3_file(path):
+        raise RedsError(
+            f"--base: {path} was saved by Keras 3, which tf_keras cannot read; build and save "
+            "the model with `import tf_keras as keras` (same API), or in Keras 3 re-create it "
+            "in tf_keras and copy the weights layer by layer (`set_weights`)"
+        )
     try:
-        model = keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types for unreadable files
         raise RedsError(
             f"--base: cannot load {path} as a tf_keras model ({type(e).__name__}: {e})"
         ) from e
-    check = canonical_conv if _has_conv(model) else canonical_dnn
-    return check(model, input_shape, num_classes, source=f"--base {path}")
 
 
 def load_plain_model(path: str | Path) -> keras.Model:

@@ -76,6 +76,7 @@ from reds_tf.costs import (
     model_macs,
     model_params,
 )
+from reds_tf.data.snapshot import content_sha256, snapshot_bytes
 from reds_tf.errors import (
     ConfigError,
     InfeasibleBudgetError,
@@ -85,7 +86,13 @@ from reds_tf.errors import (
 from reds_tf.fsutil import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
 from reds_tf.importance import fold_tied_scores, taylor_scores
 from reds_tf.knapsack import min_widths, solve_nested
-from reds_tf.models import build_model, load_base_model, load_plain_model, submodel
+from reds_tf.models import (
+    build_model,
+    canonical_base,
+    load_plain_model,
+    read_base_model,
+    submodel,
+)
 from reds_tf.nested import (
     bn_layers,
     bn_stats_arrays,
@@ -98,6 +105,7 @@ from reds_tf.nested import (
 )
 from reds_tf.permute import permute_by_importance, sort_permutations
 from reds_tf.report import write_report
+from reds_tf.rundir import DATA_SNAPSHOT
 from reds_tf.train import accuracy, augmentation, finetune_joint, fit_classifier, set_seed
 from reds_tf.train_records import (
     BN_STATS_FILE,
@@ -143,10 +151,19 @@ class _Ctx:
     data: Any
     log: Log
     verbose: int | str
-    base_model: str | None
+    base_model: Any  # a model file's path, a tf_keras model (Python API) or None
     meta: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_full: Any = None  # the whole source set (before train.limit): data.npz's source
+    data_sha256: str = ""
+
+    @property
+    def base_desc(self) -> str | None:
+        """What the base model came from, for run.json and messages."""
+        if self.base_model is None or isinstance(self.base_model, str):
+            return self.base_model
+        return f"<tf_keras model {getattr(self.base_model, 'name', '')}>"
 
 
 def run_training(
@@ -198,7 +215,7 @@ def train_checked(
     threads, t_start = checked.threads, checked.t_start
     created = records is None and not run.exists()
     try:
-        return _train(cfg, run, records, base_model, log, verbose, threads, t_start)
+        return _train(cfg, run, records, base_model, log, verbose, threads, t_start, checked.data)
     except (InfeasibleBudgetError, ConfigError):
         # Decided by the config alone (normally caught before training): leave
         # nothing behind that this invocation created.
@@ -213,11 +230,12 @@ def _train(
     cfg: Config,
     run: Path,
     records: dict[str, dict[str, Any]] | None,
-    base_model: str | None,
+    base_model: Any,
     log: Log,
     verbose: int | str,
     threads: int | None,
     t_start: float,
+    arrays: Any = None,
 ) -> Path:
     if threads is not None:
         # Small models scale poorly across cores: two 1-thread runs side by side
@@ -226,13 +244,25 @@ def _train(
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     _remove_leftovers(run)
     # ``data:`` options go to the loader; submodels.json keeps them so export,
-    # simulate and monitor reload the same data.
-    data = check_data_options(cfg, datasets.load_dataset).limited(cfg.train.limit, seed=cfg.seed)
+    # simulate and monitor reload the same data (or fall back on data.npz).
+    full = arrays if arrays is not None else check_data_options(cfg, datasets.load_dataset)
+    sha = content_sha256(full)
+    base_rec = (records or {}).get("base") or {}
+    if base_rec.get("data_sha256") not in (None, sha):
+        raise RunDirError(
+            f"{run} was trained on other data: {cfg.dataset} ({full.source}) changed since "
+            "(its content hash differs); pass --force to start over, or --out to train "
+            "into another directory"
+        )
+    if base_rec.get("input_shape"):
+        full = datasets.fit_to_input(full, tuple(base_rec["input_shape"]))
+    data = full.limited(cfg.train.limit, seed=cfg.seed)
     log(
         f"data: {cfg.dataset} from {data.source}: {len(data.x_train)} train, "
         f"{len(data.x_test)} test samples, input {data.input_shape}, {data.num_classes} classes"
     )
     ctx = _Ctx(cfg, run, data, log, verbose, base_model, records=dict(records or {}))
+    ctx.data_full, ctx.data_sha256 = full, sha
     resume = records is not None
     ctx.meta = read_json(run / "run.json") if resume else {"stages": {}}
     if resume:
@@ -327,7 +357,9 @@ def _commit(ctx: _Ctx, stage: str, root: Path) -> None:
         "config": conf,
     }
     if stage == "base":
-        ctx.records[stage]["base_model"] = ctx.base_model
+        ctx.records[stage]["base_model"] = ctx.base_desc
+        ctx.records[stage]["data_sha256"] = ctx.data_sha256
+        ctx.records[stage]["input_shape"] = list(ctx.data.input_shape)
     write_records(root, ctx.records)
 
 
@@ -390,9 +422,19 @@ def _os_message(e: OSError, run: Path) -> str:
 
 
 def _base_or_fresh_model(ctx: _Ctx):
-    d = ctx.data
     if ctx.base_model is not None:
-        return load_base_model(ctx.base_model, d.input_shape, d.num_classes)
+        if isinstance(ctx.base_model, str):
+            model, source = read_base_model(ctx.base_model), f"--base {ctx.base_model}"
+        else:
+            model, source = ctx.base_model, "model"
+        shape = getattr(model, "input_shape", None)
+        if isinstance(shape, tuple) and all(isinstance(v, int) for v in shape[1:]):
+            # A (28, 28) model on (28, 28, 1) images: same elements, other shape.
+            ctx.data = datasets.fit_to_input(ctx.data, shape[1:])
+            ctx.data_full = datasets.fit_to_input(ctx.data_full, shape[1:])
+        d = ctx.data
+        return canonical_base(model, d.input_shape, d.num_classes, source=source)
+    d = ctx.data
     set_seed(ctx.cfg.seed)  # the initial weights must not depend on earlier RNG use
     return build_model(ctx.cfg.model, d.input_shape, d.num_classes)
 
@@ -488,19 +530,21 @@ def _stage_base(ctx: _Ctx) -> str:
             weight_decay=t.weight_decay,
         )
     acc = accuracy(model, d.x_test, d.y_test)
-    ctx.meta["base_model"] = ctx.base_model
+    ctx.meta["base_model"] = ctx.base_desc
     ctx.meta["base_accuracy"] = acc
     # The run directory comes into existence here, whole, with its first record.
     with atomic_dir(ctx.run, replace=True) as tmp:
         (tmp / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
         model.save(tmp / STAGE_FILES["base"])
+        (tmp / DATA_SNAPSHOT).write_bytes(snapshot_bytes(ctx.data_full, ctx.data_sha256))
         (tmp / "run.json").write_text(json.dumps(ctx.meta, indent=2) + "\n", encoding="utf-8")
         _fault("base:files")
         ctx.records = {}
         _commit(ctx, "base", tmp)
         _fault("base:tmp")
     _fault("base:done")
-    src = f"loaded {ctx.base_model}" if ctx.base_model else f"{cfg.train.epochs} epoch(s)"
+    trained = f"{cfg.train.epochs} epoch(s)"
+    src = f"loaded {ctx.base_desc}" if ctx.base_model is not None else trained
     return f"{src}, test accuracy {acc:.4f}"
 
 

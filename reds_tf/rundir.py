@@ -30,8 +30,10 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -40,12 +42,13 @@ from numpy.lib import format as npy
 
 from reds_tf import data as datasets
 from reds_tf import ir
-from reds_tf.errors import OutputError, RedsError, RunDirError
+from reds_tf.errors import DataError, OutputError, RedsError, RunDirError
 from reds_tf.quant import numerics
 
 # Files of a run directory, relative to it (docs/DESIGN.md, "Run directory").
 CONFIG = "config.yaml"
 BASE_MODEL = "base.keras"
+DATA_SNAPSHOT = "data.npz"  # calibration inputs + a test sample (reds_tf.data.snapshot)
 IMPORTANCE = "importance.npz"
 PERMUTED_MODEL = "permuted.keras"
 KNAPSACK = "knapsack.json"
@@ -305,23 +308,99 @@ def model_kind(sub: dict[str, Any]) -> str:
     return "dense" if is_dense(sub) else "conv"
 
 
-def load_run_data(sub: dict[str, Any]) -> Any:
-    """The run's data set (:class:`reds_tf.data.Dataset`): ``sub["dataset"]``
-    loaded with the config's ``data:`` options that training recorded in
-    ``submodels.json`` as ``data_options`` (absent in older run dirs: none)."""
-    return datasets.load_dataset(sub["dataset"], **sub.get("data_options", {}))
+@dataclass
+class RunData:
+    """The data a later command works with (:func:`load_run_data`).
+
+    ``dataset``: the source as trained, or the run's own copy when the source is
+    gone or changed (then its training split is the calibration set and
+    ``note`` says why); ``calibration`` (n, *input_shape) float32: the inputs
+    that calibrate int8 ranges."""
+
+    dataset: Any
+    calibration: np.ndarray
+    note: str = ""
+
+    @property
+    def from_snapshot(self) -> bool:
+        return bool(self.note)
+
+
+def load_run_data(
+    run_dir: str | os.PathLike, sub: dict[str, Any] | None = None, *, need_train: bool = False
+) -> RunData:
+    """The run's data: ``sub["dataset"]`` (default: from ``submodels.json``)
+    loaded with the ``data:`` options training recorded (``data_options``),
+    shaped as the model's input.
+
+    When the run has its own copy (``data.npz``, written by ``reds train``) and
+    the source is gone, moved, or no longer hashes as it did at training time,
+    the copy is used instead and ``note`` says so in one line. ``need_train``
+    (quantisation-aware training) refuses that fallback: it needs the whole
+    training split."""
+    from reds_tf.data.snapshot import Snapshot, calibration_indices, content_sha256
+
+    run = Path(run_dir)
+    sub = load_submodels(run) if sub is None else sub
+    snap_path = run / DATA_SNAPSHOT
+    snap = Snapshot(snap_path) if snap_path.is_file() else None
+    name = sub["dataset"]
+    shape = tuple(sub["input_shape"])
+    if name == datasets.ARRAYS:
+        if snap is None:
+            raise RunDirError(
+                f"{run} was trained from in-memory arrays and its copy {snap_path} is missing; "
+                "retrain it with reds_tf.train(..., force=True)"
+            )
+        reason = "trained from in-memory arrays"
+    else:
+        try:
+            data = datasets.load_dataset(name, **sub.get("data_options", {}))
+        except DataError as e:
+            if snap is None:
+                raise
+            reason = f"{name} is unavailable ({e})"
+        else:
+            if snap is None or content_sha256(data) == snap.content_sha256:
+                data = datasets.fit_to_input(data, shape)
+                if snap is not None:
+                    cal = snap.x_calib
+                else:
+                    cal = data.x_train[calibration_indices(len(data.x_train))]
+                return RunData(data, cal)
+            reason = f"{name} ({data.source}) changed since training: its content hash differs"
+    if need_train:
+        raise RunDirError(
+            f"{reason}; quantisation-aware training needs the training data as it was "
+            "trained on: restore it, or export without --qat"
+        )
+    copy = snap.dataset()
+    note = f"data: {reason}; using the {len(copy.x_test)} test samples kept in {snap_path}"
+    return RunData(datasets.fit_to_input(copy, shape), snap.x_calib.reshape(-1, *shape), note)
 
 
 def quantized_test_set(
-    run_dir: str | os.PathLike, manifest: dict[str, Any], limit: int | None = None
+    run_dir: str | os.PathLike,
+    manifest: dict[str, Any],
+    limit: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The run's test set as the exported runtime takes it: the first ``limit``
     (default all) test samples quantised with the manifest's input scale and
-    zero point, ``(n, *input_shape)`` int8, and their labels ``(n,)``."""
-    data = load_run_data(load_submodels(run_dir))
+    zero point, ``(n, *input_shape)`` int8, and their labels ``(n,)``. When
+    the run's own copy stands in for its data, ``log`` (default: stderr) gets
+    the one line saying why."""
+    run_data = load_run_data(run_dir)
+    if run_data.note:
+        (log or _stderr)(run_data.note)
+    data = run_data.dataset
     n = len(data.x_test) if limit is None else max(1, min(limit, len(data.x_test)))
     xq = numerics.quantize(data.x_test[:n], manifest["input_scale"], manifest["input_zero_point"])
     return xq, np.asarray(data.y_test[:n])
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 # -- export/manifest.json -------------------------------------------------------

@@ -20,6 +20,7 @@ import yaml
 
 from reds_tf import rundir
 from reds_tf.config import Config, config_to_dict, load_config, with_overrides
+from reds_tf.data import ARRAYS
 from reds_tf.errors import ConfigError, OutputError, RunDirError
 from reds_tf.fsutil import write_json_atomic
 
@@ -42,6 +43,7 @@ BN_STATS_FILE = rundir.BN_STATS
 # and redoing the stage deletes them first.
 STAGE_OUTPUTS = {
     **{s: (f,) for s, f in STAGE_FILES.items()},
+    "base": (rundir.BASE_MODEL, rundir.DATA_SNAPSHOT),
     "finetune": (rundir.MODEL, BN_STATS_FILE),
     "report": (rundir.REPORT, rundir.PLOT),
 }
@@ -141,8 +143,12 @@ def read_records(run: Path) -> dict[str, dict[str, Any]] | None:
     return stages
 
 
+def _describe_base(base_model: Any) -> str:
+    return f"--base {base_model}" if isinstance(base_model, str) else "the given model"
+
+
 def check_run_dir(
-    run: Path, cfg: Config, force: bool, base_model: str | None, log: Log
+    run: Path, cfg: Config, force: bool, base_model: Any, log: Log
 ) -> dict[str, dict[str, Any]] | None:
     """The stage records of an earlier run in ``run`` to resume (None: a new
     run). Refuses a foreign directory and a changed base without --force."""
@@ -162,7 +168,8 @@ def check_run_dir(
         return None
     if base_model is not None:
         raise RunDirError(
-            f"{run} already has a base model; pass --force to start over from --base {base_model}"
+            f"{run} already has a base model; pass --force to start over from "
+            f"{_describe_base(base_model)}"
         )
     records = read_records(run)
     base_now = stage_config(cfg, "base")
@@ -257,31 +264,36 @@ class CheckedInputs:
     cfg: Config
     run: Path
     records: dict[str, dict[str, Any]] | None  # None: a new run
-    base_model: str | None
+    # A model file's path, or (Python API) a tf_keras model object.
+    base_model: Any
     threads: int | None
     t_start: float
+    # Python API: the data set given as arrays (``cfg.dataset`` is then "arrays").
+    data: Any = None
 
 
 def check_training_inputs(
-    config_path: str | Path,
+    config_path: str | Path | Config,
     *,
     out_dir: str | Path | None = None,
     epochs: int | None = None,
     finetune_epochs: int | None = None,
     limit: int | None = None,
     seed: int | None = None,
-    base_model: str | Path | None = None,
+    base_model: Any = None,
     baseline: str | None = None,
     force: bool = False,
     log: Log | None = None,
     threads: int | None = None,
+    data: Any = None,
 ) -> CheckedInputs:
     """Everything of ``reds train`` that can fail because of user input, checked
     before TensorFlow is loaded, any training and before the run directory
-    exists (arguments as :func:`reds_tf.pipeline.run_training`)."""
+    exists (arguments as :func:`reds_tf.pipeline.run_training`; ``config_path``
+    may also be a parsed :class:`Config`)."""
     t_start = time.perf_counter()
     cfg = with_overrides(
-        load_config(config_path),
+        config_path if isinstance(config_path, Config) else load_config(config_path),
         epochs=epochs,
         finetune_epochs=finetune_epochs,
         limit=limit,
@@ -291,8 +303,18 @@ def check_training_inputs(
     if threads is not None and not (isinstance(threads, int) and 1 <= threads <= 1024):
         raise ConfigError(f"--threads must be an integer from 1 to 1024, got {threads!r}")
     run = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
-    if base_model is not None:
+    if isinstance(base_model, (str, os.PathLike)):
         base_model = str(base_model)
     records = check_run_dir(run, cfg, force, base_model, log or log_default)
     check_writable(run, force)
-    return CheckedInputs(cfg, run, records, base_model, threads, t_start)
+    if data is None and cfg.dataset == ARRAYS:
+        raise ConfigError(
+            f"{cfg.source}: dataset: '{ARRAYS}' means arrays given to reds_tf.train(data=...); "
+            "from the command line save them with numpy.savez and use `dataset: npz`"
+        )
+    if data is not None and cfg.dataset != ARRAYS:
+        raise ConfigError(
+            f"{cfg.source}: dataset: {cfg.dataset!r} and data=(arrays) both given; "
+            f"leave `dataset` out (or set it to '{ARRAYS}') to train on the arrays"
+        )
+    return CheckedInputs(cfg, run, records, base_model, threads, t_start, data)

@@ -153,7 +153,7 @@ def test_kws_run_records_and_reuses_the_data_options(kws_run) -> None:
         "conv1", "dw1", "pw1", "dw2", "pw2", "dw3", "pw3", "dw4", "pw4", "logits",
     ]  # fmt: skip
     # Export, simulate and the monitor demo read the tiny set, not the default one.
-    ds = load_run_data(sub)
+    ds = load_run_data(run, sub).dataset
     assert "6 voice+variant speakers" in ds.source
     manifest = json.loads((export / "manifest.json").read_text())
     assert manifest["eval_samples"] == len(ds.x_test)
@@ -164,7 +164,7 @@ def test_kws_run_records_and_reuses_the_data_options(kws_run) -> None:
 
 
 def test_kws_export_is_bit_exact_with_tflm_on_every_submodel(kws_run) -> None:
-    from reds_tf.export import load_run_data, load_submodels
+    from reds_tf.export import load_run_data
     from reds_tf.quant import numerics
     from reds_tf.quant.tflm import run_tflm
     from reds_tf.sim import load_runtime, run_simulate
@@ -180,7 +180,7 @@ def test_kws_export_is_bit_exact_with_tflm_on_every_submodel(kws_run) -> None:
     assert macs == sorted(macs) and len(set(macs)) == 4
     # Our own comparison on a few hundred real MFCC inputs (test + augmented
     # training clips), straight against the TFLM subprocess.
-    ds = load_run_data(load_submodels(run))
+    ds = load_run_data(run).dataset
     x = np.concatenate([ds.x_test, ds.x_train])[:300]
     assert len(x) >= 200
     xq = numerics.quantize(x, manifest["input_scale"], manifest["input_zero_point"])

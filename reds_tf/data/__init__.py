@@ -7,7 +7,9 @@ print more than one line about where the data came from.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +33,9 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     source: str = ""
+    # Names of the classes in label order, when the source has them (folder
+    # names, an npz's ``class_names``); () when it does not.
+    class_names: tuple[str, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -52,10 +57,30 @@ class Dataset:
             self.y_test,
             self.num_classes,
             self.source,
+            self.class_names,
         )
 
 
+# ``dataset:`` of a run trained from in-memory arrays (reds_tf.train(data=...)):
+# not loadable by name; later commands use the run's own copy (data.npz).
+ARRAYS = "arrays"
+
 _REGISTRY: dict[str, Callable[..., Dataset]] = {}
+
+
+def fit_to_input(data: Dataset, input_shape: tuple[int, ...]) -> Dataset:
+    """``data`` with its inputs reshaped to ``input_shape`` when only the shape
+    differs and the element count matches (a ``(28, 28)`` model on
+    ``(28, 28, 1)`` images); otherwise ``data`` unchanged (the model check
+    then names the mismatch)."""
+    shape = tuple(int(d) for d in input_shape)
+    if data.input_shape == shape or math.prod(data.input_shape) != math.prod(shape):
+        return data
+    return dataclasses.replace(
+        data,
+        x_train=data.x_train.reshape(len(data.x_train), *shape),
+        x_test=data.x_test.reshape(len(data.x_test), *shape),
+    )
 
 
 def register(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
@@ -80,6 +105,11 @@ def load_dataset(name: str, **options: object) -> Dataset:
     the keyword-spotting sets); a loader that does not take one raises DataError.
     """
     _load_builtin()
+    if name == ARRAYS:
+        raise DataError(
+            f"dataset '{ARRAYS}' is data given as arrays to reds_tf.train(data=...) and cannot "
+            "be loaded by name; save the arrays with numpy.savez and use `dataset: npz`"
+        )
     if name not in _REGISTRY:
         raise DataError(f"unknown dataset '{name}'; known: {', '.join(sorted(_REGISTRY))}")
     if not options:
