@@ -8,6 +8,7 @@ print more than one line about where the data came from.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -66,6 +67,8 @@ class Dataset:
 ARRAYS = "arrays"
 
 _REGISTRY: dict[str, Callable[..., Dataset]] = {}
+# ``dataset: tfds:NAME`` loads NAME through tensorflow-datasets (tfds_source).
+TFDS_PREFIX = "tfds:"
 
 
 def fit_to_input(data: Dataset, input_shape: tuple[int, ...]) -> Dataset:
@@ -95,7 +98,7 @@ def register(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Data
 
 def available() -> list[str]:
     _load_builtin()
-    return sorted(_REGISTRY)
+    return [*sorted(_REGISTRY), f"{TFDS_PREFIX}<name>"]
 
 
 def load_dataset(name: str, **options: object) -> Dataset:
@@ -110,25 +113,35 @@ def load_dataset(name: str, **options: object) -> Dataset:
             f"dataset '{ARRAYS}' is data given as arrays to reds_tf.train(data=...) and cannot "
             "be loaded by name; save the arrays with numpy.savez and use `dataset: npz`"
         )
-    if name not in _REGISTRY:
-        raise DataError(f"unknown dataset '{name}'; known: {', '.join(sorted(_REGISTRY))}")
+    if name.startswith(TFDS_PREFIX):
+        from reds_tf.data import tfds_source
+
+        loader = functools.partial(tfds_source.load, name[len(TFDS_PREFIX) :])
+    elif name in _REGISTRY:
+        loader = _REGISTRY[name]
+    else:
+        raise DataError(f"unknown dataset '{name}'; known: {', '.join(available())}")
     if not options:
-        return _REGISTRY[name]()
-    params = inspect.signature(_REGISTRY[name]).parameters
+        return loader()
+    params = inspect.signature(loader).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in options if k not in params and not takes_any]
     if unknown:
         known = ", ".join(params) or "none"
         raise DataError(f"dataset '{name}' has no option(s) {', '.join(unknown)}; known: {known}")
-    return _REGISTRY[name](**options)
+    return loader(**options)
 
 
 def _load_builtin() -> None:
     # Importing registers the loaders. Lazy on purpose: rundir, hence every command,
-    # imports this package, and the five loaders cost ~50 ms most commands never need.
+    # imports this package, and the loaders cost ~50 ms most commands never need.
     from reds_tf.data import (  # noqa: F401
+        audio_folder,
         cifar10,
+        csv_windows,
         fashion_mnist,
+        image_folder,
+        npz_file,
         speech_commands,
         synthetic_keywords,
         vww,

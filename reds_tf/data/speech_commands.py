@@ -9,7 +9,8 @@ or ``speech_commands_v0.02.tar.gz``; then ``<cache>/speech_commands_v0.02/``
 Folder layout (the archive's): one folder per word with 16 kHz mono 16-bit
 ``<speaker>_nohash_<n>.wav`` clips of at most 1 s, plus ``_background_noise_/``
 with long noise recordings. Any layout like this is read the same way (the
-offline ``synthetic_keywords`` set is written in it).
+offline ``synthetic_keywords`` set is written in it; ``audio_folder`` reads it
+for any list of words, :func:`build_kws_dataset` ``words``).
 
 Classes: 0 ``_silence_``, 1 ``_unknown_``, 2.. the ten words ``yes no up down
 left right on off stop go``.
@@ -24,7 +25,9 @@ which other files exist. ``Dataset`` has train and test only; the validation
 Per split, silence and unknown each add 10 % of the number of keyword clips
 (the TensorFlow speech_commands convention): unknown clips are drawn from the
 other words' folders with a fixed seed; silence is background noise at a volume
-drawn uniformly from [0, 1].
+drawn uniformly from [0, 1] (digital zero when the folder has no
+``_background_noise_/``, which only ``audio_folder`` allows). A percentage of 0
+leaves that class out.
 
 Training augmentation (each of ``augment`` copies of the training set draws
 afresh): a random time shift of up to +-100 ms (zero fill) and, with
@@ -75,12 +78,14 @@ URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1
 VALIDATION_PCT = 10.0
 TESTING_PCT = 10.0
+SPLIT_SHARE = {"training": "80 %", "validation": "10 %", "testing": "10 %"}
 TIME_SHIFT_MS = 100.0
 BACKGROUND_FREQUENCY = 0.8
 BACKGROUND_VOLUME = 0.1
 FEATURE_VERSION = 1  # bump when the feature recipe changes: invalidates caches
 _CHUNK = 2048  # clips per MFCC chunk: bounds memory on the full data set
 
+CONVERT = "convert it, e.g. sox in.wav -r 16000 -c 1 -b 16 out.wav (or delete it)"
 HOW_TO_GET = (
     f"download {URL} (2.3 GB), extract it, and set REDS_DATA_DIR to the folder holding "
     f"{FOLDER}/ (or put the .tar.gz there); without internet use `dataset: "
@@ -114,11 +119,11 @@ def read_wav(path: Path, samples: int = 16000, rate: int = 16000) -> np.ndarray:
             if w.getnchannels() != 1 or w.getsampwidth() != 2 or w.getframerate() != rate:
                 raise DataError(
                     f"{path}: expected mono 16-bit {rate} Hz WAV, got {w.getnchannels()} "
-                    f"channel(s), {8 * w.getsampwidth()}-bit, {w.getframerate()} Hz"
+                    f"channel(s), {8 * w.getsampwidth()}-bit, {w.getframerate()} Hz; {CONVERT}"
                 )
             raw = w.readframes(w.getnframes())
     except (OSError, EOFError, wave.Error) as e:
-        raise DataError(f"cannot read {path}: {e}") from e
+        raise DataError(f"cannot read {path}: {e}; {CONVERT}") from e
     x = np.frombuffer(raw, "<i2").astype(np.float32) / np.float32(32768.0)
     if samples:
         x = x[:samples]
@@ -127,8 +132,9 @@ def read_wav(path: Path, samples: int = 16000, rate: int = 16000) -> np.ndarray:
     return x
 
 
-def scan(root: Path) -> tuple[dict[str, list[str]], list[str]]:
-    """Folder -> sorted clip names (relative ``word/file.wav``), and the noise files."""
+def list_clips(root: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """Folder -> sorted clip names (relative ``word/file.wav``; folders without
+    clips left out), and the noise files (``[]`` without a noise folder)."""
     folders: dict[str, list[str]] = {}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if not entry.is_dir() or entry.name.startswith("."):
@@ -144,11 +150,28 @@ def scan(root: Path) -> tuple[dict[str, list[str]], list[str]]:
         if noise_dir.is_dir()
         else []
     )
+    return folders, noise
+
+
+def scan(root: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """:func:`list_clips` of a complete Speech Commands folder (every word, noise)."""
+    folders, noise = list_clips(root)
     missing = [w for w in WORDS if w not in folders]
     if missing or not noise:
         what = f"word folder(s) {', '.join(missing)}" if missing else f"{BACKGROUND}/*.wav"
         raise DataError(f"{root} is not a complete Speech Commands folder: no {what}; {HOW_TO_GET}")
     return folders, noise
+
+
+def kws_classes(
+    words: Sequence[str] = WORDS, silence_pct: float = 10.0, unknown_pct: float = 10.0
+) -> tuple[str, ...]:
+    """Class names in label order: silence, unknown (each unless its pct is 0), the words."""
+    return (
+        *((SILENCE,) if silence_pct > 0 else ()),
+        *((UNKNOWN,) if unknown_pct > 0 else ()),
+        *words,
+    )
 
 
 def select_split(
@@ -157,31 +180,50 @@ def select_split(
     rng: np.random.Generator,
     silence_pct: float = 10.0,
     unknown_pct: float = 10.0,
+    words: Sequence[str] = WORDS,
 ) -> list[tuple[str | None, int]]:
     """The clips of one split as ``(relative path or None for silence, label)``:
-    all keyword clips, then ``ceil(pct% * keywords)`` unknown and silence entries."""
+    all keyword clips, then ``ceil(pct% * keywords)`` unknown and silence entries
+    (labels: :func:`kws_classes`). Every word needs a clip in the split."""
+    classes = kws_classes(words, silence_pct, unknown_pct)
     items: list[tuple[str | None, int]] = []
     pool: list[str] = []
     for folder, files in folders.items():
         mine = [f for f in files if which_set(f) == split]
-        if folder in WORDS:
-            label = CLASSES.index(folder)
+        if folder in words:
+            label = classes.index(folder)
             items += [(f, label) for f in mine]
         else:
             pool += mine
     n_words = len(items)
     if n_words == 0:
         raise DataError(f"the {split} split has no keyword clips (too few speakers?)")
+    present = {lab for _, lab in items}
+    absent = [w for w in words if classes.index(w) not in present]
+    if absent:
+        raise DataError(
+            f"word(s) {', '.join(absent)} have no clip in the {split} split: the split is by "
+            "speaker (the file name before _nohash_) and put none of their speakers there; "
+            f"add clips from more speakers (about {SPLIT_SHARE[split]} of speakers land in it)"
+        )
     n_unknown = math.ceil(n_words * unknown_pct / 100)
     if n_unknown and not pool:
-        raise DataError(f"the {split} split has no clips of other words for the unknown class")
+        raise DataError(
+            f"the {split} split has no clips of other words for the {UNKNOWN} class; add "
+            "folders of words outside the keyword list, or set unknown_pct: 0 to leave the "
+            "class out"
+        )
     pick = rng.choice(len(pool), size=min(n_unknown, len(pool)), replace=False) if pool else []
-    items += [(pool[i], CLASSES.index(UNKNOWN)) for i in sorted(pick)]
-    items += [(None, CLASSES.index(SILENCE))] * math.ceil(n_words * silence_pct / 100)
+    if n_unknown:
+        items += [(pool[i], classes.index(UNKNOWN)) for i in sorted(pick)]
+    if silence_pct > 0:
+        items += [(None, classes.index(SILENCE))] * math.ceil(n_words * silence_pct / 100)
     return items
 
 
 def _noise_stretch(noise: Sequence[np.ndarray], rng: np.random.Generator, n: int) -> np.ndarray:
+    if not noise:  # a folder without _background_noise_ (audio_folder): digital silence
+        return np.zeros(n, np.float32)
     clip = noise[int(rng.integers(len(noise)))]
     if len(clip) <= n:
         return np.resize(clip, n)
@@ -212,7 +254,7 @@ def render_clips(
                 x = np.concatenate([np.zeros(shift, np.float32), x[:-shift]])
             elif shift < 0:
                 x = np.concatenate([x[-shift:], np.zeros(-shift, np.float32)])
-            if rng.uniform() < BACKGROUND_FREQUENCY:
+            if noise and rng.uniform() < BACKGROUND_FREQUENCY:
                 x = x + rng.uniform(0, BACKGROUND_VOLUME) * _noise_stretch(noise, rng, samples)
         out[i] = x
     return np.clip(out, -1.0, 1.0)
@@ -246,23 +288,29 @@ def build_kws_dataset(
     root: Path,
     *,
     name: str,
+    words: Sequence[str] = WORDS,
     frontend: MfccConfig = CNN_FRONTEND,
     augment: int = 1,
     seed: int = 0,
     silence_pct: float = 10.0,
     unknown_pct: float = 10.0,
     describe: str = "Speech Commands",
+    listing: tuple[dict[str, list[str]], list[str]] | None = None,
     log: Callable[[str], None] = print,
 ) -> Dataset:
     """Features of a Speech-Commands-layout folder as a :class:`Dataset` (module doc).
 
-    ``augment``: number of independently augmented copies of the training set
-    (0: clean). Shapes: x (N, frames, coeffs, 1) float32 in [0, 1], y (N,) int64.
+    ``words``: the keyword folders (classes :func:`kws_classes`); ``augment``:
+    number of independently augmented copies of the training set (0: clean);
+    ``listing``: :func:`list_clips` of ``root`` already checked by the caller
+    (default: :func:`scan`, which requires the complete Speech Commands set).
+    Shapes: x (N, frames, coeffs, 1) float32 in [0, 1], y (N,) int64.
     """
     if isinstance(augment, bool) or not isinstance(augment, int) or augment < 0:
         raise DataError(f"augment must be an integer >= 0, got {augment!r}")
     root = Path(root)
-    folders, noise_files = scan(root)
+    words = tuple(words)
+    folders, noise_files = listing if listing is not None else scan(root)
     options = {
         "version": FEATURE_VERSION,
         "root": str(root.resolve()),
@@ -273,6 +321,8 @@ def build_kws_dataset(
         "silence_pct": silence_pct,
         "unknown_pct": unknown_pct,
     }
+    if words != WORDS:  # the built-in set's key stays as it was
+        options["words"] = list(words)
     cache = cache_root() / "features" / f"{name}-{cache_key(options)}.npz"
     arrays = load_npz(cache)
     if arrays is None:
@@ -281,7 +331,7 @@ def build_kws_dataset(
         splits = {}
         for k, split in enumerate(("training", "testing")):
             rng = np.random.default_rng([seed, k])
-            items = select_split(folders, split, rng, silence_pct, unknown_pct)
+            items = select_split(folders, split, rng, silence_pct, unknown_pct, words)
             labels = np.asarray([lab for _, lab in items], np.int64)
             if split == "training":
                 copies = [
@@ -307,14 +357,16 @@ def build_kws_dataset(
         }
         save_npz_atomic(cache, **arrays)
     f, c = frontend.output_shape
+    classes = kws_classes(words, silence_pct, unknown_pct)
     return Dataset(
         name,
         arrays["x_train"][..., None],
         arrays["y_train"].astype(np.int64),
         arrays["x_test"][..., None],
         arrays["y_test"].astype(np.int64),
-        num_classes=len(CLASSES),
+        num_classes=len(classes),
         source=f"{root} ({describe}; MFCC {f}x{c}, per-coefficient [0,1]; augment={augment})",
+        class_names=classes,
     )
 
 
