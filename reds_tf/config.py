@@ -30,7 +30,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # ``model.type`` names of the builders in reds_tf.models (kept here so that a
 # config is validated without importing TensorFlow; a test checks they agree).
-MODEL_TYPE_NAMES = ("cnn", "dnn", "dscnn", "mobilenet_v1")
+MODEL_TYPE_NAMES = ("cnn", "dnn", "dscnn", "mobilenet_v1", "resnet")
 
 # Upper bounds of the integer keys: far above any real use, low enough that
 # arithmetic on them (MAC counts, array sizes, RNG seeds) cannot overflow.
@@ -38,7 +38,7 @@ LIMITS = {
     "seed": 2**32 - 1,  # NumPy's seed range
     "units": 65536,  # model.hidden entries, conv filters
     "kernel": 1024,  # conv kernel and stride sizes, augment.shift
-    "blocks": 1024,  # dscnn: number of blocks
+    "blocks": 1024,  # dscnn, resnet: number of blocks
     "block": 65536,
     "epochs": 100_000,
     "batch_size": 1_000_000,
@@ -112,8 +112,9 @@ class ModelConfig:
     hidden: tuple[int, ...] = (256, 256)  # dnn/cnn: widths of the hidden Dense layers
     dropout: float = 0.0  # dnn: dropout after every hidden layer (training only)
     conv: tuple[ConvSpec, ...] = ()  # cnn: the convolution stack
-    first: ConvSpec | None = None  # dscnn: the first (standard) convolution
-    blocks: tuple[ConvSpec, ...] = ()  # dscnn: depthwise-separable blocks
+    first: ConvSpec | None = None  # dscnn, resnet: the first (standard) convolution
+    # dscnn: depthwise-separable blocks; resnet: residual blocks (filters, strides)
+    blocks: tuple[ConvSpec, ...] = ()
     alpha: float = 0.25  # mobilenet_v1: width multiplier
 
 
@@ -356,19 +357,19 @@ def _model(r: _Reader) -> ModelConfig:
         r.fail(r.key("hidden"), f"entries must be at most {LIMITS['units']}", hidden)
     if mtype not in ("dnn", "cnn") and hidden:
         r.fail(r.key("hidden"), f"is not used by model.type {mtype}", hidden)
-    if mtype != "dscnn":
+    if mtype not in ("dscnn", "resnet"):
         for k in ("first", "blocks"):
             if r.raw(k, None) not in (None, [], ()):
-                r.fail(r.key(k), f"is only used by model.type dscnn, not {mtype}")
+                r.fail(r.key(k), f"is only used by model.type dscnn and resnet, not {mtype}")
     dropout = r.float("dropout", d.dropout, lo=0.0, hi=0.9, lo_open=False)
     conv = _conv_list(r, "conv", "valid")
     if mtype == "cnn" and not conv:
         r.fail(r.key("conv"), "is required for model.type cnn (a list of convolutions)")
     first = None
     blocks: tuple[ConvSpec, ...] = ()
-    if mtype == "dscnn":
+    if mtype in ("dscnn", "resnet"):
         if not r.has("first"):
-            r.fail(r.key("first"), "is required for model.type dscnn (filters, kernel, strides)")
+            r.fail(r.key("first"), f"is required for model.type {mtype} (filters, kernel, strides)")
         first = _conv_spec(r.sub("first"), "same")
         b = _whole(r.raw("blocks", None))
         if isinstance(b, int) and not isinstance(b, bool) and b > LIMITS["blocks"]:
@@ -643,6 +644,7 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         "dnn": ("hidden", "dropout"),
         "cnn": ("hidden", "dropout", "conv"),
         "dscnn": ("first", "blocks"),
+        "resnet": ("first", "blocks"),
         "mobilenet_v1": ("alpha",),
     }.get(cfg.model.type)
     if keep is not None:

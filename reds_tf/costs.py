@@ -265,12 +265,14 @@ def model_activation_elems(
 
 
 # Nodes that change neither widths nor MACs we count (activations are free,
-# dropout is the identity at inference, BatchNorm folds into the layer before).
-_IGNORED = (ir.ACTIVATION, ir.SOFTMAX, ir.DROPOUT, ir.BATCHNORM)
+# dropout is the identity at inference, BatchNorm folds into the layer before,
+# a reshape keeps the channels and moves no data).
+_IGNORED = (ir.ACTIVATION, ir.SOFTMAX, ir.DROPOUT, ir.BATCHNORM, ir.RESHAPE)
 # Pooling keeps the channel count (its MACs are not counted) but shrinks the map.
 _POOLING = (ir.AVGPOOL, ir.MAXPOOL)
 _SUPPORTED = (
-    "Conv2D, DepthwiseConv2D, Dense, BatchNormalization, pooling, Flatten, Dropout, activations"
+    "Conv2D, DepthwiseConv2D, Dense, BatchNormalization, pooling, Flatten, Dropout, Add, "
+    "activations"
 )
 
 
@@ -282,8 +284,9 @@ def conv_macs_per_pair(kernel: Sequence[int], out_hw: Sequence[int]) -> int:
 
 def cost_layers(graph: ir.Graph) -> list[CostLayer]:
     """The cost model of a graph built from a model (:func:`reds_tf.ir.from_keras`):
-    one chain of Conv2D / DepthwiseConv2D / Dense with BatchNorm, activations,
-    pooling, Flatten and Dropout between.
+    Conv2D / DepthwiseConv2D / Dense with BatchNorm, activations, pooling,
+    Flatten and Dropout between, in a chain or joined by ``Add`` (residual
+    networks: the joined layers are one tied group, :attr:`CostLayer.tied`).
 
     Per layer (``H_out, W_out`` = output map size, ``kh, kw`` = kernel):
     Conv2D costs ``kh*kw*H_out*W_out`` MACs per (input channel, filter) pair,
@@ -303,17 +306,10 @@ def cost_layers(graph: ir.Graph) -> list[CostLayer]:
     if not graph.has_shapes:
         raise ValueError(f"graph {graph.name!r} has no shapes; build it from the model")
     out: list[CostLayer] = []
-    prev = ir.INPUT
     in_positions = math.prod(graph.input_shape[:-1])
     for node in graph.nodes:
-        # Only a single linear chain: each layer must consume the previous output.
-        if node.inputs != (prev,):
-            raise RedsError(
-                f"layer {node.name!r} ({node.layer_class or node.kind}) is not part of a single "
-                "chain (shared layer or branch); the cost model supports plain layer stacks only"
-            )
-        prev = node.name
-        if node.kind in _IGNORED or node.kind in _POOLING or node.kind == ir.FLATTEN:
+        # An add costs no MACs; its inputs' widths are one tied group (ir.from_keras).
+        if node.kind in _IGNORED or node.kind in _POOLING or node.kind in (ir.FLATTEN, ir.ADD):
             continue
         if not node.is_width:
             raise RedsError(
@@ -347,6 +343,7 @@ def cost_layers(graph: ir.Graph) -> list[CostLayer]:
                 params_per_pair=per if node.kind == ir.DENSE else node.kernel[0] * node.kernel[1],
                 out_elems_per_unit=out_elems,
                 input_elems_per_unit=in_positions,
+                tied=node.tied,
             )
         )
     if not out:

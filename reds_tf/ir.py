@@ -15,13 +15,23 @@ model (:func:`reds_tf.costs.cost_layers`, hence the knapsack), the permutation,
 the nested model, :func:`reds_tf.models.submodel` and the C++ plan
 (:func:`reds_tf.codegen.plan.build_plan`) read it.
 
+Residual networks: the dense/conv nodes whose outputs an ``add`` joins (through
+BatchNorm, activations, ...) keep the same channels, so they form a TIED GROUP
+with one width and one unit order. Every member but the first in node order
+(the group's representative) records it in :attr:`Node.tied`
+(:func:`from_keras` finds the groups); a node reading the group has the
+representative as its :meth:`Graph.producer`.
+
 ``submodels.json`` (:meth:`Graph.to_doc`, :func:`from_doc`) records the WIDTH
 GRAPH (:meth:`Graph.width_graph`): the width-carrying nodes only, each reading
-the nearest width-carrying node before it (its ``producer``); pooling, Flatten,
-BatchNorm and activations follow their producer's width and are left out, as
-are the input shapes (a graph loaded from the file has ``in_shape`` None). The
-file schema is :func:`reds_tf.rundir.check_submodels`; :data:`FORMAT_VERSION`
-is written as ``format_version`` (files without it are version 1).
+the nearest width-carrying node before it (its ``producer``) and naming its
+group's representative (``tied``); pooling, Flatten, BatchNorm, activations
+and ``add`` follow their producer's width and are left out, as are the input
+shapes (a graph loaded from the file has ``in_shape`` None). The file schema
+is :func:`reds_tf.rundir.check_submodels`; ``format_version`` is 1 for a
+graph without tied groups (a chain, readable by every reds_tf) and 2 with them
+(the ``tied`` key); files without it are version 1. :data:`FORMAT_VERSION` is
+the newest this module reads.
 
 Shapes are per example, without the batch axis, channels last: a map
 ``(H, W, C)``, a vector ``(N,)``.
@@ -37,8 +47,9 @@ from typing import Any
 
 from reds_tf.errors import RedsError, RunDirError
 
-#: ``format_version`` written into ``submodels.json``; files without it are 1.
-FORMAT_VERSION = 1
+#: The newest ``submodels.json`` ``format_version`` read (2: tied groups);
+#: files without it are 1.
+FORMAT_VERSION = 2
 #: The model input's name in :attr:`Node.inputs` (no node has it).
 INPUT = "input"
 
@@ -57,6 +68,7 @@ GLOBAL_MAXPOOL = "global_maxpool"
 ZEROPAD = "zeropad"
 FLATTEN = "flatten"  # (H, W, C) -> (H*W*C,); its width is the channel count C
 ADD = "add"  # elementwise sum of several inputs of one width (residual networks)
+RESHAPE = "reshape"  # keeps the channel axis: the (T, C) input as a (1, T, C) map (Conv1D)
 
 #: Kinds with weights and their own entry in ``submodels.json`` ``layers``.
 WIDTH_KINDS = (DENSE, CONV, DEPTHWISE)
@@ -76,6 +88,7 @@ KINDS = (
     ZEROPAD,
     FLATTEN,
     ADD,
+    RESHAPE,
 )
 
 # tf_keras layer class -> kind (exact class names: a subclass may compute
@@ -96,6 +109,7 @@ _KERAS_KINDS = {
     "ZeroPadding2D": ZEROPAD,
     "Flatten": FLATTEN,
     "Add": ADD,
+    "Reshape": RESHAPE,
 }
 
 Shape = tuple[int, ...]
@@ -125,6 +139,10 @@ class Node:
         activation: the fused activation of a width-carrying node, or the
             function of an ``activation`` node (``"linear"``, ``"relu"``, ...).
         layer_class: the framework's class name (for messages only).
+        tied: for a dense/conv node whose output an ``add`` joins with an
+            earlier one's, its tied group's representative (the first member):
+            same units, same width in every submodel, one permutation. None
+            otherwise (also for the representative itself).
     """
 
     name: str
@@ -140,6 +158,7 @@ class Node:
     use_bias: bool = True
     activation: str = "linear"
     layer_class: str = ""
+    tied: str | None = None
 
     @property
     def is_width(self) -> bool:
@@ -267,14 +286,25 @@ class Graph:
 
     def producer(self, node: Node) -> str | None:
         """The width-carrying node whose width ``node``'s first input has (through
-        BatchNorm, activations, pooling, Flatten, ...), None for the model input."""
+        BatchNorm, activations, pooling, Flatten, ``add``, ...), None for the model
+        input; a member of a tied group stands for its representative."""
         src = node.inputs[0]
         while src != INPUT:
             n = self._by_name[src]
             if n.is_width:
-                return n.name
+                return n.tied or n.name
             src = n.inputs[0]
         return None
+
+    @property
+    def tied_groups(self) -> dict[str, list[str]]:
+        """``{representative: [representative, member, ...]}`` of every tied group
+        (node order); empty for a graph without ``add`` joins."""
+        groups: dict[str, list[str]] = {}
+        for n in self.nodes:
+            if n.tied is not None:
+                groups.setdefault(n.tied, [n.tied]).append(n.name)
+        return groups
 
     def positions(self, node: Node) -> int:
         """Input positions per input channel of a dense node: ``H*W`` after a
@@ -309,7 +339,14 @@ class Graph:
         out: dict[str, int] = {}
         for n in self.nodes:
             w_in = [self._input_channels() if s == INPUT else out[s] for s in n.inputs]
-            if n.kind in CHOSEN_KINDS:
+            if n.kind in CHOSEN_KINDS and n.tied is not None:
+                w = out[n.tied]
+                if n.name in widths and int(widths[n.name]) != w:
+                    raise ValueError(
+                        f"node {n.name!r}: width {widths[n.name]} given, but it is tied to "
+                        f"{n.tied!r} (width {w})"
+                    )
+            elif n.kind in CHOSEN_KINDS:
                 w = int(widths.get(n.name, n.units))
             else:
                 if len(set(w_in)) != 1:
@@ -335,20 +372,15 @@ class Graph:
 
     # -- submodels.json -------------------------------------------------------------
 
+    @property
+    def format_version(self) -> int:
+        """The ``submodels.json`` format this graph needs: 2 with tied groups, else 1."""
+        return 2 if self.tied_groups else 1
+
     def width_graph(self) -> Graph:
         """The graph ``submodels.json`` records: the width-carrying nodes only,
-        each reading its :meth:`producer` (other nodes contracted away).
-
-        Raises:
-            ValueError: the graph has a multi-input node, which the width graph
-                of format version 1 cannot express.
-        """
-        multi = [n.name for n in self.nodes if len(n.inputs) > 1]
-        if multi:
-            raise ValueError(
-                f"submodels.json format {FORMAT_VERSION} lists one producer per layer; "
-                f"node(s) {multi} join several inputs (residual networks need a newer format)"
-            )
+        each reading its :meth:`producer` (other nodes, ``add`` included,
+        contracted away: the ``tied`` keys keep what the joins mean for widths)."""
         nodes = [
             dataclasses.replace(n, inputs=(self.producer(n) or INPUT,))
             for n in self.nodes
@@ -358,7 +390,7 @@ class Graph:
 
     def to_doc(self) -> dict[str, Any]:
         """The ``submodels.json`` document (a JSON-ready dict; key order as written)."""
-        doc: dict[str, Any] = {"format_version": FORMAT_VERSION, "name": self.name}
+        doc: dict[str, Any] = {"format_version": self.format_version, "name": self.name}
         if self.dataset is not None:
             doc["dataset"] = self.dataset
         if self.data_options is not None:
@@ -387,6 +419,8 @@ def _layer_entry(n: Node) -> dict[str, Any]:
         "prunable": n.prunable,
         "producer": None if n.inputs[0] == INPUT else n.inputs[0],
     }
+    if n.tied is not None:
+        e["tied"] = n.tied
     if n.kind in (CONV, DEPTHWISE) and n.kernel is not None:
         e["kernel"] = list(n.kernel)
         e["strides"] = list(n.strides or (1, 1))
@@ -415,6 +449,19 @@ def _check_nodes(nodes: Sequence[Node]) -> dict[str, Node]:
                 raise ValueError(f"node {n.name!r} reads {src!r}, which is not an earlier node")
         if isinstance(n.units, bool) or int(n.units) < 1:
             raise ValueError(f"node {n.name!r}: units must be >= 1, got {n.units}")
+        if n.tied is not None:
+            rep = by_name.get(n.tied)
+            if (
+                n.kind not in CHOSEN_KINDS
+                or rep is None
+                or rep.kind not in CHOSEN_KINDS
+                or rep.tied is not None
+                or rep.units != n.units
+            ):
+                raise ValueError(
+                    f"node {n.name!r} is tied to {n.tied!r}, which must be an earlier untied "
+                    f"dense/conv node of {n.units} units"
+                )
         if n.kind == DEPTHWISE and n.inputs[0] != INPUT:
             src = by_name[n.inputs[0]]
             if src.units != n.units:
@@ -441,9 +488,9 @@ def from_doc(doc: Mapping[str, Any]) -> Graph:
     """
     try:
         version = doc.get("format_version", 1)
-        if version != FORMAT_VERSION:
+        if version not in range(1, FORMAT_VERSION + 1):
             raise RunDirError(
-                f"submodels.json has format_version {version!r}; this reds_tf reads "
+                f"submodels.json has format_version {version!r}; this reds_tf reads 1 to "
                 f"{FORMAT_VERSION}: re-run `reds train` or use the reds_tf that wrote it"
             )
         nodes = []
@@ -468,6 +515,7 @@ def from_doc(doc: Mapping[str, Any]) -> Graph:
                     kernel=_pair(ly.get("kernel")),
                     strides=_pair(ly.get("strides")),
                     padding=None if padding is None else str(padding).lower(),
+                    tied=ly.get("tied"),
                 )
             )
             prev = nodes[-1].name
@@ -539,7 +587,9 @@ def from_keras(model: Any) -> Graph:
     geometry and full shapes. The graph has no submodels yet.
 
     Prunable: every dense/conv node except the one whose width is the model
-    output's (the classifier).
+    output's (the classifier) and the members of a tied group that holds it
+    or is joined with the model input (fixed widths). Tied groups: see the
+    module doc.
 
     Raises:
         RedsError: more than one input, an input of unknown size, a layer of an
@@ -584,6 +634,11 @@ def from_keras(model: Any) -> Graph:
         tensors = layer.input if isinstance(layer.input, list) else [layer.input]
         in_shape = _shape(tensors[0].shape[1:], f"layer {layer.name!r} input")
         out_shape = _shape(layer.output.shape[1:], f"layer {layer.name!r} output")
+        if kind == RESHAPE and out_shape[-1] != in_shape[-1]:
+            raise RedsError(
+                f"Reshape layer {layer.name!r} turns {in_shape} into {out_shape}; only a reshape "
+                "that keeps the channel (last) axis is supported"
+            )
         geometry: dict[str, Any] = {}
         activation = "linear"
         use_bias = bool(getattr(layer, "use_bias", False))
@@ -636,9 +691,50 @@ def from_keras(model: Any) -> Graph:
         by_name[nodes[-1].name] = nodes[-1]
     if not nodes:
         raise RedsError(f"model {model.name!r} has no layers")
+    groups = _tie_groups(nodes)
+    nodes = [dataclasses.replace(n, tied=groups.get(n.name, n.name)) for n in nodes]
+    nodes = [
+        dataclasses.replace(n, tied=None if n.tied in (n.name, INPUT) else n.tied) for n in nodes
+    ]
     graph = Graph(name=str(model.name), input_shape=input_shape, nodes=nodes)
     head = graph.output.name if graph.output.is_width else graph.producer(graph.output)
-    nodes = [
-        dataclasses.replace(n, prunable=n.kind in CHOSEN_KINDS and n.name != head) for n in nodes
-    ]
+    fixed = {INPUT, groups.get(str(head), head)}  # groups of the classifier and of the input
+
+    def prunable(n: Node) -> bool:
+        return n.kind in CHOSEN_KINDS and n.name != head and groups.get(n.name) not in fixed
+
+    nodes = [dataclasses.replace(n, prunable=prunable(n)) for n in nodes]
     return dataclasses.replace(graph, nodes=nodes)
+
+
+def _tie_groups(nodes: Sequence[Node]) -> dict[str, str]:
+    """``{dense/conv node: its group's representative}`` for every node whose
+    output an ``add`` joins with others (the representative maps to itself):
+    the first member in node order, or :data:`INPUT` for a group joined with the
+    model input (whose width is fixed)."""
+    by_name = {n.name: n for n in nodes}
+    order = {INPUT: -1, **{n.name: i for i, n in enumerate(nodes)}}
+    parent: dict[str, str] = {}
+
+    def find(a: str) -> str:
+        while parent.get(a, a) != a:
+            a = parent[a]
+        return a
+
+    def chooser(src: str) -> str:
+        """The dense/conv node (or the input) whose width ``src``'s output has."""
+        while src != INPUT:
+            n = by_name[src]
+            if n.kind in CHOSEN_KINDS:
+                return find(n.name)
+            src = n.inputs[0]  # an add's inputs are one group already
+        return INPUT
+
+    for n in nodes:
+        if n.kind != ADD:
+            continue
+        roots = {chooser(src) for src in n.inputs}
+        first = min(roots, key=order.__getitem__)
+        for r in roots:
+            parent[r] = first
+    return {name: find(name) for name in parent if name != INPUT}

@@ -177,6 +177,44 @@ def mobilenet_v1(
     return keras.Model(inp, _gap_logits(x, num_classes), name=name)
 
 
+def _residual_block(x, i: int, filters: int, strides: Sequence[int]):
+    """MLPerf Tiny ResNet block i (1-based names ``s{i}_...``): conv 3x3 (strides)
+    -> BN -> ReLU -> conv 3x3 -> BN, plus the shortcut: the identity when the
+    shape is kept, else a 1x1 conv with the same strides (projection, with bias,
+    no BN); then Add and ReLU. The add ties the shortcut's channels to the
+    block's (one width, :mod:`reds_tf.ir`)."""
+    s = f"s{i}"
+    y = _conv_bn_relu(x, filters, (3, 3), strides, "same", f"{s}_conv1")
+    y = keras.layers.Conv2D(
+        int(filters), (3, 3), padding="same", use_bias=False, name=f"{s}_conv2"
+    )(y)
+    y = keras.layers.BatchNormalization(name=f"{s}_conv2_bn")(y)
+    if tuple(strides) != (1, 1) or int(x.shape[-1]) != int(filters):
+        x = keras.layers.Conv2D(
+            int(filters), (1, 1), strides=tuple(strides), padding="same", name=f"{s}_proj"
+        )(x)
+    x = keras.layers.Add(name=f"{s}_add")([x, y])
+    return keras.layers.ReLU(name=f"{s}_relu")(x)
+
+
+def resnet(
+    input_shape: Sequence[int],
+    first: dict,
+    blocks: Sequence[dict],
+    num_classes: int,
+    *,
+    name: str = "resnet",
+) -> keras.Model:
+    """Residual network (MLPerf Tiny ResNet-8 with ``first`` = 16 filters 3x3 and
+    blocks of 16/32/64 filters, strides 1/2/2): Conv (same) -> BN -> ReLU ->
+    N residual blocks (:func:`_residual_block`) -> GAP -> logits."""
+    x = inp = keras.Input(shape=tuple(input_shape), name="input")
+    x = _conv_bn_relu(x, first["filters"], first["kernel"], first["strides"], "same", "conv1")
+    for i, b in enumerate(blocks, 1):
+        x = _residual_block(x, i, b["filters"], b["strides"])
+    return keras.Model(inp, _gap_logits(x, num_classes), name=name)
+
+
 @register_model("cnn")
 def _build_cnn(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int) -> keras.Model:
     return cnn(input_shape, [c.as_dict() for c in cfg.conv], cfg.hidden, num_classes)
@@ -185,6 +223,11 @@ def _build_cnn(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int) -
 @register_model("dscnn")
 def _build_dscnn(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int) -> keras.Model:
     return dscnn(input_shape, cfg.first.as_dict(), [b.as_dict() for b in cfg.blocks], num_classes)
+
+
+@register_model("resnet")
+def _build_resnet(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int) -> keras.Model:
+    return resnet(input_shape, cfg.first.as_dict(), [b.as_dict() for b in cfg.blocks], num_classes)
 
 
 @register_model("mobilenet_v1")

@@ -354,10 +354,30 @@ class _PerBranch(keras.layers.Layer):
         return [self.inner(x, training=training) for x in inputs]
 
 
+class NestedAdd(keras.layers.Layer):
+    """Add (residual join) per branch. Input: the K branches of each summed
+    tensor, one after the other (n * K tensors); output k: the sum of every
+    input's branch k (their widths agree: the inputs are one tied group)."""
+
+    def __init__(self, branches: int, **kwargs):
+        super().__init__(**kwargs)
+        self.branches = int(branches)
+
+    def call(self, inputs: list[tf.Tensor]) -> list[tf.Tensor]:
+        k = self.branches
+        return [tf.add_n(inputs[j::k]) for j in range(k)]
+
+    def get_config(self) -> dict:
+        cfg = super().get_config()
+        cfg.update(branches=self.branches)
+        return cfg
+
+
 @dataclass
 class _Step:
-    """One node of :func:`build_nested`: its Keras layer, its input branches and
-    the input / output width of every submodel."""
+    """One node of :func:`build_nested`: its Keras layer, its input branches (of
+    the first input; ``all_branches``: of every input) and the input / output
+    width of every submodel."""
 
     graph: ir.Graph
     node: ir.Node
@@ -366,6 +386,7 @@ class _Step:
     in_w: list[int]
     out_w: list[int]
     private_bn_affine: bool
+    all_branches: list[list[tf.Tensor]] | None = None
 
 
 def _nest_depthwise(st: _Step) -> list[tf.Tensor]:
@@ -436,8 +457,20 @@ def _nest_bn(st: _Step) -> list[tf.Tensor]:
     return out
 
 
+def _nest_add(st: _Step) -> list[tf.Tensor]:
+    flat = [t for branches in st.all_branches for t in branches]
+    return NestedAdd(len(st.branches), name=st.node.name)(flat)
+
+
 def _per_branch(st: _Step) -> list[tf.Tensor]:
     inner = st.layer.__class__.from_config(st.layer.get_config())
+    return _PerBranch(inner, name=st.node.name)(st.branches)
+
+
+def _nest_reshape(st: _Step) -> list[tf.Tensor]:
+    # The channel axis is kept (ir.from_keras checks) and may be narrower in a branch.
+    target = tuple(st.layer.target_shape)
+    inner = keras.layers.Reshape((*target[:-1], -1))
     return _PerBranch(inner, name=st.node.name)(st.branches)
 
 
@@ -452,21 +485,24 @@ NESTED: dict[str, Callable[[_Step], list[tf.Tensor]]] = {
     ir.AVGPOOL: _per_branch,
     ir.MAXPOOL: _per_branch,
     ir.FLATTEN: _per_branch,
+    ir.RESHAPE: _nest_reshape,
+    ir.ADD: _nest_add,
 }
 
 
 def build_nested(
     full: keras.Model, widths: Sequence[dict[str, int]], *, private_bn_affine: bool = False
 ) -> keras.Model:
-    """Nested model over ``full`` (a plain chain of Conv2D / DepthwiseConv2D /
-    BatchNormalization / Dense with activations, pooling, Flatten, Dropout),
-    built node by node from its graph (:func:`reds_tf.ir.from_keras`).
+    """Nested model over ``full`` (Conv2D / DepthwiseConv2D / BatchNormalization /
+    Dense with activations, pooling, Flatten, Dropout, in a chain or joined by
+    Add), built node by node from its graph (:func:`reds_tf.ir.from_keras`).
 
     Args:
         full: plain full-width model (its weights are copied, not shared).
         widths: one ``{layer name: output width}`` per submodel, smallest first;
-            conv/dense layers missing from a dict stay at full width; depthwise
-            and BN layers follow their input's width.
+            conv/dense layers missing from a dict stay at full width (tied ones:
+            their representative's width); depthwise and BN layers follow their
+            input's width.
         private_bn_affine: BN layers give every submodel but the full one its
             own scale and shift (see :class:`NestedBatchNorm`).
     Returns:
@@ -492,6 +528,7 @@ def build_nested(
             [graph.input_width(node, nw) for nw in node_widths],
             [nw[node.name] for nw in node_widths],
             private_bn_affine,
+            [branches[src] for src in node.inputs],
         )
         branches[node.name] = build(step)
     return keras.Model(inp, branches[graph.output.name], name=f"{full.name}_nested")

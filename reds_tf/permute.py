@@ -14,7 +14,10 @@ BatchNorm and depthwise layers are handled by the same code:
   per-channel weights (BatchNorm, depthwise conv): permute them and go on;
 * ``TRANSPARENT``: layers that carry the channels through without weights;
 * ``CONSUMER``: how a layer permutes its input axis (and the walk stops there);
-* ``Flatten`` expands a channel permutation over the spatial positions.
+* ``Flatten`` expands a channel permutation over the spatial positions;
+* ``Add`` (residual networks) sums channels of a tied group (:mod:`reds_tf.ir`):
+  every member takes the SAME permutation, given under the group's
+  representative, and the walk passes each add once.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ TRANSPARENT = frozenset(
         ir.GLOBAL_AVGPOOL,
         ir.GLOBAL_MAXPOOL,
         ir.ZEROPAD,
+        ir.RESHAPE,  # keeps the channel axis (ir.from_keras checks)
+        ir.ADD,
     }
 )
 
@@ -91,11 +96,13 @@ def permute_model(model: keras.Model, perms: dict[str, np.ndarray]) -> keras.Mod
 
     Args:
         model: functional tf_keras model.
-        perms: ``{producer layer name: permutation of arange(units)}``.
+        perms: ``{producer layer name: permutation of arange(units)}``; a tied
+            group is permuted through its representative (all members alike).
     """
     graph = ir.from_keras(model)
     new = keras.models.clone_model(model)
     weights = {layer.name: layer.get_weights() for layer in model.layers}
+    groups = graph.tied_groups
     for name, p in perms.items():
         p = np.asarray(p, dtype=np.int64)
         node = graph.node(name) if name in graph else None
@@ -103,30 +110,44 @@ def permute_model(model: keras.Model, perms: dict[str, np.ndarray]) -> keras.Mod
         if rule is None:
             cls = type(model.get_layer(name)).__name__
             raise RedsError(f"layer '{name}' ({cls}) cannot be permuted")
+        if node.tied is not None:
+            raise RedsError(
+                f"layer '{name}' shares its channels with '{node.tied}' (joined by an Add); "
+                f"permute the group through '{node.tied}'"
+            )
         units = weights[name][0].shape[-1]
         if sorted(p.tolist()) != list(range(units)):
             raise ValueError(f"perms['{name}'] is not a permutation of {units} units")
-        weights[name] = rule(node, weights[name], p)
-        _propagate(graph, node, p, weights)
+        seen: set[str] = set()
+        for member in groups.get(name, [name]):
+            m = graph.node(member)
+            weights[member] = PRODUCER[m.kind](m, weights[member], p)
+            _propagate(graph, m, p, weights, seen)
     for layer in new.layers:
         layer.set_weights(weights[layer.name])
     return new
 
 
-def _propagate(graph: ir.Graph, src: ir.Node, p: np.ndarray, weights: dict[str, Weights]) -> None:
-    """Re-index everything downstream of ``src`` that sees its units."""
+def _propagate(
+    graph: ir.Graph, src: ir.Node, p: np.ndarray, weights: dict[str, Weights], seen: set[str]
+) -> None:
+    """Re-index everything downstream of ``src`` that sees its units; ``seen``:
+    the nodes already re-indexed for this group (an add is reached once per input)."""
     for node in graph.consumers(src.name):
+        if node.name in seen:
+            continue
+        seen.add(node.name)
         if (rule := CHANNELWISE.get(node.kind)) is not None:
             weights[node.name] = rule(node, weights[node.name], p)
-            _propagate(graph, node, p, weights)
+            _propagate(graph, node, p, weights, seen)
         elif node.kind in TRANSPARENT:
-            _propagate(graph, node, p, weights)
+            _propagate(graph, node, p, weights, seen)
         elif node.kind == ir.FLATTEN:
-            _propagate(graph, node, _flatten_perm(node, p), weights)
+            _propagate(graph, node, _flatten_perm(node, p), weights, seen)
         elif (rule := CONSUMER.get(node.kind)) is not None:
             weights[node.name] = rule(node, weights[node.name], p)
         else:
-            # Add/Concatenate etc. would need permutations tied across branches.
+            # Concatenate etc. would need permutations split across branches.
             raise RedsError(
                 f"cannot permute through layer '{node.name}' ({node.layer_class or node.kind})"
             )

@@ -214,7 +214,8 @@ def check_submodels(
     optional: ``accuracy_before_finetune``, ``block``, ``bn_stats``,
     ``data_options`` (an object), ``format_version`` (absent: 1; newer than
     :data:`reds_tf.ir.FORMAT_VERSION` is refused), per layer ``producer`` (null
-    or an earlier layer; a depthwise layer as wide as it), ``kernel``,
+    or an earlier layer; a depthwise layer as wide as it), ``tied`` (format 2:
+    an earlier untied dense/conv layer of the same units and widths), ``kernel``,
     ``strides``, ``output_hw`` (two positive integers) and ``padding``."""
     s = _Schema(Path(path), "re-run `reds train`")
     doc = s.obj(doc, "")
@@ -236,6 +237,8 @@ def check_submodels(
             f"({ir.FORMAT_VERSION}); use the reds_tf that wrote it, or re-run `reds train`"
         )
     units: dict[str, int] = {}
+    tied: dict[str, str] = {}  # member -> its group's representative
+    tied_ok: set[str] = set()  # layers a later one may be tied to
     for i, ly in enumerate(s.list(s.has(doc, "layers"), "layers")):
         key = f"layers[{i}]"
         ly = s.obj(ly, key)
@@ -257,6 +260,20 @@ def check_submodels(
             s.fail(f"{key}.producer", "must be null or the name of an earlier layer", producer)
         if kind == ir.DEPTHWISE and producer is not None and units[name] != units[producer]:
             s.fail(f"{key}.units", f"must equal its producer's {units[producer]}", units[name])
+        if "tied" in ly:
+            rep = ly["tied"]
+            if (
+                version < 2
+                or kind not in ir.CHOSEN_KINDS
+                or not isinstance(rep, str)
+                or rep not in tied_ok
+            ):
+                s.fail(f"{key}.tied", "must name an earlier untied dense/conv layer", rep)
+            if units[rep] != units[name]:
+                s.fail(f"{key}.units", f"must equal its tied layer's {units[rep]}", units[name])
+            tied[name] = rep
+        elif kind in ir.CHOSEN_KINDS:
+            tied_ok.add(name)
         for geo in ("kernel", "strides", "output_hw"):
             if geo in ly:
                 pair = s.list(ly[geo], f"{key}.{geo}")
@@ -280,6 +297,9 @@ def check_submodels(
                     w,
                 )
             previous[name] = w
+        for name, rep in tied.items():
+            if widths[name] != widths[rep]:
+                s.fail(f"{key}.widths.{name}", f"must equal its tied layer {rep}'s", widths[name])
         if record:
             for name in ("index", *RECORD_KEYS):
                 s.has(sm, name, key + ".")

@@ -58,7 +58,8 @@ def test_round_trip_through_yaml():
         ({**BASE, "train": {"epochs": 0}}, "train.epochs must be a positive integer"),
         ({**BASE, "train": {"epoch": 3}}, "train.epoch unknown key"),
         ({**BASE, "modle": {}}, "modle unknown key"),
-        ({**BASE, "model": {"type": "resnet"}}, "model.type must be one of"),
+        ({**BASE, "model": {"type": "resnet50"}}, "model.type must be one of"),
+        ({**BASE, "model": {"type": "resnet"}}, "model.first is required for model.type resnet"),
         ({**BASE, "model": {"hidden": []}}, "model.hidden must be a non-empty list"),
         ({**BASE, "model": {"hidden": [64, -1]}}, "model.hidden must be a non-empty list"),
         ({**BASE, "budgets": [0.5, 0.25]}, "budgets must be strictly increasing"),
@@ -313,7 +314,7 @@ def test_config_validation_does_not_import_tensorflow():
         f"for n in {sorted(p.name for p in (REPO / 'configs').glob('*.yaml'))!r}:\n"
         f"    load_config({str(REPO / 'configs')!r} + '/' + n)\n"
         "try:\n"
-        "    parse_config({'name': 'x', 'dataset': 'd', 'model': {'type': 'resnet'}})\n"
+        "    parse_config({'name': 'x', 'dataset': 'd', 'model': {'type': 'resnet50'}})\n"
         "except Exception as e:\n"
         "    print(e)\n"
         "print('tensorflow' in sys.modules)\n"
@@ -321,6 +322,6 @@ def test_config_validation_does_not_import_tensorflow():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[-2].endswith(
-        "model.type must be one of cnn, dnn, dscnn, mobilenet_v1, got 'resnet'"
+        "model.type must be one of cnn, dnn, dscnn, mobilenet_v1, resnet, got 'resnet50'"
     )
     assert r.stdout.splitlines()[-1] == "False"

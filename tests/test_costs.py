@@ -141,13 +141,17 @@ def test_dense_on_unflattened_input_is_rejected():
         cost_layers_from_keras(keras.Model(inp, out))
 
 
-def test_branching_model_is_rejected():
+def test_branches_joined_by_an_add_are_one_tied_group():
     inp = keras.Input((5,))
     a = keras.layers.Dense(4, name="left")(inp)
     b = keras.layers.Dense(4, name="right")(inp)
     out = keras.layers.Add()([a, b])
-    with pytest.raises(RedsError, match="right"):
-        cost_layers_from_keras(keras.Model(inp, out))
+    layers = cost_layers_from_keras(keras.Model(inp, out))
+    # The group holds the model output: fixed at full width.
+    assert [(c.name, c.tied, c.prunable) for c in layers] == [
+        ("left", None, False),
+        ("right", "left", False),
+    ]
 
 
 def test_model_without_dense_is_rejected():

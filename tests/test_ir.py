@@ -282,7 +282,7 @@ def test_old_file_without_format_version_loads(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d.__setitem__("format_version", 2), "'format_version' is 2, newer than"),
+        (lambda d: d.__setitem__("format_version", 3), "'format_version' is 3, newer than"),
         (lambda d: d.__setitem__("format_version", "1"), "'format_version' must be an integer"),
         (lambda d: d["layers"][1].__setitem__("producer", "nope"), r"'layers\[1\].producer'"),
         (lambda d: d["layers"][1].__setitem__("producer", "fc2"), r"'layers\[1\].producer'"),
@@ -319,7 +319,7 @@ def _residual():
     y = L.ReLU(name="conv1_relu")(x)
     y = L.Conv2D(6, 3, padding="same", name="conv2")(y)
     x = L.Add(name="add1")([y, x])
-    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Flatten(name="flat")(L.AveragePooling2D(8, name="gap")(x))
     return keras.Model(inp, L.Dense(4, name="logits")(x), name="res")
 
 
@@ -328,23 +328,60 @@ def test_a_multi_input_node_is_representable():
     add = graph.node("add1")
     assert add.kind == ir.ADD and add.inputs == ("conv2", "conv1") and add.units == 6
     assert [n.name for n in graph.consumers("conv1")] == ["conv1_relu", "add1"]
-    assert not graph.is_chain() and graph.producer(graph.node("gap")) == "conv2"
+    assert not graph.is_chain() and graph.producer(graph.node("gap")) == "conv1"
     assert [n.name for n in graph.nodes if n.prunable] == ["conv1", "conv2"]
     # Joined widths must agree (a tied group): the graph says so.
     assert graph.node_widths({"conv1": 4, "conv2": 4})["add1"] == 4
-    with pytest.raises(ValueError, match="add1.*different widths"):
-        graph.node_widths({"conv1": 4, "conv2": 5})
     # Built by hand, too.
     n = ir.Node("sum", ir.ADD, ("logits", "fc1"), 5, (5,), (5,))
     g = ir.Graph("g", (5,), [ir.Node("fc1", ir.DENSE, ("input",), 5, (5,), (5,)),
                              ir.Node("logits", ir.DENSE, ("fc1",), 5, (5,), (5,)), n])  # fmt: skip
     assert g.output is n and g.node_widths({})["sum"] == 5
-    # Format 1 records one producer per layer: it refuses the graph rather than
-    # drop the skip connection; the cost model names the first branch.
-    with pytest.raises(ValueError, match="add1"):
-        graph.to_doc()
-    with pytest.raises(RedsError, match="'add1'.*single chain"):
-        cost_layers(graph)
+    with pytest.raises(ValueError, match="'sum' adds inputs of different widths"):
+        g.node_widths({"fc1": 4})
+
+
+def test_a_residual_graph_has_tied_groups_and_format_2(tmp_path):
+    """The Add ties conv1 and conv2 (one width, one unit order): conv2 names its
+    representative conv1; a consumer of the sum reads the group as conv1;
+    submodels.json says so in format 2 (``tied``) and reads back."""
+    graph = ir.from_keras(_residual())
+    assert graph.tied_groups == {"conv1": ["conv1", "conv2"]}
+    assert graph.node("conv2").tied == "conv1" and graph.node("conv1").tied is None
+    assert graph.producer(graph.node("gap")) == "conv1"
+    assert graph.node_widths({"conv1": 4})["conv2"] == 4
+    with pytest.raises(ValueError, match="'conv2'.*tied to 'conv1'"):
+        graph.node_widths({"conv1": 4, "conv2": 5})
+    layers = cost_layers(graph)
+    assert [(c.name, c.producer, c.tied) for c in layers] == [
+        ("conv1", None, None), ("conv2", "conv1", "conv1"), ("logits", "conv1", None),
+    ]  # fmt: skip
+    assert [c.name for c in free_layers(layers)] == ["conv1"]
+    graph = dataclasses.replace(
+        graph,
+        submodels=[ir.Submodel({"conv1": w, "conv2": w, "logits": 4}) for w in (2, 4, 6)],
+        dataset="none",
+    )
+    doc = graph.to_doc()
+    assert doc["format_version"] == 2 and doc["layers"][1]["tied"] == "conv1"
+    (tmp_path / "submodels.json").write_text(json.dumps(doc))
+    back = rundir.load_graph(tmp_path)
+    assert back.to_doc() == doc and back.tied_groups == graph.tied_groups
+    doc["submodels"][0]["widths"]["conv2"] = 4
+    (tmp_path / "submodels.json").write_text(json.dumps(doc))
+    with pytest.raises(RunDirError, match=r"widths.conv2' must equal its tied layer conv1's"):
+        rundir.load_graph(tmp_path)
+    doc["format_version"] = 1
+    (tmp_path / "submodels.json").write_text(json.dumps(doc))
+    with pytest.raises(RunDirError, match=r"'layers\[1\].tied' must name an earlier untied"):
+        rundir.load_graph(tmp_path)
+    # Joined with the model input, a group keeps the input's width: not prunable.
+    L = keras.layers
+    inp = keras.Input((6, 6, 3), name="input")
+    x = L.Add(name="add")([inp, L.Conv2D(3, 3, padding="same", name="c")(inp)])
+    x = L.Conv2D(5, 3, name="d")(x)
+    g = ir.from_keras(keras.Model(inp, L.Dense(2, name="logits")(L.Flatten()(x))))
+    assert [n.name for n in g.nodes if n.prunable] == ["d"] and not g.tied_groups
 
 
 def test_structural_errors():
@@ -431,10 +468,10 @@ def test_plan_refuses_a_graph_that_disagrees(small_conv):
 
 
 def test_training_writes_the_graph(trained_run):
-    """`reds train` saves submodels.json through the graph: format_version 1, the
-    layers of model.keras's graph, the knapsack's MACs equal the graph's."""
+    """`reds train` saves submodels.json through the graph: format_version 1 (a
+    chain), the layers of model.keras's graph, the knapsack's MACs equal the graph's."""
     doc = json.loads((trained_run / "submodels.json").read_text())
-    assert doc["format_version"] == ir.FORMAT_VERSION
+    assert doc["format_version"] == 1 < ir.FORMAT_VERSION
     graph = rundir.load_graph(trained_run, record=True)
     assert graph.to_doc() == doc
     model = keras.models.load_model(trained_run / "model.keras", compile=False)

@@ -186,3 +186,47 @@ def test_train_and_test_steps_use_the_teacher():
     fit = tr.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
     assert fit.history["loss"][0] == pytest.approx(want, rel=1e-4)
     assert tr.evaluate(x, y, batch_size=32, verbose=0)[0] == pytest.approx(want, rel=1e-4)
+
+
+def test_resnet_branches_are_the_sliced_submodels_and_finetune():
+    """ResNet-8 (identity and projection shortcuts): each nested branch equals
+    the prefix-sliced plain submodel, tied layers at their group's width; one
+    joint fine-tuning epoch runs and to_plain carries the weights back."""
+    from reds_tf.models import resnet
+
+    keras.utils.set_random_seed(0)
+    m = resnet(
+        (12, 12, 3),
+        {"filters": 8, "kernel": [3, 3], "strides": [1, 1]},
+        [{"filters": 8, "strides": [1, 1]}, {"filters": 12, "strides": [2, 2]}],
+        4,
+    )
+    rng = np.random.default_rng(1)
+    for layer in m.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
+                               rng.normal(0, 0.2, c), rng.uniform(0.5, 1.5, c)])  # fmt: skip
+    widths = [
+        {"conv1": 4, "s1_conv1": 4, "s2_conv1": 4, "s2_conv2": 4},
+        {"conv1": 8, "s1_conv1": 4, "s2_conv1": 8, "s2_conv2": 8},
+        {"conv1": 8, "s1_conv1": 8, "s2_conv1": 12, "s2_conv2": 12},
+    ]
+    nested = build_nested(m, widths)
+    x = rng.normal(size=(16, 12, 12, 3)).astype(np.float32)
+    for w, o in zip(widths, predict_nested(nested, x), strict=True):
+        sub = submodel(m, w)
+        assert sub.get_layer("s1_conv2").filters == w["conv1"]  # tied to the stem
+        assert sub.get_layer("s2_proj").filters == w["s2_conv2"]
+        np.testing.assert_allclose(o, sub.predict(x, verbose=0), atol=1e-4, rtol=1e-4)
+    y = rng.integers(0, 4, 64)
+    xt = rng.normal(size=(64, 12, 12, 3)).astype(np.float32)
+    hist = finetune_joint(
+        nested, xt, y, [0.2, 0.5, 1.0], epochs=1, batch_size=32, lr=1e-3, schedule="constant",
+        distill=True, temperature=2.0, alpha=0.5, seed=0, verbose=0,
+    )  # fmt: skip
+    assert np.isfinite(hist.history["loss"]).all()
+    plain = to_plain(nested, m)
+    np.testing.assert_allclose(
+        plain.predict(x, verbose=0), predict_nested(nested, x)[-1], atol=1e-4, rtol=1e-4
+    )

@@ -89,5 +89,65 @@ def test_bad_permutations_and_unsupported_graphs():
     a = keras.layers.Dense(4, name="a")(inp)
     b = keras.layers.Dense(4, name="b")(inp)
     out = keras.layers.Add()([a, b])
-    with pytest.raises(RedsError, match="cannot permute through layer"):
+    m = keras.Model(inp, keras.layers.Dense(3, name="c")(out))
+    # An Add ties a and b: b moves with a, and only through a.
+    with pytest.raises(RedsError, match="'b' shares its channels with 'a'.*through 'a'"):
+        permute_model(m, {"b": np.arange(4)[::-1]})
+    p = permute_model(m, {"a": np.arange(4)[::-1]})
+    np.testing.assert_array_equal(p.get_layer("b").kernel.numpy(), m.get_layer("b").kernel[:, ::-1])
+    inp = keras.Input((4,))
+    x = keras.layers.Dense(4, name="a")(inp)
+    out = keras.layers.Concatenate()([x, keras.layers.Dense(2, name="b")(inp)])
+    with pytest.raises(RedsError, match="Concatenate is not supported"):
         permute_model(keras.Model(inp, out), {"a": np.arange(4)[::-1]})
+
+
+def _resnet8(seed: int) -> keras.Model:
+    """MLPerf Tiny ResNet-8 (identity shortcut in stack 1, 1x1 projections in
+    stacks 2 and 3) at a reduced input size, random weights."""
+    from reds_tf.models import resnet
+
+    m = resnet(
+        (16, 16, 3),
+        {"filters": 16, "kernel": [3, 3], "strides": [1, 1]},
+        [{"filters": f, "strides": [s, s]} for f, s in ((16, 1), (32, 2), (64, 2))],
+        10,
+    )
+    _randomise(m, np.random.default_rng(seed))
+    return m
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_resnet8_permutation_preserves_function(seed):
+    """Every tied group (identity and projection shortcuts) takes one
+    permutation from its summed importance: outputs unchanged."""
+    from reds_tf import ir
+    from reds_tf.costs import cost_layers
+    from reds_tf.importance import fold_tied_scores
+
+    m = _resnet8(seed)
+    graph = ir.from_keras(m)
+    assert graph.tied_groups == {
+        "conv1": ["conv1", "s1_conv2"],  # identity shortcut: the stem and block 1
+        "s2_conv2": ["s2_conv2", "s2_proj"],  # projection shortcuts
+        "s3_conv2": ["s3_conv2", "s3_proj"],
+    }
+    layers = cost_layers(graph)
+    rng = np.random.default_rng(100 + seed)
+    raw = {c.name: rng.random(c.units) for c in layers if c.prunable}
+    scores = fold_tied_scores(raw, layers)
+    assert set(scores) == {"conv1", "s1_conv1", "s2_conv1", "s2_conv2", "s3_conv1", "s3_conv2"}
+    np.testing.assert_array_equal(scores["s2_conv2"], raw["s2_conv2"] + raw["s2_proj"])
+    p, perms, sorted_scores = permute_by_importance(m, scores)
+    x = rng.normal(size=(32, 16, 16, 3)).astype(np.float32)
+    want = m.predict(x, verbose=0)
+    assert np.abs(want - p.predict(x, verbose=0)).max() <= 1e-5 * max(1.0, np.abs(want).max())
+    for rep, members in graph.tied_groups.items():
+        for name in members:  # each member's output channels in the group's order
+            k = m.get_layer(name).kernel.numpy()
+            src = graph.producer(graph.node(name))
+            p_in = perms[src] if src in perms else np.arange(k.shape[2])
+            np.testing.assert_array_equal(
+                p.get_layer(name).kernel.numpy(), k[:, :, p_in][..., perms[rep]]
+            )
+    assert all(np.all(np.diff(s) <= 0) for s in sorted_scores.values())
