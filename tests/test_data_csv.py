@@ -112,6 +112,11 @@ def test_errors(tmp_path: Path) -> None:
 
     (tmp_path / "e.csv").write_text("")
     assert "is empty" in _err(**{**base, "path": str(tmp_path / "e.csv")})
+    (tmp_path / "head.csv").write_text("ax,label\n")
+    assert "has a header but no data rows" in _err(**{**base, "path": str(tmp_path / "head.csv")})
+    (tmp_path / "t.csv").write_text("note,label\nx,a\n")
+    assert "no numeric column besides 'label'" in _err(**{**base, "path": str(tmp_path / "t.csv")})
+    assert "lists the label column" in _err(**{**base, "columns": ["ax", "label"]})
     (tmp_path / "h.csv").write_text("1,2,3\n4,5,6\n")
     assert "looks like data; add a header" in _err(**{**base, "path": str(tmp_path / "h.csv")})
     bad = write_csv(tmp_path / "n.csv", ["a"] * 30 + ["b"] * 30)

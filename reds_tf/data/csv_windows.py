@@ -107,6 +107,8 @@ def _read(
             f"{', '.join(header)}"
         )
     li = header.index(label_column)
+    if not rows:
+        raise DataError(f"{path} has a header but no data rows; add the recording's rows")
     for row, line in zip(rows, lines, strict=True):
         if len(row) != len(header):
             raise DataError(
@@ -114,8 +116,7 @@ def _read(
                 f"fix the row (delimiter {delimiter!r})"
             )
     if columns is None:
-        first = rows[0] if rows else []
-        columns = [h for i, h in enumerate(header) if i != li and first and _is_number(first[i])]
+        columns = [h for i, h in enumerate(header) if i != li and _is_number(rows[0][i])]
         if not columns:
             raise DataError(
                 f"{path}: no numeric column besides {label_column!r} in the first data row; "
@@ -173,10 +174,8 @@ def window_starts(ids: np.ndarray, window: int, stride: int) -> np.ndarray:
     return starts[changes[starts + window - 1] == changes[starts]]
 
 
-def _option_int(value: object, option: str, required: bool = False) -> int | None:
-    if value is None and not required:
-        return None
-    if value is None or isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def _rows(value: object, option: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise DataError(
             f"dataset 'csv' option {option} must be a number of rows >= 1, got {value!r}"
         )
@@ -232,12 +231,9 @@ def _split_windows(
         n_test = min(max(1, round(frac * len(mine))), len(mine) - 1)
         held = mine[len(mine) - n_test :]
         rest = mine[: len(mine) - n_test]
-        # A training window overlaps a test window when their starts are < window apart.
-        pos = np.searchsorted(held, rest)
-        near = np.full(len(rest), np.iinfo(np.int64).max)
-        ok = pos < len(held)
-        near[ok] = held[pos[ok]] - rest[ok]
-        keep = rest[near >= window]
+        # Test windows are the class's last: a training window shares rows with
+        # one exactly when it starts less than ``window`` rows before the first.
+        keep = rest[held[0] - rest >= window]
         if not len(keep):
             raise DataError(
                 f"{where}: class {names[c]!r} has no training window left that shares no row "
@@ -266,9 +262,8 @@ def load(
             "dataset 'csv' needs the option label_column: the name of the column holding "
             f"each row's class, got {label_column!r}"
         )
-    win = _option_int(window, "window", required=True)
-    step = _option_int(stride, "stride") or win
-    assert win is not None
+    win = _rows(window, "window")
+    step = win if stride is None else _rows(stride, "stride")
     frac = test_fraction
     if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
         raise DataError(
