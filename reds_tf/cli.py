@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from reds_tf import __version__
 from reds_tf.errors import RedsError
 
 
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbose_help = "show TensorFlow's log lines and warnings (hidden by default)"
     parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    parser.add_argument("--version", action="version", version=f"reds_tf {__version__}")
     # Also accepted after the command; SUPPRESS keeps a flag given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ LIMITS = {
     "memory_budget_bytes": 2**32 - 1,  # uint32 on the device
     "data": 2**31 - 1,  # integers among the data: options (absolute value)
 }
+
+
+# ``data:`` options that name files or folders (made absolute when parsed).
+PATH_OPTIONS = ("path", "data_dir")
 
 
 class _Loader(yaml.SafeLoader):
@@ -450,7 +455,13 @@ def _data_options(r: _Reader) -> dict[str, Any]:
             r.fail(f"{key}.{k}", "must be a number, string, true/false, null or a list", e)
         if not _small_ints(e):
             r.fail(f"{key}.{k}", f"integers must be at most {LIMITS['data']} in size", e)
-    return dict(v)
+    out = dict(v)
+    for k in PATH_OPTIONS:
+        if isinstance(out.get(k), str) and out[k].strip():
+            # Relative to the current directory, recorded absolute: export,
+            # simulate and monitor find the data from anywhere.
+            out[k] = os.path.abspath(os.path.expanduser(out[k]))
+    return out
 
 
 def check_data_options(cfg: Config, load: Any) -> Any:

@@ -24,6 +24,7 @@ import numpy as np
 from reds_tf import rundir
 from reds_tf.errors import OutputError, RedsError, RunDirError
 from reds_tf.fsutil import write_bytes_atomic
+from reds_tf.quant import numerics
 from reds_tf.resources import cache_dir as reds_cache_dir
 
 # -O3: GCC 12 vectorises the reference kernel's 16-lane tile only at -O3 (4x faster);
@@ -140,6 +141,11 @@ class Runtime:
 
     def macs(self, k: int) -> int:
         return int(self._lib.reds_macs(k))
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """Float inputs ``(N, *input_shape)`` as the int8 the runtime takes (the
+        model's input scale and zero point, TFLite's rounding)."""
+        return numerics.quantize(x, self.input_scale, self.input_zero_point)
 
     def set_submodel(self, k: int) -> None:
         if self._lib.reds_set_submodel(int(k)) != 0:
