@@ -45,12 +45,12 @@ export: setup
 	$(BIN)/reds export $(RUN)
 
 test: setup
-	$(BIN)/ruff check reds_tf tests firmware
+	$(BIN)/ruff check reds_tf tests firmware examples
 	$(BIN)/python -m pytest -q tests
 
 lint: setup
-	$(BIN)/ruff check reds_tf tests firmware
-	$(BIN)/ruff format --check reds_tf tests firmware
+	$(BIN)/ruff check reds_tf tests firmware examples
+	$(BIN)/ruff format --check reds_tf tests firmware examples
 
 bench: setup
 	@test -f $(RUN)/export/manifest.json || $(MAKE) train

@@ -117,9 +117,7 @@ class Run:
         evaluate on at most this many test samples."""
         from reds_tf.export import run_export
 
-        return run_export(
-            self.path, qat=qat, qat_epochs=qat_epochs, limit=limit, log=log or _quiet
-        )
+        return run_export(self.path, qat=qat, qat_epochs=qat_epochs, limit=limit, log=log or _quiet)
 
     def runtime(self, *, trust: bool = False) -> Any:
         """The exported C++ runtime compiled for this machine and loaded through

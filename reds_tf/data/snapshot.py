@@ -115,9 +115,7 @@ class Snapshot:
         self.x_calib = _unpack(arrays["x_calib"])
         self.x_test = _unpack(arrays["x_test"])
         self.y_test = arrays["y_test"].astype(np.int64)
-        if self.x_calib.shape[1:] != self.x_test.shape[1:] or len(self.x_test) != len(
-            self.y_test
-        ):
+        if self.x_calib.shape[1:] != self.x_test.shape[1:] or len(self.x_test) != len(self.y_test):
             raise RunDirError(f"{self.path} has inconsistent array shapes; {fix}")
         self.content_sha256 = str(arrays["content_sha256"])
         self.num_classes = int(arrays["num_classes"])
