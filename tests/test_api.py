@@ -152,3 +152,37 @@ def test_version_is_the_package_version() -> None:
     assert reds_tf.__version__ == metadata.version("reds_tf")
     r = subprocess.run([*REDS, "--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == f"reds_tf {reds_tf.__version__}"
+
+
+def test_data_is_reshaped_to_a_base_models_input(tmp_path: Path) -> None:
+    """A model taking (36,) features trains on (6, 6) images: same element count."""
+    import tf_keras as keras
+
+    rng = np.random.default_rng(0)
+    y = np.arange(200) % 2
+    x = (rng.random((200, 6, 6)) * 0.3 + y[:, None, None] * 0.5).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((36,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)]
+    )
+    model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(True))
+    # Trained on flat rows; the run's accuracy is only high if its reshape
+    # keeps the element order (row-major, as numpy's reshape).
+    model.fit(x[:150].reshape(150, 36), y[:150], epochs=20, verbose=0)
+    run = reds_tf.train(
+        {"budgets": [0.5, 1.0], "finetune": {"epochs": 1}, "importance": {"batches": 2}},
+        model=model,
+        data=(x[:150], y[:150], x[150:], y[150:]),
+        out=tmp_path / "flat",
+        verbose=0,
+        log=lambda _m: None,
+    )
+    assert run.input_shape == (36,)
+    with np.load(run.path / "data.npz") as z:
+        assert z["x_test"].shape == (50, 36) and z["x_calib"].shape == (150, 36)
+    # The pipeline scored the given model on the reshaped test images exactly
+    # as it scores on the flat rows: the reshape keeps the element order.
+    logits = model.predict(x[150:].reshape(50, 36), verbose=0)
+    flat = float(np.mean(np.argmax(logits, 1) == y[150:]))
+    assert flat > 0.9
+    assert json.loads((run.path / "run.json").read_text())["base_accuracy"] == flat
