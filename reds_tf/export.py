@@ -72,7 +72,7 @@ def dense_chain(model, sub: dict[str, Any]) -> list[tuple[str, np.ndarray, np.nd
             raise RunDirError(f"model.keras has no layer {spec['name']!r}") from e
         kernel, bias = layer.get_weights()
         act = layer.activation.__name__
-        if act not in ("relu", "linear"):
+        if act not in ("relu", "relu6", "linear"):
             raise RedsError(f"layer {spec['name']}: activation {act!r} unsupported")
         out.append((spec["name"], kernel, bias, act))
     return out
@@ -109,6 +109,8 @@ def float_logits(chain, widths: dict[str, int], x: np.ndarray) -> np.ndarray:
         h = h @ kernel[: h.shape[1], :o] + bias[:o]
         if act == "relu":
             h = np.maximum(h, 0.0)
+        elif act == "relu6":
+            h = np.clip(h, 0.0, 6.0)
     return h
 
 

@@ -11,8 +11,10 @@ New architectures register a builder in :data:`MODEL_TYPES` under their
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +51,21 @@ def dnn(
     num_classes: int,
     *,
     dropout: float = 0.0,
+    activations: Sequence[str] | None = None,
     name: str = "dnn",
 ) -> keras.Model:
     """Input(input_shape) -> Flatten -> [Dense(h, relu) (-> Dropout)]* -> Dense(num_classes).
 
+    ``activations``: one per hidden layer ("relu" or "relu6"; default all relu).
     Output: logits, shape (batch, num_classes).
     """
+    acts = list(activations) if activations is not None else ["relu"] * len(hidden)
+    if len(acts) != len(hidden):
+        raise ValueError(f"{len(acts)} activations for {len(hidden)} hidden layers")
     x = inp = keras.Input(shape=tuple(input_shape), name="input")
     x = keras.layers.Flatten(name="flatten")(x)
-    for i, h in enumerate(hidden):
-        x = keras.layers.Dense(int(h), activation="relu", name=dense_name(i))(x)
+    for i, (h, act) in enumerate(zip(hidden, acts, strict=True)):
+        x = keras.layers.Dense(int(h), activation=act, name=dense_name(i))(x)
         if dropout > 0:
             x = keras.layers.Dropout(dropout, name=f"dropout{i + 1}")(x)
     out = keras.layers.Dense(int(num_classes), name=LOGITS)(x)
@@ -289,20 +296,65 @@ def _shape_problems(
     return problems
 
 
-def _chain_problems(model: keras.Model) -> list[str]:
+# Refusal reasons. A reason is a plain sentence, or (template, layer name): a
+# template says {layer} ("layer 'a'" / "layers 'a' and 'b'"), {names} ("'a'" /
+# "'a' and 'b'"), {is} and {has} (agreeing in number). Reasons that share a
+# template are said once, naming every layer they apply to (a MobileNet's 13
+# identical layers make one sentence, not 13).
+Problem = str | tuple[str, str]
+_MAX_NAMED = 6
+
+
+def _quoted(names: Sequence[str]) -> str:
+    q = [f"'{n}'" for n in names[:_MAX_NAMED]]
+    if len(names) > _MAX_NAMED:
+        return ", ".join(q) + f" and {len(names) - _MAX_NAMED} more"
+    return q[0] if len(q) == 1 else ", ".join(q[:-1]) + " and " + q[-1]
+
+
+def say_once(problems: Sequence[Problem]) -> list[str]:
+    """Each distinct problem once, in first-seen order, with all the layers it names."""
+    groups: dict[str, list[str]] = {}
+    for p in problems:
+        template, name = (p, None) if isinstance(p, str) else p
+        names = groups.setdefault(template, [])
+        if name is not None and name not in names:
+            names.append(name)
+    out = []
+    for template, names in groups.items():
+        one = len(names) <= 1
+        words = {
+            "{layer}": ("layer " if one else "layers ") + _quoted(names) if names else "",
+            "{names}": _quoted(names) if names else "",
+            "{is}": "is" if one else "are",
+            "{has}": "has" if one else "have",
+        }
+        for key, word in words.items():
+            template = template.replace(key, word)
+        out.append(template)
+    return out
+
+
+def _refusal(source: str, problems: Sequence[Problem], supported: str) -> RedsError:
+    return RedsError(
+        f"{source} is not a supported model: " + "; ".join(say_once(problems)) + supported
+    )
+
+
+def _chain_problems(model: keras.Model) -> list[Problem]:
     """A chain: each layer has exactly one inbound layer (the previous one)."""
-    problems = []
+    problems: list[Problem] = []
     prev = None
     for layer in model.layers:
         inbound = list(layer._inbound_nodes)  # no public graph API in tf_keras
         if len(inbound) > 1:
-            problems.append(f"layer '{layer.name}' is called more than once")
+            problems.append(("{layer} {is} called more than once", layer.name))
         srcs = []
         for node in inbound:
             il = node.inbound_layers
             srcs += il if isinstance(il, list) else [il]
         if prev is not None and [s.name for s in srcs] != [prev.name]:
-            problems.append(f"layer '{layer.name}' is not fed by the previous layer only")
+            problems.append(("{layer} {is} not fed by the previous layer only", layer.name))
         prev = layer
     return problems
 
@@ -312,55 +364,361 @@ def _act_name(fn) -> str:
     return act if isinstance(act, str) else str(act)
 
 
+_L = keras.layers
+# Input maps y = scale * x + offset that fold into the first Conv/Dense layer.
+_AFFINE = (_L.Rescaling, _L.Normalization)
+_WEIGHTED = (_L.Dense, _L.Conv1D, _L.Conv2D, _L.DepthwiseConv2D)
+# 1-D layers and the 2-D layer each becomes on a (1, T, C) map.
+_AS_2D = {
+    _L.Conv1D: _L.Conv2D,
+    _L.MaxPooling1D: _L.MaxPooling2D,
+    _L.AveragePooling1D: _L.AveragePooling2D,
+    _L.GlobalAveragePooling1D: _L.GlobalAveragePooling2D,
+}
+_GLOBAL_AVG = (_L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D)
+_POOLS = (_L.AveragePooling1D, _L.AveragePooling2D, _L.MaxPooling1D, _L.MaxPooling2D)
+_HIDDEN_ACTS = ("linear", "relu", "relu6")
+
+
+@dataclass
+class _Spec:
+    """One layer of the canonical model being built: class, config and weights;
+    ``layer`` is the user's layer it stands for (shapes, messages), None for a
+    layer the canonical form adds."""
+
+    cls: type
+    cfg: dict
+    weights: list[np.ndarray]
+    layer: keras.layers.Layer | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.cfg["name"])
+
+    @property
+    def act(self) -> str:
+        """The activation of a Dense/conv spec ('linear', 'relu', 'relu6', ...)."""
+        act = self.cfg.get("activation", "linear")
+        return act if isinstance(act, str) else str(act)
+
+
+def _specs(layers: Sequence[keras.layers.Layer]) -> list[_Spec]:
+    return [_Spec(type(ly), ly.get_config(), ly.get_weights(), ly) for ly in layers]
+
+
+def _relu_kind(layer: keras.layers.ReLU) -> str | None:
+    """'relu' or 'relu6' for ReLU() / ReLU(6.), None for any other setting."""
+    if float(layer.negative_slope) != 0 or float(layer.threshold) != 0:
+        return None
+    if layer.max_value is None:
+        return "relu"
+    return "relu6" if float(layer.max_value) == 6.0 else None
+
+
+def _layer_act(layer: keras.layers.Layer) -> str | None:
+    """What a ReLU / Activation layer computes ('relu', 'relu6', 'linear', ...)."""
+    if type(layer) is _L.ReLU:
+        return _relu_kind(layer)
+    return _act_name(layer.activation)
+
+
+def _bn_on_channels(layer: keras.layers.Layer) -> bool:
+    rank = len(_in_shape(layer) or ())
+    return list(layer.axis) in ([-1], [rank - 1])
+
+
+def _affine(layer: keras.layers.Layer, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, offset)``, float64 arrays of ``shape`` (one per input element),
+    with ``layer(x) == scale * x + offset`` at inference: Rescaling,
+    Normalization or BatchNormalization."""
+
+    def f64(v) -> np.ndarray:
+        return np.asarray(v, np.float64)
+
+    if type(layer) is _L.Rescaling:
+        scale, offset = f64(layer.scale), f64(layer.offset)
+    elif type(layer) is _L.Normalization:
+        mean = f64(layer.mean)  # broadcast shape (1, ..., C)
+        sd = np.maximum(np.sqrt(f64(layer.variance)), keras.backend.epsilon())
+        scale, offset = (sd, mean) if layer.invert else (1.0 / sd, -mean / sd)
+    else:
+        gamma = f64(layer.gamma) if layer.scale else 1.0
+        beta = f64(layer.beta) if layer.center else 0.0
+        scale = gamma / np.sqrt(f64(layer.moving_variance) + layer.epsilon)
+        offset = beta - f64(layer.moving_mean) * scale
+    full = (1, *shape)
+    return np.broadcast_to(scale, full)[0].copy(), np.broadcast_to(offset, full)[0].copy()
+
+
+def _with_bias(spec: _Spec) -> list[np.ndarray]:
+    """``spec``'s weights with a zero bias added if it has none (same function)."""
+    if spec.cfg.get("use_bias", True):
+        return list(spec.weights)
+    kernel = spec.weights[0]
+    n = kernel.shape[-2] if spec.cls is _L.DepthwiseConv2D else kernel.shape[-1]
+    spec.cfg["use_bias"] = True
+    return [kernel, np.zeros(n, kernel.dtype)]
+
+
+def _pads(spec: _Spec) -> bool:
+    """Whether a convolution with padding 'same' zero-pads its input (a 1x1
+    stride-1 one does not)."""
+    if spec.cfg.get("padding") != "same":
+        return False
+    dims = (_in_shape(spec.layer) or ())[1:-1]
+    kernel, strides = spec.cfg["kernel_size"], spec.cfg["strides"]
+    return any(
+        (-(-n // s) - 1) * s + k - n > 0 for n, k, s in zip(dims, kernel, strides, strict=True)
+    )
+
+
+def _fold_into(spec: _Spec, scale: np.ndarray, offset: np.ndarray) -> str | None:
+    """Fold ``y = scale * x + offset`` on ``spec``'s input into its weights and
+    bias (a Dense: per input element; a convolution: per channel). Returns why
+    it cannot (a template for the affine layers), else None."""
+    weights = _with_bias(spec)
+    kernel, bias = (np.asarray(v, np.float64) for v in weights)
+    if spec.cls is _L.Dense:
+        a, o = scale.reshape(-1), offset.reshape(-1)
+        new = [kernel * a[:, None], bias + o @ kernel]
+    else:
+        c = scale.shape[-1]
+        a, o = scale.reshape(-1, c), offset.reshape(-1, c)
+        if np.any(a != a[0]) or np.any(o != o[0]):
+            return (
+                "{layer} {has} a scale or offset per position; only one per channel (axis=-1) "
+                f"folds into the convolution '{spec.name}'"
+            )
+        a, o = a[0], o[0]
+        if np.any(o != 0) and _pads(spec):
+            return (
+                "{layer} {has} a nonzero offset, which does not fold exactly into "
+                f"'{spec.name}' (padding='same' pads with zeros at the borders): use "
+                "padding='valid' there, "
+                "an offset of 0 (e.g. Rescaling(1/255)), or normalise the data instead"
+            )
+        # the channel axis is the kernel's second last: (k, C, F), (kh, kw, C, F), (kh, kw, C, 1)
+        shifted = kernel * o[:, None]
+        if spec.cls is _L.DepthwiseConv2D:
+            new = [kernel * a[:, None], bias + shifted.sum(axis=(0, 1, 3))]
+        else:
+            new = [kernel * a[:, None], bias + shifted.sum(axis=tuple(range(kernel.ndim - 1)))]
+    spec.weights = [v.astype(np.float32) for v in new]
+    return None
+
+
+def _fold_input_affine(specs: list[_Spec], input_shape: Sequence[int]) -> list[Problem]:
+    """Fold the Rescaling / Normalization / BatchNormalization layers before the
+    first Conv/Dense layer (Flatten and Dropout may sit between) into that
+    layer's weights and bias, and remove them from ``specs`` (exact: the
+    layer computes on their output)."""
+    shape = tuple(int(d) for d in input_shape)
+    scale = offset = None
+    folded: list[_Spec] = []
+    i = 0
+    while i < len(specs) and specs[i].cls in (*_AFFINE, _L.BatchNormalization, _L.Flatten,
+                                              _L.Dropout):  # fmt: skip
+        s = specs[i]
+        if s.cls is _L.Flatten:
+            shape = (math.prod(shape),)
+            if scale is not None:
+                scale, offset = scale.reshape(-1), offset.reshape(-1)
+        elif s.cls is not _L.Dropout:
+            if s.cls is _L.BatchNormalization and not _bn_on_channels(s.layer):
+                break  # its own check names the axis
+            a, o = _affine(s.layer, shape)
+            scale, offset = (a, o) if scale is None else (a * scale, a * offset + o)
+            folded.append(s)
+        i += 1
+    if not folded:
+        return []
+    target = specs[i] if i < len(specs) else None
+    if target is None or target.cls not in _WEIGHTED:
+        why = (
+            "{layer} must be followed by a Conv/Dense layer to fold into "
+            "(Flatten/Dropout may sit between)"
+        )
+    else:
+        why = _fold_into(target, scale, offset)
+    for s in folded:
+        specs.remove(s)  # refused or folded: no further message about them
+    return [] if why is None else [(why, s.name) for s in folded]
+
+
+def _fold_vector_bn(specs: list[_Spec]) -> list[Problem]:
+    """Fold every BatchNormalization on a vector into the Dense before it (one
+    without activation) or else the Dense after it (Dropout may sit between),
+    and remove it from ``specs``."""
+    problems: list[Problem] = []
+    i = 0
+    while i < len(specs):
+        s = specs[i]
+        shape = _in_shape(s.layer) if s.layer is not None else None
+        if s.cls is not _L.BatchNormalization or shape is None or len(shape) != 2:
+            i += 1
+            continue
+        scale, offset = _affine(s.layer, shape[1:])
+        j, k = i - 1, i + 1
+        while j >= 0 and specs[j].cls is _L.Dropout:
+            j -= 1
+        while k < len(specs) and specs[k].cls is _L.Dropout:
+            k += 1
+        if j >= 0 and specs[j].cls is _L.Dense and specs[j].act == "linear":
+            kernel, bias = _with_bias(specs[j])
+            specs[j].weights = [
+                (kernel * scale[None, :]).astype(np.float32),
+                (bias * scale + offset).astype(np.float32),
+            ]
+        elif k < len(specs) and specs[k].cls is _L.Dense:
+            _fold_into(specs[k], scale, offset)
+        else:
+            problems.append(
+                (
+                    "{layer} (BatchNormalization on a vector) must directly follow a Dense "
+                    "without activation or precede a Dense (it folds into it)",
+                    s.name,
+                )
+            )
+            i += 1
+            continue
+        del specs[i]
+    return problems
+
+
+def _merge_activations(specs: list[_Spec]) -> list[Problem]:
+    """Dense chains: fold every ReLU / ReLU(6.) / Activation layer into the Dense
+    before it (one without activation; Dropout may sit between)."""
+    problems: list[Problem] = []
+    i = 0
+    while i < len(specs):
+        s = specs[i]
+        if s.cls not in (_L.ReLU, _L.Activation):
+            i += 1
+            continue
+        act = _layer_act(s.layer)
+        j = i - 1
+        while j >= 0 and specs[j].cls is _L.Dropout:
+            j -= 1
+        prev = specs[j] if j >= 0 else None
+        if act == "linear":
+            pass
+        elif act is None:
+            problems.append(
+                ("ReLU {names} {has} max_value/negative_slope/threshold set "
+                 "(supported: ReLU() and ReLU(6.))", s.name)
+            )  # fmt: skip
+        elif act not in ("relu", "relu6"):
+            problems.append(
+                (f"{{layer}} ({s.cls.__name__}) computes '{act}' (supported: relu, relu6)", s.name)
+            )
+        elif prev is None or prev.cls is not _L.Dense or prev.act != "linear":
+            problems.append(
+                (f"{{layer}} ({s.cls.__name__}) must follow a Dense without activation", s.name)
+            )
+        else:
+            prev.cfg["activation"] = act
+        del specs[i]
+    return problems
+
+
+def _unique(name: str, names: set[str]) -> str:
+    while name in names:
+        name += "_"
+    names.add(name)
+    return name
+
+
+def _as_2d(specs: list[_Spec], input_shape: Sequence[int], names: set[str]) -> list[_Spec]:
+    """A model on (T, C) maps as the same computation on (1, T, C) maps, the way
+    the TFLite converter runs Conv1D (a CONV_2D with a one-row kernel), without
+    its reshapes around every layer: one Reshape after the input, Conv1D ->
+    Conv2D with a (1, k) kernel, 1-D pooling -> 2-D pooling with (1, p)
+    windows; BatchNormalization keeps the channel axis (the last)."""
+    reshape = {"name": _unique("to_2d", names), "target_shape": (1, *input_shape)}
+    out = [_Spec(_L.Reshape, reshape, [])]
+    for s in specs:
+        cfg, weights = dict(s.cfg), list(s.weights)
+        if s.cls is _L.Conv1D:
+            cfg.update(
+                kernel_size=(1, *cfg["kernel_size"]),
+                strides=(1, *cfg["strides"]),
+                dilation_rate=(1, 1),
+            )
+            weights[0] = weights[0][None]  # (k, C, F) -> (1, k, C, F)
+        elif s.cls in (_L.MaxPooling1D, _L.AveragePooling1D):
+            cfg.update(pool_size=(1, *cfg["pool_size"]), strides=(1, *cfg["strides"]))
+        elif s.cls is _L.BatchNormalization:
+            cfg["axis"] = -1
+        out.append(_Spec(_AS_2D.get(s.cls, s.cls), cfg, weights, s.layer))
+    return out
+
+
 def canonical_dnn(
     model: keras.Model, input_shape: Sequence[int], num_classes: int, *, source: str = "model"
 ) -> keras.Model:
     """Check that ``model`` is a dense chain this project supports and return an
     equivalent model in canonical form (layer names fc1.., logits; logits out).
 
-    Supported: Input -> [Flatten] -> Dense(relu)* -> Dense(linear or softmax),
-    with optional Dropout anywhere. A final softmax is dropped (argmax unchanged).
+    Supported: Input -> [Flatten] -> Dense(relu/relu6)* -> Dense(linear or
+    softmax), with Dropout anywhere. Folded exactly (the same function):
+    Rescaling / Normalization / BatchNormalization before the first Dense
+    (into its weights and bias), BatchNormalization after a Dense (into it, or
+    into the next Dense after an activation), ReLU / ReLU(6.) / Activation
+    layers (into the Dense before them), a Dense without bias. A final softmax
+    (activation or layer) is dropped (argmax unchanged).
     """
-    problems = _shape_problems(model, input_shape, num_classes, source)
-    dense = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Dense):
-            dense.append(layer)
-        elif isinstance(layer, keras.layers.Flatten) and not dense:
+    problems: list[Problem] = list(_shape_problems(model, input_shape, num_classes, source))
+    layers = [ly for ly in model.layers if type(ly) is not keras.layers.InputLayer]
+    body = layers[:-1] if layers and _is_softmax(layers[-1]) else layers
+    specs = _specs(body)
+    problems += _fold_input_affine(specs, model.input_shape[1:])
+    problems += _fold_vector_bn(specs)
+    problems += _merge_activations(specs)
+    dense: list[_Spec] = []
+    for s in specs:
+        if s.cls is _L.Dense:
+            shape = _in_shape(s.layer)
+            if shape is not None and len(shape) != 2:
+                problems.append(
+                    (f"Dense {{names}} gets an input of shape {shape[1:]}; put a Flatten before it",
+                     s.name)
+                )  # fmt: skip
+            dense.append(s)
+        elif s.cls is _L.Dropout or (s.cls is _L.Flatten and not dense):
             continue
-        elif not isinstance(layer, _PASSIVE):
-            problems.append(f"layer '{layer.name}' ({type(layer).__name__}) is not supported")
+        else:
+            problems.append((f"{{layer}} ({s.cls.__name__}) {{is}} not supported", s.name))
     problems += _chain_problems(model)
     if len(dense) < 2:
         problems.append("needs at least one hidden Dense layer and an output Dense layer")
-    for i, layer in enumerate(dense):
-        act = _act_name(layer.activation)
-        last = i == len(dense) - 1
-        allowed = ("linear", "softmax") if last else ("relu",)
-        if act not in allowed:
+    for i, s in enumerate(dense):
+        allowed = ("linear", "softmax") if i == len(dense) - 1 else ("relu", "relu6")
+        if s.act not in allowed:
             problems.append(
-                f"Dense '{layer.name}' has activation '{act}' (supported: {'/'.join(allowed)})"
-            )
-        if not layer.use_bias:
-            problems.append(f"Dense '{layer.name}' has no bias (use_bias=False not supported)")
+                (f"Dense {{names}} {{has}} activation '{s.act}' (supported: {'/'.join(allowed)})",
+                 s.name)
+            )  # fmt: skip
     if problems:
-        raise RedsError(
-            f"{source} is not a supported model: "
-            + "; ".join(problems)
-            + ". Supported: Input -> Flatten -> Dense(relu) ... -> Dense(classes, linear/softmax)."
+        raise _refusal(
+            source,
+            problems,
+            ". Supported: Input -> Flatten -> Dense(relu/relu6) ... -> Dense(classes, "
+            "linear/softmax).",
         )
-    hidden = [layer.units for layer in dense[:-1]]
-    out = dnn(input_shape, hidden, num_classes)
+    hidden = [int(s.cfg["units"]) for s in dense[:-1]]
+    out = dnn(input_shape, hidden, num_classes, activations=[s.act for s in dense[:-1]])
     for src, dst in zip(dense, dense_layers(out), strict=True):
-        dst.set_weights(src.get_weights())
+        dst.set_weights(_with_bias(src))
     return out
 
 
 _CONV_SUPPORTED = (
-    "Input -> Conv2D (groups 1, dilation 1) / DepthwiseConv2D (depth_multiplier 1) / "
-    "BatchNormalization (channels-last, center and scale) / ReLU / Activation('relu') / "
-    "AveragePooling2D / MaxPooling2D ... -> Flatten or GlobalAveragePooling2D -> Dense ... "
-    "-> Dense(classes, linear/softmax), one plain chain, Dropout anywhere"
+    "Input -> Conv2D / Conv1D (groups 1, dilation 1) / DepthwiseConv2D (depth_multiplier 1) / "
+    "BatchNormalization (channels-last, center and scale) / ReLU / ReLU(6.) / "
+    "Activation('relu'/'relu6') / AveragePooling1D/2D / MaxPooling1D/2D ... -> Flatten or "
+    "GlobalAveragePooling1D/2D -> Dense ... -> Dense(classes, linear/softmax), one plain chain, "
+    "Dropout anywhere; Rescaling / Normalization right after the input and BatchNormalization "
+    "around a Dense fold into that layer"
 )
 
 
@@ -371,11 +729,11 @@ def _is_softmax(layer: keras.layers.Layer) -> bool:
     return type(layer) is keras.layers.Activation and _act_name(layer.activation) == "softmax"
 
 
-def _channels_last(layer: keras.layers.Layer) -> list[str]:
+def _channels_last(layer: keras.layers.Layer) -> list[Problem]:
     fmt = getattr(layer, "data_format", "channels_last")
     if fmt == "channels_last":
         return []
-    return [f"layer '{layer.name}' uses data_format '{fmt}' (only channels_last is supported)"]
+    return [(f"{{layer}} {{is}} data_format '{fmt}' (only channels_last is supported)", layer.name)]
 
 
 def _in_shape(layer: keras.layers.Layer) -> tuple | None:
@@ -387,92 +745,81 @@ def _in_shape(layer: keras.layers.Layer) -> tuple | None:
     return tuple(shape) if isinstance(shape, tuple) else None
 
 
-def _conv_layer_problems(layer: keras.layers.Layer, classifier: bool) -> list[str]:
+def _conv_layer_problems(layer: keras.layers.Layer, classifier: bool) -> list[Problem]:
     """Why one layer of a convolutional chain is unsupported (empty: supported)."""
     name, cls = layer.name, type(layer).__name__
     if type(layer) in (keras.layers.InputLayer, keras.layers.Dropout):
         return []
-    problems = []
+    problems: list[Problem] = []
+
+    def say(template: str) -> None:
+        problems.append((template, name))
+
     if name == "input":
-        problems.append(f"layer 'input' ({cls}): the name 'input' is reserved; rename the layer")
+        say(f"{{layer}} ({cls}): the name 'input' is reserved; rename the layer")
     if layer.compute_dtype != "float32":
-        problems.append(
-            f"layer '{name}' ({cls}) computes in {layer.compute_dtype}; save the model in float32"
-        )
+        say(f"{{layer}} ({cls}) computes in {layer.compute_dtype}; save the model in float32")
     act = _act_name(layer.activation) if hasattr(layer, "activation") else None
-    if type(layer) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D):
-        if tuple(layer.dilation_rate) != (1, 1):
-            problems.append(
-                f"layer '{name}' ({cls}) with dilation_rate {tuple(layer.dilation_rate)} is not "
-                "supported (use dilation_rate 1)"
+    if type(layer) in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.DepthwiseConv2D):
+        dilation = tuple(layer.dilation_rate)
+        if set(dilation) != {1}:
+            say(
+                f"{{layer}} ({cls}) with dilation_rate {dilation} {{is}} not supported "
+                "(use dilation_rate 1)"
             )
-        if type(layer) is keras.layers.Conv2D and layer.groups != 1:
-            problems.append(
-                f"layer '{name}' (Conv2D) with groups={layer.groups} is not supported "
-                "(use groups 1)"
-            )
+        if type(layer) is not keras.layers.DepthwiseConv2D and layer.groups != 1:
+            say(f"{{layer}} ({cls}) with groups={layer.groups} {{is}} not supported (use groups 1)")
         if type(layer) is keras.layers.DepthwiseConv2D and layer.depth_multiplier != 1:
-            problems.append(
-                f"layer '{name}' (DepthwiseConv2D) with depth_multiplier={layer.depth_multiplier}"
-                " is not supported (use depth_multiplier 1)"
+            say(
+                f"{{layer}} (DepthwiseConv2D) with depth_multiplier={layer.depth_multiplier}"
+                " {is} not supported (use depth_multiplier 1)"
             )
+        if layer.padding == "causal":
+            say("{layer} (Conv1D) with padding 'causal' {is} not supported (use 'valid'/'same')")
         problems += _channels_last(layer)
-        if act not in ("linear", "relu"):
-            problems.append(f"{cls} '{name}' has activation '{act}' (supported: linear/relu)")
+        if act not in _HIDDEN_ACTS:
+            say(f"{cls} {{names}} {{has}} activation '{act}' (supported: linear/relu/relu6)")
     elif type(layer) is keras.layers.BatchNormalization:
-        rank = len(_in_shape(layer) or ())
-        if list(layer.axis) not in ([-1], [rank - 1]):
-            problems.append(
-                f"BatchNormalization '{name}' normalises axis {list(layer.axis)} "
+        if not _bn_on_channels(layer):
+            say(
+                f"BatchNormalization {{names}} normalises axis {list(layer.axis)} "
                 "(only the last, channel axis is supported)"
             )
         if not (layer.center and layer.scale):
-            problems.append(
-                f"BatchNormalization '{name}' has center={layer.center}, scale={layer.scale} "
-                "(both must be on)"
+            say(
+                f"BatchNormalization {{names}} {{has}} center={layer.center}, "
+                f"scale={layer.scale} (both must be on)"
             )
         if layer.renorm or layer.virtual_batch_size is not None:
-            problems.append(
-                f"BatchNormalization '{name}' uses renorm/virtual_batch_size (not supported)"
-            )
+            say("BatchNormalization {names} uses renorm/virtual_batch_size (not supported)")
     elif type(layer) is keras.layers.ReLU:
-        if (
-            layer.max_value is not None
-            or float(layer.negative_slope) != 0
-            or float(layer.threshold) != 0
-        ):
-            problems.append(
-                f"ReLU '{name}' has max_value/negative_slope/threshold set "
-                "(only a plain ReLU is supported)"
+        if _relu_kind(layer) is None:
+            say(
+                "ReLU {names} {has} max_value/negative_slope/threshold set "
+                "(supported: ReLU() and ReLU(6.))"
             )
     elif type(layer) is keras.layers.Activation:
-        if act not in ("linear", "relu"):
-            problems.append(
-                f"Activation '{name}' is '{act}' (supported: relu; a softmax only at the end)"
+        if act not in _HIDDEN_ACTS:
+            say(
+                f"Activation {{names}} {{is}} '{act}' (supported: relu/relu6; a softmax only at "
+                "the end)"
             )
-    elif type(layer) in (
-        keras.layers.AveragePooling2D,
-        keras.layers.MaxPooling2D,
-        keras.layers.Flatten,
-    ):
-        problems += _channels_last(layer)
-    elif type(layer) is keras.layers.GlobalAveragePooling2D:
-        problems += _channels_last(layer)  # rewritten by canonical_conv
+    elif type(layer) in (*_POOLS, keras.layers.Flatten, *_GLOBAL_AVG):
+        problems += _channels_last(layer)  # global pooling: rewritten by canonical_conv
+    elif type(layer) in _AFFINE:
+        say(
+            f"{{layer}} ({cls}) folds only into the first Conv/Dense layer; put it right after "
+            "the input"
+        )
     elif type(layer) is keras.layers.Dense:
         shape = _in_shape(layer)
         if shape is not None and len(shape) != 2:
-            problems.append(
-                f"Dense '{name}' gets an input of shape {shape[1:]}; put a Flatten before it"
-            )
-        allowed = ("linear", "softmax") if classifier else ("linear", "relu")
+            say(f"Dense {{names}} gets an input of shape {shape[1:]}; put a Flatten before it")
+        allowed = ("linear", "softmax") if classifier else _HIDDEN_ACTS
         if act not in allowed:
-            problems.append(
-                f"Dense '{name}' has activation '{act}' (supported: {'/'.join(allowed)})"
-            )
-        if not layer.use_bias:
-            problems.append(f"Dense '{name}' has no bias (use_bias=False not supported)")
+            say(f"Dense {{names}} {{has}} activation '{act}' (supported: {'/'.join(allowed)})")
     else:
-        problems.append(f"layer '{name}' ({cls}) is not supported")
+        say(f"{{layer}} ({cls}) {{is}} not supported")
     return problems
 
 
@@ -489,60 +836,78 @@ def canonical_conv(
     know (see :func:`_gap_logits`). The checks cover what
     :func:`reds_tf.costs.cost_layers_from_keras`, :func:`reds_tf.nested.build_nested`
     and :mod:`reds_tf.permute` need.
+
+    Folded exactly into the layer they feed (and removed): Rescaling /
+    Normalization / BatchNormalization between the input and the first
+    Conv/Dense layer (a nonzero offset is refused before a convolution that
+    zero-pads: padding='same' makes the fold inexact at the borders), and
+    BatchNormalization on a vector (around a Dense). A model on ``(T, C)``
+    inputs (Conv1D, 1-D pooling) becomes the same computation on ``(1, T, C)``
+    maps (:func:`_as_2d`). A Dense without bias gets a zero bias.
     """
-    problems = _shape_problems(model, input_shape, num_classes, source)
+    problems: list[Problem] = list(_shape_problems(model, input_shape, num_classes, source))
     layers = [ly for ly in model.layers if type(ly) is not keras.layers.InputLayer]
     body = layers[:-1] if layers and _is_softmax(layers[-1]) else layers
-    dense = [i for i, ly in enumerate(body) if type(ly) is keras.layers.Dense]
+    specs = _specs(body)
+    problems += _fold_input_affine(specs, model.input_shape[1:])
+    problems += _fold_vector_bn(specs)
+    dense = [i for i, s in enumerate(specs) if s.cls is keras.layers.Dense]
     cls_i = dense[-1] if dense else None
     if cls_i is None:
         problems.append("needs a Dense classifier layer at the end")
     else:
-        after = [ly for ly in body[cls_i + 1 :] if type(ly) is not keras.layers.Dropout]
+        after = [s for s in specs[cls_i + 1 :] if s.cls is not keras.layers.Dropout]
         if after:
             problems.append(
-                f"layer '{after[0].name}' ({type(after[0]).__name__}) follows the classifier "
-                f"'{body[cls_i].name}'; the model must end in the classifier (optionally softmax)"
+                f"layer '{after[0].name}' ({after[0].cls.__name__}) follows the classifier "
+                f"'{specs[cls_i].name}'; the model must end in the classifier (optionally softmax)"
             )
-    if not any(type(ly) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) for ly in body):
-        problems.append("has no Conv2D/DepthwiseConv2D layer")
-    for i, layer in enumerate(body):
-        problems += _conv_layer_problems(layer, classifier=i == cls_i)
+    if not any(s.cls in (_L.Conv1D, _L.Conv2D, _L.DepthwiseConv2D) for s in specs):
+        problems.append("has no Conv2D/Conv1D/DepthwiseConv2D layer")
+    one_d = any(s.cls in _AS_2D for s in specs)
+    if one_d and len(input_shape) != 2:
+        problems.append(
+            f"has 1-D layers but its input is {tuple(input_shape)}, not (steps, channels)"
+        )
+    for i, s in enumerate(specs):
+        problems += _conv_layer_problems(s.layer, classifier=i == cls_i)
     problems += _chain_problems(model)
     if problems:
-        raise RedsError(
-            f"{source} is not a supported model: "
-            + "; ".join(problems)
-            + f". Supported: {_CONV_SUPPORTED}. Change or remove the named layers and save the "
-            "model again."
+        raise _refusal(
+            source,
+            problems,
+            f". Supported: {_CONV_SUPPORTED}. Change or remove the named layers and save the "
+            "model again.",
         )
-    names = {ly.name for ly in body}
+    names = {ly.name for ly in model.layers}
+    classifier = specs[cls_i].name
+    if one_d:
+        specs = _as_2d(specs, input_shape, names)
     x = inp = keras.Input(shape=tuple(input_shape), name="input")
-    for i, layer in enumerate(body):
-        cfg = layer.get_config()
-        if i == cls_i:
+    for s in specs:
+        cfg = s.cfg
+        if s.name == classifier:
             cfg["activation"] = "linear"
             if LOGITS not in names:
                 cfg["name"] = LOGITS
-        if type(layer) is keras.layers.GlobalAveragePooling2D:
-            x = _global_pool_as_window(layer, x, names)
+        if s.cls is keras.layers.GlobalAveragePooling2D:
+            x = _global_pool_as_window(s.name, bool(cfg.get("keepdims")), x, names)
             continue
-        new = type(layer).from_config(cfg)
+        weights = _with_bias(s) if s.cls is keras.layers.Dense else s.weights
+        new = s.cls.from_config(cfg)
         x = new(x)
-        new.set_weights(layer.get_weights())
+        new.set_weights(weights)
     return keras.Model(inp, x, name=model.name)
 
 
-def _global_pool_as_window(layer: keras.layers.GlobalAveragePooling2D, x, names: set[str]):
-    """``layer`` applied to ``x`` as a full-map AveragePooling2D (+ Flatten)."""
+def _global_pool_as_window(name: str, keepdims: bool, x, names: set[str]):
+    """A global average pooling ``name`` applied to ``x`` as a full-map
+    AveragePooling2D (+ Flatten unless ``keepdims``)."""
     h, w = (int(v) for v in x.shape[1:3])
-    x = keras.layers.AveragePooling2D(pool_size=(h, w), name=layer.name)(x)
-    if layer.keepdims:
+    x = keras.layers.AveragePooling2D(pool_size=(h, w), name=name)(x)
+    if keepdims:
         return x
-    flat = f"{layer.name}_flatten"
-    while flat in names:
-        flat += "_"
-    return keras.layers.Flatten(name=flat)(x)
+    return keras.layers.Flatten(name=_unique(f"{name}_flatten", names))(x)
 
 
 def _has_conv(model: keras.Model) -> bool:

@@ -285,7 +285,7 @@ def test_load_base_rejects_unsupported_conv_model(tmp_path, make, needles):
         load_base_model(tmp_path / "user.keras", (12, 10, 1), 5)
     msg = str(e.value)
     assert f"--base {tmp_path / 'user.keras'} is not a supported model" in msg
-    assert "Supported: Input -> Conv2D (groups 1, dilation 1)" in msg
+    assert "Supported: Input -> Conv2D / Conv1D (groups 1, dilation 1)" in msg
     for needle in needles:
         assert needle in msg
 

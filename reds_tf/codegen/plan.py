@@ -367,10 +367,11 @@ class ModelPlan:
             if ly.kind == "fully_connected":
                 h = numerics.fc_int8(ly.fc_quant(k), h.reshape(len(h), -1))
             elif ly.kind in ("conv", "pointwise", "depthwise"):
-                if h.ndim == 2:  # a FC after Flatten sees the flat map: unflatten it
+                if h.ndim != 4:  # a flat map (FC after Flatten) or a (T, C) input
                     h = h.reshape(len(h), *ly.in_hw, -1)
                 h = numerics.conv_int8(ly.conv_quant(k), h)
             elif ly.kind in ("avgpool", "maxpool"):
+                h = h.reshape(len(h), *ly.in_hw, -1)
                 pool = numerics.avgpool_int8 if ly.kind == "avgpool" else numerics.maxpool_int8
                 h = pool(h, ly.kernel, ly.stride, ly.padding, ly.out_hw, ly.act_min, ly.act_max)
         return h.reshape(len(h), -1)
@@ -442,18 +443,33 @@ class _Lowering:
         return ins, sg.tensors[ins[0]], ty, [int(d) for d in ty.shape[1:]]
 
 
+def _map_hw(shape: Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` of an activation: a map ``(H, W, C)``, a ``(T, C)`` input as
+    ``(1, T)``, a vector as ``(1, 1)``."""
+    if len(shape) == 3:
+        return int(shape[0]), int(shape[1])
+    return (1, int(shape[0])) if len(shape) == 2 else (1, 1)
+
+
 def _lower_reshape(lw: _Lowering, op, opname: str) -> LayerPlan:
-    """RESHAPE: Flatten of a map (no code: the same bytes)."""
+    """RESHAPE (no code: the same bytes): Flatten of a map or of a ``(T, C)``
+    input, or a reshape that keeps the channel axis (a ``(T, C)`` input as the
+    ``(1, T, C)`` map of a Conv1D model)."""
     _, tx, ty, y_shape = lw.tensors(op)
     shape = lw.shape
     if _qparams(tx) != _qparams(ty):
         raise RedsError("RESHAPE with different input/output quantisation")
-    if len(shape) == 3 and len(y_shape) == 1:
-        lw.flat_of = (shape[0], shape[1])
-    elif y_shape != shape:
-        raise RedsError(f"RESHAPE {shape} -> {y_shape} is not supported (Flatten only)")
-    hw = (shape[0], shape[1]) if len(shape) == 3 else (1, 1)
-    return LayerPlan("reshape", "reshape", list(lw.width), list(lw.width), in_hw=hw, out_hw=hw)
+    in_hw, out_hw = _map_hw(shape), _map_hw(y_shape)
+    if len(shape) in (2, 3) and len(y_shape) == 1:
+        lw.flat_of = in_hw
+        out_hw = in_hw
+    elif y_shape[-1] != shape[-1] or in_hw[0] * in_hw[1] != out_hw[0] * out_hw[1]:
+        raise RedsError(
+            f"RESHAPE {shape} -> {y_shape} is not supported (Flatten, or one keeping the channels)"
+        )
+    return LayerPlan(
+        "reshape", "reshape", list(lw.width), list(lw.width), in_hw=in_hw, out_hw=out_hw
+    )
 
 
 def _lower_pool(lw: _Lowering, op, opname: str) -> LayerPlan:

@@ -325,12 +325,22 @@ def slice_model(
             _set_shape(yt, [int(d) for d in yt.shape[:-1]] + [c_in])
             active[out] = c_in
             full_c[out] = full_c[x]
+        elif name == "RESHAPE" and _keeps_channels(xt, yt, full_c[x]):
+            # (1, T, C) -> (1, 1, T, C) of a Conv1D model: the channels stay last
+            shape = [int(d) for d in yt.shape[:-1]] + [c_in]
+            _set_shape(yt, shape)
+            _set_new_shape(model, op, ins, shape)
+            active[out] = c_in
+            full_c[out] = full_c[x]
         elif name == "RESHAPE":
-            if len(xt.shape) != 4 or len(yt.shape) != 2:
+            if len(xt.shape) not in (3, 4) or len(yt.shape) != 2:
                 raise RedsError(
-                    "only RESHAPE of a [1, H, W, C] map to [1, N] (Flatten) is supported"
+                    "only RESHAPE of a [1, H, W, C] map or a [1, T, C] input to [1, N] (Flatten), "
+                    "or keeping the channel axis, is supported"
                 )
-            hh, ww, cc = int(xt.shape[1]), int(xt.shape[2]), full_c[x]
+            xs = [int(d) for d in xt.shape]
+            hh, ww = (xs[1], xs[2]) if len(xs) == 4 else (1, xs[1])
+            cc = full_c[x]
             n = hh * ww * c_in
             _set_shape(yt, [int(yt.shape[0]), n])
             if len(ins) > 1 and ins[1] >= 0:  # the constant new-shape input
@@ -352,6 +362,23 @@ def slice_model(
     _compact(model)
     _check_shapes(model)
     return write_model(model)
+
+
+def _keeps_channels(xt, yt, full_in: int) -> bool:
+    """A RESHAPE that keeps the channel (last) axis and the positions' order."""
+    xs, ys = [int(d) for d in xt.shape], [int(d) for d in yt.shape]
+    return len(ys) > 2 and ys[-1] == full_in and int(np.prod(xs[1:-1])) == int(np.prod(ys[1:-1]))
+
+
+def _set_new_shape(model, op, ins: list[int], shape: list[int]) -> None:
+    """Give a RESHAPE op the new output ``shape`` (its constant shape input and options)."""
+    if len(ins) > 1 and ins[1] >= 0:  # the constant new-shape input
+        inputs = list(ins)
+        inputs[1] = _clone_tensor(model, ins[1], np.asarray(shape, np.int32), 0)
+        op.inputs = np.asarray(inputs, dtype=np.int32)
+    opts = op.builtinOptions
+    if opts is not None and getattr(opts, "newShape", None) is not None:
+        opts.newShape = np.asarray(shape, np.int32)
 
 
 def _check_shapes(model) -> None:
