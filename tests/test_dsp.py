@@ -381,6 +381,20 @@ def _conv_cases() -> list[dict]:
             shifts=(-31, 3),
         ),
     ]
+    one_row = np.random.default_rng(12)  # own stream: the other cases keep their values
+    cases += [
+        # Conv1D models run on one-row maps (1, T, C) with (1, k) kernels: VALID
+        # stride 2, SAME with a ReLU6-style clamp, 1x1, depthwise (1, 3), a (1, 2) pool
+        _conv_case(one_row, [4, 8], [8, 12], hw=(1, 24), kernel=(1, 5), strides=(1, 2), same=False),
+        _conv_case(one_row, [8, 12], [8, 16], hw=(1, 11), kernel=(1, 3), act=(-128, 60)),
+        _conv_case(
+            one_row, [8, 16], [8, 16], hw=(1, 9), kernel=(1, 1), pointwise=True, act=(-100, 20)
+        ),
+        _conv_case(
+            one_row, [8, 12], [8, 12], hw=(1, 9), kernel=(1, 3), depthwise=True, act=(-128, 40)
+        ),
+        _pool_case(one_row, [8, 12], hw=(1, 9), pool=(1, 2), strides=(1, 2)),
+    ]
     cases += [
         # first convs with at most 10 im2col columns (one 16-instruction step per
         # output): short row groups and per-submodel rows, more than 64 channels
