@@ -19,6 +19,7 @@ Each user model is saved (``.keras`` or ``.h5``) and loaded through
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -292,21 +293,19 @@ def test_each_problem_is_said_once(tmp_path):
     assert "layer 'late' (Rescaling) folds only into the first Conv/Dense layer" in msg
 
 
-def _user_fmnist_cnn() -> keras.Model:
-    """A user's MobileNet-like model for (28, 28, 1) images: every form of ReLU6,
-    Rescaling, Dense + BatchNorm."""
+def _user_fmnist_conv1d() -> keras.Model:
+    """A user's Conv1D model reading (28, 28) images row by row (28 channels),
+    with Rescaling, every ReLU6 form and Dense + BatchNorm."""
     return keras.Sequential(
         [
-            keras.Input((28, 28, 1)),
+            keras.Input((28, 28)),
             L.Rescaling(2.0, offset=-1.0),  # before a 'valid' conv: folds exactly
-            L.Conv2D(8, 3, strides=2, use_bias=False),
+            L.Conv1D(16, 3, use_bias=False),
             L.BatchNormalization(),
             L.ReLU(6.0),
-            L.DepthwiseConv2D(3, padding="same", activation="relu6"),
-            L.Conv2D(16, 1, use_bias=False),
-            L.BatchNormalization(),
-            L.Activation("relu6"),
-            L.GlobalAveragePooling2D(),
+            L.MaxPooling1D(2),
+            L.Conv1D(16, 3, padding="same", activation="relu6"),
+            L.GlobalAveragePooling1D(),
             L.Dense(16, use_bias=False),
             L.BatchNormalization(),
             L.ReLU(),
@@ -316,14 +315,15 @@ def _user_fmnist_cnn() -> keras.Model:
 
 
 def test_reds_train_base_to_bit_exact_export(tmp_path):
-    """`reds train --base` on a user model with the new layer kinds (one short
-    epoch per stage), then `reds export`, whose runtime check compares the
-    generated C++ with TFLite Micro on 500 test inputs of every submodel."""
+    """`reds train --base` on a user Conv1D model with the new layer kinds (one
+    short epoch per stage; the (28, 28, 1) images are read as (28, 28)), then
+    `reds export`, whose runtime check compares the generated C++ with TFLite
+    Micro on 500 test inputs of every submodel."""
     from reds_tf.export import run_export
     from reds_tf.pipeline import run_training
 
     keras.utils.set_random_seed(0)
-    _user_fmnist_cnn().save(tmp_path / "user.keras")
+    _user_fmnist_conv1d().save(tmp_path / "user.keras")
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(
         "name: user_cnn\ndataset: fashion_mnist\nmodel: {type: dnn, hidden: [8]}\n"
@@ -337,8 +337,10 @@ def test_reds_train_base_to_bit_exact_export(tmp_path):
         cfg, out_dir=tmp_path / "run", base_model=tmp_path / "user.keras", log=lambda m: None,
         verbose=0,
     )  # fmt: skip
-    doc = (run / "submodels.json").read_text()
-    assert '"type": "depthwise"' in doc
+    doc = json.loads((run / "submodels.json").read_text())
+    assert doc["input_shape"] == [28, 28]
+    assert [ly["kernel"] for ly in doc["layers"][:2]] == [[1, 3], [1, 3]]
+    assert doc["submodels"][0]["widths"] != doc["submodels"][-1]["widths"]
     export = run_export(run, limit=N_INPUTS, log=lambda m: None)
     manifest = (export / "manifest.json").read_text()
     assert f"bit-exact with TFLite Micro on {N_INPUTS} test inputs per submodel" in manifest
