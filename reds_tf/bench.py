@@ -1,5 +1,5 @@
-"""``reds bench``: instruction counts, flash and RAM of the generated runtime on a
-Cortex-M4, measured under QEMU.
+"""``reds bench``: instruction counts, estimated cycles, flash and RAM of the
+generated runtime on a Cortex-M4, measured under QEMU.
 
 The exported runtime (``RUN_DIR/export/src``) is linked three times with the
 bench build in ``firmware/bench`` (a bare-metal program for QEMU's
@@ -18,20 +18,26 @@ twice and the counts must match. The firmware then prints every submodel's
 output for a set of inputs on UART0; both builds must agree with each other
 and with the host simulation (``reds_tf.sim``) byte for byte.
 
-Latency is ESTIMATED as instructions / 64 MHz (1 instruction ~ 1 cycle on a
-Cortex-M4; QEMU models no cycles). Results go to ``RUN_DIR/bench.json`` and to
-a section of ``BENCHMARKS.md`` delimited by HTML comments.
+QEMU models no time: the plugin also ESTIMATES Cortex-M4 cycles from the
+Technical Reference Manual's instruction timings (the rules and assumptions are
+in ``icount.c``: zero-wait-state memory, taken branches 3 cycles, ...), and the
+latency estimate is estimated cycles / 64 MHz. Per layer, the plugin records the
+counts at every kernel call in ``reds_invoke``. Results go to
+``RUN_DIR/bench.json`` and to a section of ``BENCHMARKS.md`` delimited by HTML
+comments.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -252,14 +258,49 @@ def qemu_version() -> str:
     return m.group(1) if m else out.strip().splitlines()[0]
 
 
-def run_qemu(
-    elf: Path, plugin: Path, inputs_bin: Path, work: Path, marker: str | None = "reds_bench_mark"
-) -> tuple[list[int], list[str]]:
+@dataclass
+class QemuCounts:
+    """What one QEMU run under the plugin recorded.
+
+    ``marks``: (instructions, cycles) at every entry of the marker function;
+    ``sites``: (address, instructions, cycles) at every execution of a site
+    address, in execution order; ``uart``: the lines the firmware printed.
+    Counts exclude the instruction at the mark or site itself."""
+
+    marks: list[tuple[int, int]]
+    sites: list[tuple[int, int, int]]
+    uart: list[str]
+
+
+def parse_plugin_output(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
+    """Marks ("INSNS CYCLES") and site hits ("@ADDR INSNS CYCLES") of the plugin's output file."""
+    marks: list[tuple[int, int]] = []
+    sites: list[tuple[int, int, int]] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            marks.append((int(parts[0]), int(parts[1])))
+        elif len(parts) == 3 and parts[0].startswith("@"):
+            sites.append((int(parts[0][1:], 16), int(parts[1]), int(parts[2])))
+    return marks, sites
+
+
+def run_qemu_counts(
+    elf: Path,
+    plugin: Path,
+    inputs_bin: Path,
+    work: Path,
+    marker: str | None = "reds_bench_mark",
+    sites: list[int] | None = None,
+) -> QemuCounts:
     """Run one bench ELF to completion with ``inputs_bin`` at the I/O address;
-    returns (instruction count at every entry of function ``marker``, UART lines)."""
+    returns the instruction and estimated cycle counts at every entry of
+    function ``marker`` and at every execution of an address in ``sites``."""
     plugin_args = f"out={work / 'marks.txt'}"
     if marker is not None:
         plugin_args += f",marker={symbol_address(elf, marker):#x}"
+    for addr in sites or []:
+        plugin_args += f",at={addr:#x}"
     work.mkdir(parents=True, exist_ok=True)
     marks_file, uart_file = work / "marks.txt", work / "uart.txt"
     for f in (marks_file, uart_file):
@@ -287,8 +328,17 @@ def run_qemu(
         )
     if not marks_file.exists():
         raise BenchError(f"the QEMU plugin wrote no counts for {elf.name}: {proc.stderr.strip()}")
-    marks = [int(s) for s in marks_file.read_text().split("\n") if s.strip().isdigit()]
-    return marks, uart
+    marks, hits = parse_plugin_output(marks_file.read_text())
+    return QemuCounts(marks, hits, uart)
+
+
+def run_qemu(
+    elf: Path, plugin: Path, inputs_bin: Path, work: Path, marker: str | None = "reds_bench_mark"
+) -> tuple[list[int], list[str]]:
+    """Run one bench ELF to completion with ``inputs_bin`` at the I/O address;
+    returns (instruction count at every entry of function ``marker``, UART lines)."""
+    got = run_qemu_counts(elf, plugin, inputs_bin, work, marker)
+    return [m[0] for m in got.marks], got.uart
 
 
 def parse_marks(marks: list[int], num_submodels: int) -> dict[str, Any]:
@@ -306,6 +356,52 @@ def parse_marks(marks: list[int], num_submodels: int) -> dict[str, Any]:
         switch.append(m[1] - m[0] - overhead)
         invoke.append(m[3] - m[2] - overhead)
     return {"mark_overhead": overhead, "switch": switch, "invoke": invoke}
+
+
+# The kernel entry points reds_invoke calls, one per layer (reds_model.cpp.j2).
+_LAYER_CALL = re.compile(r"/\* (\w+): [^*]*\*/\s*\n\s*REDS_(\w+)\(")
+_BL_LINE = re.compile(r"^\s*([0-9a-f]+):\s+bl\s+[0-9a-f]+ <(reds_\w+)>")
+
+
+def model_layers(src_dir: Path) -> list[tuple[str, str]]:
+    """(name, kind) of every layer reds_invoke runs, in order, from the generated
+    ``reds_model.cpp`` (kind: the kernel macro, e.g. ``pointwise``)."""
+    text = (src_dir / "reds_model.cpp").read_text(encoding="utf-8", errors="replace")
+    body = text.split("int reds_invoke(", 1)[-1]
+    return [(m.group(1), m.group(2).lower()) for m in _LAYER_CALL.finditer(body)]
+
+
+def layer_call_sites(elf: Path) -> list[int]:
+    """Addresses of the kernel calls (``bl reds_...``) inside ``reds_invoke``, in order."""
+    out = _run(
+        [_tool("arm-none-eabi-objdump"), "-d", "--no-show-raw-insn", str(elf)], "disassembling"
+    ).stdout
+    body = out.split("<reds_invoke>:", 1)
+    if len(body) < 2:
+        return []
+    sites = []
+    for line in body[1].split("\n\n", 1)[0].splitlines():
+        m = _BL_LINE.match(line)
+        if m and m.group(2) != "reds_bench_mark":
+            sites.append(int(m.group(1), 16))
+    return sites
+
+
+def layer_counts(
+    marks: list[tuple[int, int]], hits: list[tuple[int, int, int]], sites: list[int], num_k: int
+) -> list[list[tuple[int, int]]] | None:
+    """Per submodel, per layer (instructions, cycles) of the measured inference:
+    from one layer's kernel call to the next (the last layer up to the end mark,
+    reds_invoke's return included). None when the calls seen do not match."""
+    out = []
+    for k in range(num_k):
+        start, end = marks[4 + 4 * k], marks[5 + 4 * k]
+        seen = [h for h in hits if start[0] <= h[1] <= end[0]]
+        if [h[0] for h in seen] != sites:
+            return None
+        bounds = [(h[1], h[2]) for h in seen] + [end]
+        out.append([(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(bounds)])
+    return out
 
 
 def parse_uart(lines: list[str], num_inputs: int, num_submodels: int, out_size: int) -> dict:
@@ -355,19 +451,24 @@ def summarise(
     counts: dict[str, dict[str, Any]],
     memory: dict[str, dict[str, int]],
     kind: str = "dense",
+    layers: list[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Per-submodel table and acceptance checks from the measured counts.
 
-    ``kind`` (``dense`` or ``conv``) selects the instructions-per-MAC target."""
+    ``kind`` (``dense`` or ``conv``) selects the instructions-per-MAC target;
+    ``layers`` ((name, kind) in execution order) names the per-layer counts
+    (``counts[variant]["layers"]``), when measured."""
     subs = manifest["submodels"]
     macs = [int(s["macs"]) for s in subs]
     dsp, ref = counts["dsp"], counts["portable"]
     o2 = counts["dsp_o2"]
     full = len(subs) - 1
+    cyc, cyc_ref, cyc_o2 = dsp["invoke_cycles"], ref["invoke_cycles"], o2["invoke_cycles"]
     rows = []
     for k, s in enumerate(subs):
         mac_frac = macs[k] / macs[full]
         instr_frac = dsp["invoke"][k] / dsp["invoke"][full]
+        cycle_frac = cyc[k] / cyc[full]
         rows.append(
             {
                 "index": k,
@@ -384,12 +485,39 @@ def summarise(
                 "instr_per_mac_dsp_o2": round(o2["invoke"][k] / macs[k], 4),
                 "switch_instructions_dsp": dsp["switch"][k],
                 "switch_instructions_portable": ref["switch"][k],
-                "latency_us_est_dsp": round(dsp["invoke"][k] / CLOCK_HZ * 1e6, 1),
-                "latency_us_est_portable": round(ref["invoke"][k] / CLOCK_HZ * 1e6, 1),
+                "cycles_dsp": cyc[k],
+                "cycles_portable": cyc_ref[k],
+                "cycles_dsp_o2": cyc_o2[k],
+                "cycles_per_mac_dsp": round(cyc[k] / macs[k], 4),
+                "cycles_per_instr_dsp": round(cyc[k] / dsp["invoke"][k], 4),
+                "switch_cycles_dsp": dsp["switch_cycles"][k],
+                "latency_us_est_dsp": round(cyc[k] / CLOCK_HZ * 1e6, 1),
+                "latency_us_est_portable": round(cyc_ref[k] / CLOCK_HZ * 1e6, 1),
                 "instructions_fraction": round(instr_frac, 6),
                 "proportionality_error": round(instr_frac / mac_frac - 1.0, 4),
+                "cycles_fraction": round(cycle_frac, 6),
+                "cycles_proportionality_error": round(cycle_frac / mac_frac - 1.0, 4),
             }
         )
+        predicted = s.get("predicted_cycles")
+        if predicted is not None:
+            rows[-1]["predicted_cycles"] = int(predicted)
+            rows[-1]["prediction_error"] = round(cyc[k] / int(predicted) - 1.0, 4)
+        if layers and dsp.get("layers") is not None:
+            rows[-1]["layers"] = [
+                {
+                    "name": name,
+                    "kind": lkind,
+                    "instructions_dsp": dsp["layers"][k][i][0],
+                    "cycles_dsp": dsp["layers"][k][i][1],
+                    **(
+                        {"cycles_portable": ref["layers"][k][i][1]}
+                        if ref.get("layers") is not None
+                        else {}
+                    ),
+                }
+                for i, (name, lkind) in enumerate(layers)
+            ]
     worst = max(abs(r["proportionality_error"]) for r in rows)
     max_switch = max(max(dsp["switch"]), max(ref["switch"]))
     full_ipm = rows[full]["instr_per_mac_dsp"]
@@ -405,6 +533,11 @@ def summarise(
         "full_width_instr_per_mac_portable": rows[full]["instr_per_mac_portable"],
         "full_width_portable_over_dsp": rows[full]["portable_over_dsp"],
         "full_width_instr_per_mac_dsp_o2": rows[full]["instr_per_mac_dsp_o2"],
+        "full_width_cycles_per_mac_dsp": rows[full]["cycles_per_mac_dsp"],
+        "full_width_cycles_per_instr_dsp": rows[full]["cycles_per_instr_dsp"],
+        "max_cycles_proportionality_error": max(
+            abs(r["cycles_proportionality_error"]) for r in rows
+        ),
         "instr_per_mac_ok": full_ipm <= target,
         "max_switch_instructions": max_switch,
         "switch_ok": max_switch <= TARGET_SWITCH_INSTR,
@@ -430,33 +563,52 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"(`{result['board_flags']}`); the DSP and portable columns are that build, "
         "the -O2 column the same flags at -O2. Counts are exact executed instructions "
         "(two runs per build "
-        f"gave identical counts: {'yes' if result['repeatable'] else 'NO'}). Latency is an "
-        f"**estimate**: instructions / {CLOCK_HZ // 1_000_000} MHz, i.e. 1 instruction ~ 1 "
-        "cycle (QEMU models no cycles; loads, SMLAD and branches cost 1-3 cycles on real "
-        "silicon).",
+        f"gave identical counts: {'yes' if result['repeatable'] else 'NO'}). Cycles are an "
+        "**estimate** by the plugin's Cortex-M4 cycle model (the Technical Reference "
+        "Manual's instruction timings: loads 2 cycles or 1 when pipelined, LDM/STM 1 + N, "
+        "taken branches 3, address interlocks; zero-wait-state memory, so flash wait "
+        "states and cache misses on the nRF52840 are not included; "
+        "`reds_tf/qemu_plugin/icount.c` lists every rule). Latency = estimated cycles / "
+        f"{CLOCK_HZ // 1_000_000} MHz.",
         "",
-        "| k | widths | MACs | instr/inference DSP | instr/MAC DSP | instr/MAC DSP -O2 "
-        "| instr/inference portable | instr/MAC portable | portable / DSP | switch instr "
-        "| est. latency @64 MHz DSP | instr(k)/instr(full) vs MACs(k)/MACs(full) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    pred = any("predicted_cycles" in r for r in result["submodels"])
+    lines += [
+        "| k | widths | MACs | instr/inference DSP | est. cycles DSP | cycles/MAC DSP "
+        "| instr/MAC DSP | instr/MAC DSP -O2 | instr/inference portable | instr/MAC portable "
+        "| portable / DSP | switch instr | est. latency @64 MHz DSP "
+        "| cycles(k)/cycles(full) vs MACs(k)/MACs(full) "
+        "| instr(k)/instr(full) |" + (" predicted cycles (error) |" if pred else ""),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+        + ("---:|" if pred else ""),
     ]
     for r in result["submodels"]:
         widths = ", ".join(f"{v}" for v in (r["widths"] or {}).values())
-        lines.append(
+        row = (
             f"| {r['index']} | {widths} | {r['macs']:,} | {r['instructions_dsp']:,} "
+            f"| {r['cycles_dsp']:,} | {r['cycles_per_mac_dsp']:.3f} "
             f"| {r['instr_per_mac_dsp']:.3f} | {r['instr_per_mac_dsp_o2']:.3f} "
             f"| {r['instructions_portable']:,} "
             f"| {r['instr_per_mac_portable']:.3f} | {r['portable_over_dsp']:.2f}x "
             f"| {r['switch_instructions_dsp']} | {r['latency_us_est_dsp']:,.0f} us "
-            f"| {r['instructions_fraction']:.3f} vs {r['macs_fraction']:.3f} "
-            f"({r['proportionality_error']:+.1%}) |"
+            f"| {r['cycles_fraction']:.3f} vs {r['macs_fraction']:.3f} "
+            f"({r['cycles_proportionality_error']:+.1%}) "
+            f"| {r['instructions_fraction']:.3f} ({r['proportionality_error']:+.1%}) |"
         )
+        if pred:
+            p = r.get("predicted_cycles")
+            row += f" {p:,} ({r['prediction_error']:+.1%}) |" if p is not None else " - |"
+        lines.append(row)
+    lines += _layer_table(result["submodels"])
 
     def ok(flag: bool) -> str:
         return "met" if flag else "NOT met"
 
     lines += [
         "",
+        f"- Full width: {c['full_width_cycles_per_mac_dsp']:.3f} estimated cycles per MAC "
+        f"({c['full_width_cycles_per_instr_dsp']:.2f} cycles per instruction) with the DSP "
+        "kernels.",
         f"- Full width: {c['full_width_instr_per_mac_dsp']:.3f} instructions per MAC with the "
         f"DSP kernels (target <= {c['target_instr_per_mac']}: {ok(c['instr_per_mac_ok'])}; "
         f"{c['full_width_instr_per_mac_dsp_o2']:.3f} at -O2), "
@@ -466,7 +618,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"instructions, about {c['max_switch_instructions'] / CLOCK_HZ * 1e6:.2f} us at 64 MHz "
         f"(target <= {TARGET_SWITCH_INSTR}: {ok(c['switch_ok'])}).",
         f"- Latency follows MACs: largest deviation {c['max_proportionality_error']:.1%} "
-        f"(target <= {TARGET_PROPORTIONALITY:.0%}: {ok(c['proportionality_ok'])}).",
+        f"in instructions (target <= {TARGET_PROPORTIONALITY:.0%}: "
+        f"{ok(c['proportionality_ok'])}), {c['max_cycles_proportionality_error']:.1%} in "
+        "estimated cycles.",
         f"- Outputs: DSP and portable kernels in QEMU and the host simulation agree bit for "
         f"bit on {result['num_inputs']} inputs x {len(result['submodels'])} submodels: "
         f"{'yes' if result['outputs_identical'] else 'NO'}.",
@@ -490,6 +644,27 @@ def render_markdown(result: dict[str, Any]) -> str:
         end,
     ]
     return "\n".join(lines) + "\n"
+
+
+def _layer_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Estimated DSP cycles per layer and submodel, when the bench measured them."""
+    if not rows or any("layers" not in r for r in rows):
+        return []
+    full = rows[-1]["layers"]
+    total = sum(ly["cycles_dsp"] for ly in full)
+    head = " | ".join(f"k={r['index']}" for r in rows)
+    out = [
+        "",
+        "Estimated cycles per layer (DSP kernels; from one layer's kernel call to the next, "
+        "the last layer up to the end of the inference):",
+        "",
+        f"| layer | kind | {head} | share of full |",
+        "|---|---|" + "---:|" * len(rows) + "---:|",
+    ]
+    for i, ly in enumerate(full):
+        cells = " | ".join(f"{r['layers'][i]['cycles_dsp']:,}" for r in rows)
+        out.append(f"| {ly['name']} | {ly['kind']} | {cells} | {ly['cycles_dsp'] / total:.1%} |")
+    return out
 
 
 def update_markdown(path: Path, section: str, name: str) -> None:
@@ -569,19 +744,29 @@ def _run_bench(
     memory: dict[str, dict[str, int]] = {}
     outputs: dict[str, np.ndarray] = {}
     repeatable = True
+    layers = model_layers(src_dir)
     for variant in VARIANTS:
         elf = build_elf(src_dir, build_dir, variant)
+        sites = layer_call_sites(elf)
         runs = []
         for rep in range(2):
-            marks, uart = run_qemu(elf, plugin, inputs_bin, build_dir / f"qemu_{variant}_{rep}")
-            runs.append((marks, parse_uart(uart, len(x), num_k, runtime.output_size)))
-        if runs[0][0] != runs[1][0]:
+            work = build_dir / f"qemu_{variant}_{rep}"
+            got = run_qemu_counts(elf, plugin, inputs_bin, work, sites=sites)
+            runs.append((got, parse_uart(got.uart, len(x), num_k, runtime.output_size)))
+        if (runs[0][0].marks, runs[0][0].sites) != (runs[1][0].marks, runs[1][0].sites):
             repeatable = False
         parsed = runs[0][1]
         expected = "portable" if "-DREDS_NO_DSP" in VARIANTS[variant][1] else "dsp"
         if parsed["variant"] != expected:
             raise BenchError(f"the {variant} build reports variant {parsed['variant']!r}")
-        counts[variant] = parse_marks(runs[0][0], num_k)
+        marks = runs[0][0].marks
+        counts[variant] = parse_marks([m[0] for m in marks], num_k)
+        cyc = parse_marks([m[1] for m in marks], num_k)
+        counts[variant].update({f"{key}_cycles": cyc[key] for key in cyc})
+        per_layer = None
+        if len(sites) == len(layers):
+            per_layer = layer_counts(marks, runs[0][0].sites, sites, num_k)
+        counts[variant]["layers"] = per_layer
         outputs[variant] = parsed["outputs"]
         memory[variant] = memory_use(elf_sections(elf), parsed["stack_bytes"])
 
@@ -593,7 +778,7 @@ def _run_bench(
                 f"{len(bad)} (input, submodel) pairs, first {bad[0].tolist()}"
             )
     if not repeatable:
-        raise BenchError("two QEMU runs of the same ELF gave different instruction counts")
+        raise BenchError("two QEMU runs of the same ELF gave different instruction or cycle counts")
 
     gcc_version = _run([_tool("arm-none-eabi-gcc"), "-dumpversion"], "gcc version").stdout
     result: dict[str, Any] = {
@@ -611,7 +796,7 @@ def _run_bench(
         "arena_bytes": manifest.get("arena_bytes"),
         "counts": counts,
     }
-    result.update(summarise(manifest, counts, memory, kind))
+    result.update(summarise(manifest, counts, memory, kind, layers))
     result["seconds"] = round(time.monotonic() - t0, 1)
     write_json_atomic(out_path, result)
     if markdown is not None:
@@ -620,7 +805,8 @@ def _run_bench(
     print(
         f"bench {result['name']}: full width {c['full_width_instr_per_mac_dsp']:.3f} instr/MAC "
         f"(DSP, the Nano's -Os flags), {c['full_width_instr_per_mac_dsp_o2']:.3f} (DSP, -O2), "
-        f"{c['full_width_instr_per_mac_portable']:.3f} (portable); switch <= "
+        f"{c['full_width_instr_per_mac_portable']:.3f} (portable), "
+        f"{c['full_width_cycles_per_mac_dsp']:.3f} est. cycles/MAC (DSP); switch <= "
         f"{c['max_switch_instructions']} instr; latency vs MACs within "
         f"{c['max_proportionality_error']:.1%}; fits the Nano 33 BLE: "
         f"{'yes' if c['fits_nano33ble'] else 'NO'}; outputs identical; {result['seconds']} s "

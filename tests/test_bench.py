@@ -68,16 +68,37 @@ def _result(counts: dict) -> dict:
         "weight_bytes": 10,
         "arena_bytes": 20,
     }
-    result.update(bench.summarise(_manifest(), counts, mem))
+    result.update(bench.summarise(_manifest(), counts, mem, layers=[("fc1", "fc"), ("fc2", "fc")]))
     return result
+
+
+def _cyc(switch: list[int], invoke: list[int], cycles_per_instr: float = 1.5) -> dict:
+    """Counts of one build with cycles at a fixed ratio to the instructions."""
+    return {
+        "switch": switch,
+        "invoke": invoke,
+        "switch_cycles": [round(v * cycles_per_instr) for v in switch],
+        "invoke_cycles": [round(v * cycles_per_instr) for v in invoke],
+    }
+
+
+def test_parse_marks_and_layer_counts_with_cycles() -> None:
+    # marks (instructions, cycles): empty region, then k=0 switch and invoke
+    marks = [(100, 200), (102, 206), (200, 400), (210, 420), (300, 600), (1302, 2606)]
+    # two layer calls inside the invoke (and one outside, from a later pass)
+    hits = [(0x10, 305, 610), (0x20, 800, 1500), (0x10, 5000, 9000)]
+    got = bench.layer_counts(marks, hits, [0x10, 0x20], 1)
+    assert got == [[(495, 890), (502, 1106)]]
+    assert bench.layer_counts(marks, hits, [0x20, 0x10], 1) is None  # order must match
 
 
 def test_summarise_checks_and_markdown_section(tmp_path: Path) -> None:
     counts = {
-        "dsp": {"switch": [8, 9], "invoke": [660, 1200]},
-        "portable": {"switch": [8, 9], "invoke": [2600, 5000]},
-        "dsp_o2": {"switch": [7, 8], "invoke": [600, 1100]},
+        "dsp": _cyc([8, 9], [660, 1200]),
+        "portable": _cyc([8, 9], [2600, 5000]),
+        "dsp_o2": _cyc([7, 8], [600, 1100]),
     }
+    counts["dsp"]["layers"] = [[(600, 900), (60, 90)], [(1100, 1650), (100, 150)]]
     r = _result(counts)
     rows, c = r["submodels"], r["checks"]
     assert rows[1]["instr_per_mac_dsp"] == 1.2 and rows[1]["instr_per_mac_portable"] == 5.0
@@ -86,8 +107,17 @@ def test_summarise_checks_and_markdown_section(tmp_path: Path) -> None:
     assert rows[0]["proportionality_error"] == pytest.approx((660 / 1200) / 0.5 - 1, abs=1e-4)
     assert c["instr_per_mac_ok"] and c["switch_ok"] and c["proportionality_ok"]
     assert c["max_switch_instructions"] == 9
+    assert rows[1]["cycles_dsp"] == 1800 and rows[1]["cycles_per_mac_dsp"] == 1.8
+    assert rows[1]["latency_us_est_dsp"] == pytest.approx(1800 / 64, abs=0.1)
+    assert c["full_width_cycles_per_instr_dsp"] == 1.5
+    assert rows[0]["layers"][1] == {
+        "name": "fc2",
+        "kind": "fc",
+        "instructions_dsp": 60,
+        "cycles_dsp": 90,
+    }
     # 15 % off proportional, too slow and a slow switch: every check fails
-    bad = _result({**counts, "dsp": {"switch": [8, 150], "invoke": [1150, 1600]}})["checks"]
+    bad = _result({**counts, "dsp": _cyc([8, 150], [1150, 1600])})["checks"]
     assert not (bad["instr_per_mac_ok"] or bad["switch_ok"] or bad["proportionality_ok"])
 
     md = tmp_path / "BENCHMARKS.md"
@@ -96,10 +126,11 @@ def test_summarise_checks_and_markdown_section(tmp_path: Path) -> None:
     bench.update_markdown(md, bench.render_markdown(r), "toy")
     first = md.read_text()
     assert "keep me" in first and first.count(begin) == 1
-    assert "| 1 | 4 | 1,000 | 1,200 | 1.200 | 1.100 |" in first
+    assert "| 1 | 4 | 1,000 | 1,200 | 1,800 | 1.800 | 1.200 | 1.100 |" in first
     assert "estimate" in first
+    assert "| fc2 | fc | 90 | 150 |" in first  # the per-layer table
     # a second run replaces the section instead of appending another one
-    r2 = _result({**counts, "dsp": {"switch": [8, 9], "invoke": [700, 1300]}})
+    r2 = _result({**counts, "dsp": _cyc([8, 9], [700, 1300])})
     bench.update_markdown(md, bench.render_markdown(r2), "toy")
     second = md.read_text()
     assert second.count(begin) == 1 and "keep me" in second
@@ -120,9 +151,9 @@ def test_summarise_checks_and_markdown_section(tmp_path: Path) -> None:
 
 def test_conv_target_and_board_fit() -> None:
     counts = {
-        "dsp": {"switch": [8, 9], "invoke": [900, 1800]},
-        "portable": {"switch": [8, 9], "invoke": [2600, 5000]},
-        "dsp_o2": {"switch": [8, 9], "invoke": [850, 1700]},
+        "dsp": _cyc([8, 9], [900, 1800]),
+        "portable": _cyc([8, 9], [2600, 5000]),
+        "dsp_o2": _cyc([8, 9], [850, 1700]),
     }
     mem = {"dsp": bench.memory_use({".text": 10}, 4), "portable": bench.memory_use({}, 8)}
     dense = bench.summarise(_manifest(), counts, mem)["checks"]
@@ -167,7 +198,11 @@ def test_bench_default_model(bench_run_dir: Path, tmp_path: Path) -> None:
     # the DSP build must really be faster, on every submodel
     for row in result["submodels"]:
         assert row["instructions_dsp"] < row["instructions_portable"] / 2, row
-        assert row["latency_us_est_dsp"] == pytest.approx(row["instructions_dsp"] / 64, abs=0.1)
+        assert row["latency_us_est_dsp"] == pytest.approx(row["cycles_dsp"] / 64, abs=0.1)
+        assert row["instructions_dsp"] < row["cycles_dsp"] < 3 * row["instructions_dsp"], row
+        layers = row["layers"]  # per layer, adding up to the inference less its prologue
+        assert [ly["kind"] for ly in layers] == ["fc"] * len(layers)
+        assert 0 <= row["cycles_dsp"] - sum(ly["cycles_dsp"] for ly in layers) < 100
     mem = result["memory"]["dsp"]
     assert mem["flash_bytes"] > result["weight_bytes"]
     assert 0 < mem["stack_bytes"] < 65536
@@ -209,3 +244,5 @@ def test_bench_dscnn(dscnn_run_dir: Path, tmp_path: Path) -> None:
     assert c["fits_nano33ble"], result["memory"]
     for row in result["submodels"]:
         assert row["instructions_dsp"] < row["instructions_portable"], row
+        assert row["cycles_dsp"] < row["cycles_portable"], row
+        assert row["cycles_dsp"] - sum(ly["cycles_dsp"] for ly in row["layers"]) < 100
