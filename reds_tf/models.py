@@ -390,6 +390,7 @@ class _Spec:
     cfg: dict
     weights: list[np.ndarray]
     layer: keras.layers.Layer | None = None
+    in_dims: tuple[int, ...] | None = None  # a conv's input size before a folded ZeroPadding2D
 
     @property
     def name(self) -> str:
@@ -465,7 +466,7 @@ def _pads(spec: _Spec) -> bool:
     stride-1 one does not)."""
     if spec.cfg.get("padding") != "same":
         return False
-    dims = (_in_shape(spec.layer) or ())[1:-1]
+    dims = spec.in_dims or (_in_shape(spec.layer) or ())[1:-1]
     kernel, strides = spec.cfg["kernel_size"], spec.cfg["strides"]
     return any(
         (-(-n // s) - 1) * s + k - n > 0 for n, k, s in zip(dims, kernel, strides, strict=True)
@@ -651,6 +652,69 @@ def _as_2d(specs: list[_Spec], input_shape: Sequence[int], names: set[str]) -> l
             cfg["axis"] = -1
         out.append(_Spec(_AS_2D.get(s.cls, s.cls), cfg, weights, s.layer))
     return out
+
+
+def _same_pads(dims: Sequence[int], kernel: Sequence[int], strides: Sequence[int]) -> tuple:
+    """TFLite's padding='same' per spatial axis: ((before, after), ...)."""
+    out = []
+    for n, k, st in zip(dims, kernel, strides, strict=True):
+        total = max((-(-n // st) - 1) * st + k - n, 0)
+        out.append((total // 2, total - total // 2))
+    return tuple(out)
+
+
+def _fold_zero_padding(specs: list[_Spec]) -> list[Problem]:
+    """A ZeroPadding2D right before a 'valid' Conv2D / DepthwiseConv2D that pads
+    exactly as padding='same' would (keras.applications' MobileNets before a
+    stride-2 convolution) becomes that convolution with padding='same'."""
+    problems: list[Problem] = []
+    i = 0
+    while i < len(specs) - 1:
+        pad, conv = specs[i], specs[i + 1]
+        shape = _in_shape(pad.layer) if pad.cls is _L.ZeroPadding2D else None
+        if (
+            shape is None
+            or conv.cls not in (_L.Conv2D, _L.DepthwiseConv2D)
+            or conv.cfg.get("padding") != "valid"
+            or pad.cfg.get("data_format", "channels_last") != "channels_last"
+        ):
+            i += 1
+            continue
+        dims = tuple(int(d) for d in shape[1:3])
+        want = _same_pads(dims, conv.cfg["kernel_size"], conv.cfg["strides"])
+        pads = tuple(tuple(int(v) for v in p) for p in pad.cfg["padding"])
+        if pads == want:
+            conv.cfg["padding"] = "same"
+            conv.in_dims = dims
+        else:
+            problems.append(
+                (f"{{layer}} (ZeroPadding2D) pads {pads} on a {dims} map, padding='same' of the "
+                 f"next convolution would pad {want}: only that folds (with a MobileNet, use an "
+                 "input size whose maps stay even before every stride-2 layer)", pad.name)
+            )  # fmt: skip
+        del specs[i]
+    return problems
+
+
+def _conv_head_as_dense(specs: list[_Spec], names: set[str]) -> None:
+    """A 1x1 Conv2D on a 1x1 map followed by a Flatten or a Reshape to a vector
+    (the classifier of keras.applications' MobileNet) becomes Flatten + Dense."""
+    for i, (s, nxt) in enumerate(zip(specs, specs[1:], strict=False)):
+        shape = _in_shape(s.layer) if s.cls is _L.Conv2D else None
+        if shape is None or tuple(shape[1:3]) != (1, 1):
+            continue
+        units = int(s.cfg["filters"])
+        to_vector = nxt.cls is _L.Flatten or (
+            nxt.cls is _L.Reshape and tuple(nxt.cfg["target_shape"]) == (units,)
+        )
+        if tuple(s.cfg["kernel_size"]) != (1, 1) or not to_vector:
+            continue
+        dense = {k: s.cfg[k] for k in ("name", "activation", "use_bias")}
+        dense["units"] = units
+        weights = [s.weights[0].reshape(-1, units), *s.weights[1:]]  # (1, 1, C, F) -> (C, F)
+        flat = {"name": _unique(f"{s.name}_flatten", names)}
+        specs[i : i + 2] = [_Spec(_L.Flatten, flat, []), _Spec(_L.Dense, dense, weights, s.layer)]
+        return
 
 
 def canonical_dnn(
@@ -843,12 +907,18 @@ def canonical_conv(
     zero-pads: padding='same' makes the fold inexact at the borders), and
     BatchNormalization on a vector (around a Dense). A model on ``(T, C)``
     inputs (Conv1D, 1-D pooling) becomes the same computation on ``(1, T, C)``
-    maps (:func:`_as_2d`). A Dense without bias gets a zero bias.
+    maps (:func:`_as_2d`). A Dense without bias gets a zero bias. As
+    keras.applications' MobileNet writes them: a ZeroPadding2D equal to the next
+    convolution's padding='same' is folded into it, a 1x1 Conv2D classifier on a
+    1x1 map (then Reshape) is Flatten + Dense.
     """
     problems: list[Problem] = list(_shape_problems(model, input_shape, num_classes, source))
     layers = [ly for ly in model.layers if type(ly) is not keras.layers.InputLayer]
     body = layers[:-1] if layers and _is_softmax(layers[-1]) else layers
     specs = _specs(body)
+    names = {ly.name for ly in model.layers}
+    problems += _fold_zero_padding(specs)
+    _conv_head_as_dense(specs, names)
     problems += _fold_input_affine(specs, model.input_shape[1:])
     problems += _fold_vector_bn(specs)
     dense = [i for i, s in enumerate(specs) if s.cls is keras.layers.Dense]
@@ -870,7 +940,13 @@ def canonical_conv(
             f"has 1-D layers but its input is {tuple(input_shape)}, not (steps, channels)"
         )
     for i, s in enumerate(specs):
-        problems += _conv_layer_problems(s.layer, classifier=i == cls_i)
+        if s.layer is not None:  # None: a Flatten the canonical form adds
+            problems += _conv_layer_problems(s.layer, classifier=i == cls_i)
+    if cls_i is not None and specs[cls_i].act not in ("linear", "softmax"):
+        problems.append(
+            (f"{{layer}} (the classifier) {{has}} activation '{specs[cls_i].act}' (supported: "
+             "linear/softmax)", specs[cls_i].name)
+        )  # fmt: skip
     problems += _chain_problems(model)
     if problems:
         raise _refusal(

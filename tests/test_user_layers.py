@@ -10,7 +10,9 @@ computes) and exports bit-exact with TFLite Micro on every submodel.
 - Rescaling / Normalization after the input: folded into the first layer;
 - Dense + BatchNormalization (before or after an activation): folded; ReLU /
   Activation layers in dense models: fused into the Dense;
-- a ``(28, 28)`` input before Flatten (the Keras Fashion-MNIST tutorial model).
+- a ``(28, 28)`` input before Flatten (the Keras Fashion-MNIST tutorial model);
+- keras.applications' MobileNet: ZeroPadding2D equal to padding='same' folded
+  into the next convolution, the 1x1 conv classifier (+ Reshape) as Flatten + Dense.
 
 Each user model is saved (``.keras`` or ``.h5``) and loaded through
 :func:`reds_tf.models.load_base_model`; the export cases use random weights
@@ -136,9 +138,18 @@ def _fmnist_tutorial() -> keras.Model:
     )
 
 
+def _keras_mobilenet() -> keras.Model:
+    """keras.applications' MobileNet (ReLU6; ZeroPadding2D before every stride-2
+    depthwise conv, equal to padding='same'; a 1x1 conv classifier + Reshape)."""
+    return keras.applications.MobileNet(
+        input_shape=(32, 32, 3), alpha=0.25, weights=None, classes=3
+    )
+
+
 # name -> (builder, input shape, classes, file suffix, input sampler)
 CASES = {
     "mobilenet_relu6": (_mobilenet_relu6, (12, 12, 3), 5, ".keras", "pixels"),
+    "keras_mobilenet": (_keras_mobilenet, (32, 32, 3), 3, ".keras", "normal"),
     "kws_conv1d": (_kws_conv1d, (49, 10), 6, ".h5", "mfcc"),
     "sensor_conv1d": (_sensor_conv1d, (32, 6), 4, ".keras", "normal"),
     "fmnist_tutorial": (_fmnist_tutorial, (28, 28), 10, ".h5", "pixels"),
@@ -197,7 +208,7 @@ def test_user_model_converts_exactly(name, tmp_path):
         got = _probs(got)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     assert m.output_shape == user.output_shape
-    folded = (L.Rescaling, L.Normalization, L.Conv1D, L.MaxPooling1D, L.Softmax)
+    folded = (L.Rescaling, L.Normalization, L.Conv1D, L.MaxPooling1D, L.Softmax, L.ZeroPadding2D)
     assert not any(isinstance(ly, folded) for ly in m.layers)
 
 
@@ -241,7 +252,7 @@ def test_user_model_exports_bit_exact_with_tflm(name, tmp_path):
     NumPy reference == TFLite Micro on 40."""
     _, m, shape, sampler = _user_and_loaded(name, tmp_path)
     g = _graph_with_submodels(m)
-    full = convert_int8(m, _inputs(sampler, shape, 200, 7))
+    full = convert_int8(m, _inputs(sampler, shape, 50, 7))  # calibration: few suffice
     plan = build_plan(full, g)  # also checks the plan's MACs against the graph's
     src = tmp_path / "src"
     src.mkdir()
