@@ -510,3 +510,85 @@ def test_dsp_conv_kernels_match_reference_in_qemu(tmp_path: Path) -> None:
     # The global average pool at full width: at least 2x cheaper.
     pool = [c for c in costs if c[0] == len(cases) - 7 and c[1] == 3][0]
     assert pool[3] * 2 < pool[2], pool
+
+
+# --- residual joins: reds_add_dsp (tests/dsp_check/add_check.cpp) ---
+
+ADD_SRC = Path(__file__).resolve().parent / "dsp_check" / "add_check.cpp"
+
+
+def _add_case(rng, widths, hw, *, scales=None, act=None, fill=None) -> dict:
+    """A random int8 ADD on nested widths: parameters from TFLite's rules for
+    the given (or random) input/output scales and zero points."""
+    s1, s2, so = scales or rng.uniform(0.01, 0.2, 3)
+    z1, z2, zo = (int(v) for v in rng.integers(-128, 128, 3))
+    lo, hi = act or (-128, 127)
+    q = numerics.AddQuant.from_scales((s1, z1), (s2, z2), (so, zo), lo, hi)
+    n = hw[0] * hw[1] * widths[-1]
+    x1 = rng.integers(-128, 128, n).astype(np.int8)
+    x2 = rng.integers(-128, 128, n).astype(np.int8)
+    if fill is not None:
+        x1[:], x2[:] = fill
+    return {"widths": list(widths), "hw": hw, "q": q, "x1": x1, "x2": x2}
+
+
+def _add_cases() -> list[dict]:
+    rng = np.random.default_rng(21)
+    return [
+        # ResNet-8's first join (32x32, 16 channels) at four nested widths, a ReLU clamp
+        _add_case(rng, [4, 8, 12, 16], (32, 32), act=(-20, 127)),
+        # 8x8 maps of 28..64 channels, equal input scales (both multipliers 2^30, shift 0)
+        _add_case(rng, [28, 44, 64], (8, 8), scales=(0.05, 0.05, 0.08)),
+        # element counts not multiples of 4 (a scalar tail) and below the table threshold
+        _add_case(rng, [3, 7, 13], (7, 9)),
+        # very different scales (one input barely counts), a generic clamp
+        _add_case(rng, [8, 16], (6, 6), scales=(0.001, 0.9, 0.5), act=(-60, 70)),
+        # an output scale so small the output shift is -1: the reference path
+        _add_case(rng, [8, 16], (8, 8), scales=(0.1, 0.1, 0.2 / (0.3 * 2**20))),
+        # extremes: all -128 and all 127
+        _add_case(rng, [16, 32], (6, 6), fill=(-128, 127)),
+        _add_case(rng, [16, 32], (6, 6), fill=(127, 127)),
+    ]
+
+
+def _add_blob(cases: list[dict]) -> bytes:
+    out = [np.array([0x43444441, len(cases)], "<u4").tobytes()]
+    for c in cases:
+        q = c["q"]
+        head = [len(c["widths"]), *c["hw"], q.input1_offset, q.input2_offset]
+        head += [q.input1_multiplier, q.input1_shift, q.input2_multiplier, q.input2_shift]
+        head += [q.output_multiplier, q.output_shift, q.output_zero_point, q.act_min, q.act_max]
+        out += [_words(head + c["widths"]), _padded(c["x1"]), _padded(c["x2"])]
+    return b"".join(out)
+
+
+def test_dsp_add_kernel_matches_reference_in_qemu(tmp_path: Path) -> None:
+    """reds_add_dsp equals reds_add_ref and the NumPy int8 ADD (TFLite's rules) on
+    every submodel of joins that hit every path, and is much cheaper where its
+    tables apply."""
+    elf = _build(tmp_path, ADD_SRC, "add_check")
+    cases = _add_cases()
+    assert cases[4]["q"].output_shift == -1  # really the reference path
+    blob = tmp_path / "adds.bin"
+    blob.write_bytes(_add_blob(cases))
+    marks, uart = bench.run_qemu(elf, bench.build_plugin(), blob, tmp_path / "qemu")
+    assert uart and uart[-1] == "done", uart[-5:]
+    lines = [ln.split() for ln in uart[:-1]]
+    assert len(lines) == sum(len(c["widths"]) for c in cases)
+    overhead = marks[1] - marks[0]
+    per_element = {}
+    for n, (li, k, ref_hex, dsp_hex) in enumerate(lines):
+        c, k = cases[int(li)], int(k)
+        m = c["hw"][0] * c["hw"][1] * c["widths"][k]
+        want = numerics.add_int8(c["q"], c["x1"][:m], c["x2"][:m])
+        ref = np.frombuffer(bytes.fromhex(ref_hex), np.int8)
+        dsp = np.frombuffer(bytes.fromhex(dsp_hex), np.int8)
+        np.testing.assert_array_equal(ref, want, err_msg=f"reference, layer {li} k={k}")
+        np.testing.assert_array_equal(dsp, want, err_msg=f"DSP, layer {li} k={k}")
+        mk = marks[2 + 4 * n : 6 + 4 * n]
+        per_element[int(li), k] = ((mk[1] - mk[0] - overhead) / m, (mk[3] - mk[2] - overhead) / m)
+    # Not vacuous: the first join's outputs cover much of the int8 range, clamp included.
+    y = numerics.add_int8(cases[0]["q"], cases[0]["x1"], cases[0]["x2"])
+    assert len(np.unique(y)) > 100 and (y == -20).any()
+    ref, dsp = per_element[0, 3]  # 16384 elements: the tables pay off
+    assert dsp * 2 < ref, (ref, dsp)

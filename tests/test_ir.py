@@ -156,6 +156,10 @@ def _config_model(name: str):
 
 
 ALL = [*MODELS, *(p.stem for p in sorted(CONFIGS.glob("*.yaml")))]
+# The former walks knew plain chains only, not the residual configs.
+CHAINS = [
+    n for n in ALL if n in MODELS or load_config(CONFIGS / f"{n}.yaml").model.type != "resnet"
+]
 
 
 def _model(name: str):
@@ -193,7 +197,7 @@ def _with_submodels(graph: ir.Graph, seed: int = 0) -> ir.Graph:
 # -- equality with the former walks ------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", CHAINS)
 def test_graph_gives_what_the_former_walks_computed(name):
     model = _model(name)
     graph = ir.from_keras(model)

@@ -16,6 +16,7 @@ ONE place: :func:`_assign_buffers`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ _COST_KINDS = {
 POOL_KINDS = {"AVERAGE_POOL_2D": "avgpool", "MAX_POOL_2D": "maxpool"}
 _ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}
 ROW_GROUP = 4  # rows per group in the nested layout
+ADD_SCRATCH_BYTES = 2048  # REDS_ADD_SCRATCH_BYTES: the DSP kernel's two 256-entry tables
 COL_CHUNK = 4  # columns per chunk
 
 
@@ -137,7 +139,8 @@ def nest_depthwise_weights(w: np.ndarray) -> np.ndarray:
 @dataclass(eq=False)  # identity, not array comparison
 class LayerPlan:
     """One runtime layer. ``kind``: 'fully_connected', 'conv', 'pointwise',
-    'depthwise', 'avgpool', 'maxpool' or 'reshape'.
+    'depthwise', 'avgpool', 'maxpool', 'add' (residual join: two inputs of one
+    width, :attr:`add` its rescaling, :attr:`src2` its second input) or 'reshape'.
 
     ``in_widths``/``out_widths``: active input/output channels (units) per
     submodel (K,). ``weights``: the nested flat int8 array. ``bias`` /
@@ -166,6 +169,11 @@ class LayerPlan:
     act_max: int = 127
     src: str = "input"
     dst: str = "output"
+    src2: str = ""  # add: the second input's buffer
+    add: numerics.AddQuant | None = None  # add: TFLite's rescaling of both inputs
+    # .tflite tensor indices of the activation inputs and the output (the DAG)
+    inputs: tuple[int, ...] = ()
+    output: int = -1
     full_weights: np.ndarray | None = None
     in_hw: tuple[int, int] = (1, 1)
     out_hw: tuple[int, int] = (1, 1)
@@ -223,6 +231,8 @@ class LayerPlan:
             return 4 * o + 2 * i + 4
         if self.kind in ("conv", "pointwise"):
             return 4 * o + 2 * self.kernel[0] * self.kernel[1] * i + 4
+        if self.kind == "add":
+            return ADD_SCRATCH_BYTES
         return 0
 
     def _qrow(self, a: np.ndarray | None, k: int) -> np.ndarray | None:
@@ -353,6 +363,8 @@ class ModelPlan:
                     ],
                 }
             )
+            if ly.add is not None:
+                add_json(dataclasses.asdict(ly.add))
             add_array(ly.weights, "<i1")
             add_array(ly.bias, "<i4")
             add_array(ly.multiplier, "<i4")
@@ -363,7 +375,12 @@ class ModelPlan:
         """NumPy int8 reference of submodel k: (N, *input_shape) int8 -> (N, classes) int8."""
         h = np.asarray(x, np.int8)
         h = h.reshape(len(h), *self.input_shape) if len(self.input_shape) == 3 else h
+        x0, seen = h, {}  # the DAG: every layer's output by tensor index
         for ly in self.layers:
+            h = seen.get(ly.inputs[0], x0) if ly.inputs else h
+            if ly.kind == "add":
+                h2 = seen.get(ly.inputs[1], x0)
+                h = numerics.add_int8(ly.add, h, h2.reshape(h.shape))
             if ly.kind == "fully_connected":
                 h = numerics.fc_int8(ly.fc_quant(k), h.reshape(len(h), -1))
             elif ly.kind in ("conv", "pointwise", "depthwise"):
@@ -374,6 +391,7 @@ class ModelPlan:
                 h = h.reshape(len(h), *ly.in_hw, -1)
                 pool = numerics.avgpool_int8 if ly.kind == "avgpool" else numerics.maxpool_int8
                 h = pool(h, ly.kernel, ly.stride, ly.padding, ly.out_hw, ly.act_min, ly.act_max)
+            seen[ly.output] = h
         return h.reshape(len(h), -1)
 
 
@@ -420,7 +438,9 @@ def _geometry(op, in_hw, kernel, out_hw) -> tuple[tuple[int, int], tuple[int, in
 
 @dataclass
 class _Lowering:
-    """State of the walk over the int8 operators (one chain, in execution order)."""
+    """State of the walk over the int8 operators in execution order: ``shape``,
+    ``width`` and ``flat_of`` describe the tensor the current operator reads
+    (set from ``state``, every activation written so far)."""
 
     model: Any  # the .tflite ModelT
     graph: ir.Graph
@@ -430,6 +450,10 @@ class _Lowering:
     flat_of: tuple[int, int] | None = None  # (H, W) when the vector is a flattened map
     j: int = 0  # the next width-carrying node of the graph
     n_layers: int = 0  # layers lowered so far
+    # tensor index -> (full shape, width per submodel, flat_of) of every activation so far
+    state: dict[int, tuple[list[int], list[int], tuple[int, int] | None]] = field(
+        default_factory=dict
+    )
 
     @property
     def K(self) -> int:
@@ -656,6 +680,32 @@ def _lower_fully_connected(lw: _Lowering, op, opname: str) -> LayerPlan:
     )  # fmt: skip
 
 
+def _lower_add(lw: _Lowering, op, opname: str) -> LayerPlan:
+    """ADD of two maps of one shape (a residual join): both inputs have one width
+    in every submodel (a tied group); TFLite's rescaling of each input and of
+    the sum (:class:`reds_tf.quant.numerics.AddQuant`), fused activation clamp."""
+    ins, tx, ty, y_shape = lw.tensors(op)
+    sg = lw.model.subgraphs[0]
+    shape2, width2, _ = lw.state[ins[1]]
+    if list(shape2) != list(lw.shape) or list(y_shape) != list(lw.shape):
+        raise RedsError(f"ADD of shapes {lw.shape} and {shape2}: only equal shapes are supported")
+    if list(width2) != list(lw.width):
+        raise RedsError(
+            f"ADD joins widths {lw.width} and {width2}; the layers an Add joins must share one "
+            "width in every submodel (a tied group): re-run `reds train`"
+        )
+    y_scale, y_zp = _qparams(ty)
+    act = _activation(op, "add")
+    lo, hi = numerics.activation_range(act, y_scale, y_zp)
+    q = numerics.AddQuant.from_scales(_qparams(tx), _qparams(sg.tensors[ins[1]]), (y_scale, y_zp),
+                                      lo, hi)  # fmt: skip
+    hw = _map_hw(lw.shape)
+    return LayerPlan(
+        f"add{lw.n_layers}", "add", list(lw.width), list(lw.width), activation=act, add=q,
+        output_zero_point=y_zp, output_scale=y_scale, act_min=lo, act_max=hi, in_hw=hw, out_hw=hw,
+    )  # fmt: skip
+
+
 #: The lowering table: .tflite operator -> its small lowering function (the
 #: runtime's LayerPlan). Adding an op means adding a row here.
 LOWER: dict[str, Callable[[_Lowering, Any, str], LayerPlan]] = {
@@ -665,6 +715,7 @@ LOWER: dict[str, Callable[[_Lowering, Any, str], LayerPlan]] = {
     "AVERAGE_POOL_2D": _lower_pool,
     "MAX_POOL_2D": _lower_pool,
     "RESHAPE": _lower_reshape,
+    "ADD": _lower_add,
 }
 SUPPORTED_OPS = tuple(LOWER)
 
@@ -727,15 +778,19 @@ def build_plan(
     shape = [int(d) for d in t_in.shape[1:]]  # full shape of the current activation
     lw = _Lowering(model, graph, dict(qparams or {}), shape, [shape[-1]] * len(graph.submodels))
     layers: list[LayerPlan] = []
-    current = int(sg.inputs[0])
-    for op, opname in zip(sg.operators, names, strict=True):
-        if int(op.inputs[0]) != current:
-            raise RedsError("only a chain of layers (each op feeding the next) is supported")
-        layers.append(LOWER[opname](lw, op, opname))
+    lw.state[int(sg.inputs[0])] = (lw.shape, lw.width, None)
+    # Execution order is a topological order: a chain, or a DAG joined by ADD.
+    for i, (op, opname) in enumerate(zip(sg.operators, names, strict=True)):
+        acts = [int(op.inputs[0])] + ([int(op.inputs[1])] if opname == "ADD" else [])
+        if any(t not in lw.state for t in acts):
+            raise RedsError(f"operator {i} ({opname}) reads a tensor no earlier operator wrote")
+        lw.shape, lw.width, lw.flat_of = lw.state[acts[0]]
+        ly = LOWER[opname](lw, op, opname)
+        ly.inputs, ly.output = tuple(acts), int(op.outputs[0])
+        layers.append(ly)
         lw.n_layers = len(layers)
-        lw.shape = lw.tensors(op)[3]
-        current = int(op.outputs[0])
-    if current != int(sg.outputs[0]):
+        lw.state[ly.output] = (lw.tensors(op)[3], list(lw.width), lw.flat_of)
+    if not layers or layers[-1].output != int(sg.outputs[0]):
         raise RedsError("the last operator does not produce the model output")
     if lw.j == 0:
         raise RedsError("the model has no CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED layer")
@@ -763,7 +818,7 @@ def build_plan(
     return plan
 
 
-COMPUTE_KINDS = ("fully_connected", "conv", "pointwise", "depthwise", "avgpool", "maxpool")
+COMPUTE_KINDS = ("fully_connected", "conv", "pointwise", "depthwise", "avgpool", "maxpool", "add")
 
 
 def _assign_buffers(plan: ModelPlan) -> None:
@@ -776,8 +831,12 @@ def _assign_buffers(plan: ModelPlan) -> None:
     writes its output at S - out_bytes and the next one writes back at 0, with
     S = the largest (input + output) bytes of any layer, so a layer's input
     and output never overlap while no byte is reserved twice. A RESHAPE is in
-    place (same bytes). Scratch (im2col / accumulators) follows S.
+    place (same bytes). Scratch (im2col / accumulators) follows S. A network
+    with joins (ADD) keeps tensors alive across layers: :func:`_assign_buffers_dag`.
     """
+    if any(ly.kind == "add" for ly in plan.layers):
+        _assign_buffers_dag(plan)
+        return
     compute = [ly for ly in plan.layers if ly.kind in COMPUTE_KINDS]
     last = compute[-1]
     K = plan.num_submodels
@@ -808,5 +867,61 @@ def _assign_buffers(plan: ModelPlan) -> None:
             off = 0 if ends[id(ly)] else act - ly.out_bytes(K - 1)
             ly.dst = f"act + {off}"
         src = ly.dst
+    scratch = max([ly.scratch_bytes() for ly in compute] + [0])
+    plan.arena = {"activations": act, "scratch_offset": act, "total": act + _align4(scratch)}
+
+
+def _assign_buffers_dag(plan: ModelPlan) -> None:
+    """The memory plan of a network with joins (ADD): an activation lives from the
+    layer that writes it to the last layer that reads it (a skip tensor across
+    its whole residual block). Buffers are placed largest first, each at the
+    lowest offset free of every buffer alive at the same time (first fit, as
+    TFLM's greedy planner does), sized for the largest submodel: a smaller
+    submodel uses a prefix of each, so nothing alive at once ever overlaps. A
+    RESHAPE is in place; the model input and output are the caller's. Scratch
+    follows the activations."""
+    compute = [ly for ly in plan.layers if ly.kind in COMPUTE_KINDS]
+    last = compute[-1]
+    K = plan.num_submodels
+    alias: dict[int, int] = {}  # a RESHAPE's output -> the tensor whose bytes it is
+
+    def root(t: int) -> int:
+        while t in alias:
+            t = alias[t]
+        return t
+
+    first: dict[int, int] = {}
+    until: dict[int, int] = {}
+    size: dict[int, int] = {}
+    for i, ly in enumerate(plan.layers):
+        for t in ly.inputs:
+            until[root(t)] = i
+        if ly.kind == "reshape":
+            alias[ly.output] = ly.inputs[0]
+        elif ly is not last:
+            first[ly.output] = until[ly.output] = i
+            size[ly.output] = _align4(ly.out_bytes(K - 1))
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last layer)
+    offset: dict[int, int] = {}
+    for t in sorted(size, key=lambda t: (-size[t], first[t])):
+        lo, hi = first[t], until[t]
+        off = 0
+        for o, e, _, _ in sorted(p for p in placed if p[2] <= hi and lo <= p[3]):
+            if off + size[t] <= o:
+                break
+            off = max(off, e)
+        placed.append((off, off + size[t], lo, hi))
+        offset[t] = off
+    act = max([p[1] for p in placed] + [0])
+    expr: dict[int, str] = {}  # tensor -> C expression; unknown: the model input
+    for ly in plan.layers:
+        ly.src = expr.get(ly.inputs[0], "input")
+        if ly.kind == "add":
+            ly.src2 = expr.get(ly.inputs[1], "input")
+        if ly.kind == "reshape":
+            ly.dst = ly.src
+        else:
+            ly.dst = "output" if ly is last else f"act + {offset[ly.output]}"
+        expr[ly.output] = ly.dst
     scratch = max([ly.scratch_bytes() for ly in compute] + [0])
     plan.arena = {"activations": act, "scratch_offset": act, "total": act + _align4(scratch)}

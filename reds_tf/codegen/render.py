@@ -39,6 +39,7 @@ RENDERABLE_KINDS = {
     "avgpool",
     "maxpool",
     "reshape",
+    "add",
 }
 
 
@@ -93,6 +94,7 @@ def render_sources(
         "conv_layers": conv_layers,
         # Average and max pools share one table of reds_pool_layer.
         "pool_layers": [ly for ly in plan.layers if ly.kind in ("avgpool", "maxpool")],
+        "add_layers": [ly for ly in plan.layers if ly.kind == "add"],
         "weight_layers": [ly for ly in plan.layers if ly.weights is not None],
     }
     files = {name: env.get_template(tpl).render(**ctx) for name, tpl in SOURCES.items()}

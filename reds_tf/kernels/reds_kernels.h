@@ -208,6 +208,44 @@ void reds_maxpool_ref(const reds_pool_layer *layer, int k, const int8_t *input, 
 #endif
 #define REDS_MAXPOOL reds_maxpool_ref
 
+/* Elementwise ADD of two int8 maps of one shape (a residual join), TFLite's
+ * int8 rules: each input plus its offset, shifted left by 20 bits, rescaled by
+ * its own multiplier (to twice the larger input scale), the sum rescaled to the
+ * output scale, plus the output zero point, clamped (fused activation). Both
+ * inputs of submodel k have width[k] channels (the layers an Add joins share
+ * one width), so the maps are h * w * width[k] dense bytes and the kernel
+ * walks that prefix. All shifts are <= 0 (TFLite sign). */
+typedef struct reds_add_layer {
+    const uint16_t *width;      /* [K] active channels of submodel k */
+    uint16_t h, w;              /* map size (inputs and output) */
+    int32_t input1_offset;      /* minus the zero points */
+    int32_t input2_offset;
+    int32_t input1_multiplier, input1_shift;
+    int32_t input2_multiplier, input2_shift;
+    int32_t output_multiplier, output_shift;
+    int32_t output_offset;      /* the output zero point */
+    int32_t act_min, act_max;   /* fused activation clamp, int8 domain */
+} reds_add_layer;
+
+/* TFLite's left shift of both ADD inputs (int8). */
+#define REDS_ADD_LEFT_SHIFT 20
+/* Scratch of REDS_ADD: the DSP kernel's two 256-entry int32 tables. */
+#define REDS_ADD_SCRATCH_BYTES 2048u
+
+/* output[i] = ADD(input1[i], input2[i]) for i < h * w * width[k]. output may
+ * alias neither input. scratch: REDS_ADD_SCRATCH_BYTES, 4-byte aligned (the
+ * reference does not use it). reds_add_dsp gives bit-identical results. */
+void reds_add_ref(const reds_add_layer *layer, int k, const int8_t *input1, const int8_t *input2,
+                  int8_t *output, int32_t *scratch);
+void reds_add_dsp(const reds_add_layer *layer, int k, const int8_t *input1, const int8_t *input2,
+                  int8_t *output, int32_t *scratch);
+
+#if REDS_USE_DSP
+#define REDS_ADD reds_add_dsp
+#else
+#define REDS_ADD reds_add_ref
+#endif
+
 /* TFLite's MultiplyByQuantizedMultiplier with double rounding; shared by
  * every kernel so that all of them round identically. */
 static inline int32_t reds_srdhm(int32_t a, int32_t b) {

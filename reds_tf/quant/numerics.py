@@ -308,3 +308,63 @@ def maxpool_int8(
             m = np.maximum(m, xs[:, ya:yb, xa:xb, :].max(axis=(1, 2)))
         out[:, oy, ox, :] = np.clip(m, act_min, act_max)
     return out
+
+
+#: TFLite's headroom for int8 ADD: both inputs are shifted left by 20 bits first.
+ADD_LEFT_SHIFT = 20
+
+
+@dataclass
+class AddQuant:
+    """Integer parameters of one int8 ADD (TFLite ``CalculateOpDataAdd``): the
+    inputs' offsets (minus their zero points), per-input and output
+    multipliers with shifts (TFLite sign, all <= 0), the output zero point and
+    the fused activation clamp."""
+
+    input1_offset: int
+    input2_offset: int
+    input1_multiplier: int
+    input1_shift: int
+    input2_multiplier: int
+    input2_shift: int
+    output_multiplier: int
+    output_shift: int
+    output_zero_point: int
+    act_min: int
+    act_max: int
+
+    @classmethod
+    def from_scales(
+        cls,
+        in1: tuple[float, int],
+        in2: tuple[float, int],
+        out: tuple[float, int],
+        act_min: int = -128,
+        act_max: int = 127,
+    ) -> AddQuant:
+        """From the (scale, zero point) of both inputs and the output, in double
+        as TFLite does: the inputs are rescaled to twice the larger input scale,
+        the sum to the output scale (``QuantizeMultiplierSmallerThanOneExp``)."""
+        s1, s2, so = (float(np.float32(t[0])) for t in (in1, in2, out))
+        twice_max = 2.0 * max(s1, s2)
+        mults = []
+        for real in (s1 / twice_max, s2 / twice_max, twice_max / ((1 << ADD_LEFT_SHIFT) * so)):
+            if not 0.0 < real < 1.0:
+                raise RedsError(f"ADD rescaling factor {real} is outside (0, 1)")
+            mults.append(quantize_multiplier(real))
+        (m1, sh1), (m2, sh2), (mo, sho) = mults
+        return cls(
+            -int(in1[1]), -int(in2[1]), m1, sh1, m2, sh2, mo, sho, int(out[1]), act_min, act_max
+        )
+
+
+def add_int8(q: AddQuant, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    """One int8 ADD as TFLM computes it (same shapes, no broadcasting): each
+    input plus its offset, shifted left by 20, rescaled; the sum rescaled to the
+    output, plus its zero point, clamped."""
+    a = (np.asarray(x1, np.int64) + q.input1_offset) << ADD_LEFT_SHIFT
+    b = (np.asarray(x2, np.int64) + q.input2_offset) << ADD_LEFT_SHIFT
+    a = multiply_by_quantized_multiplier(a, q.input1_multiplier, q.input1_shift)
+    b = multiply_by_quantized_multiplier(b, q.input2_multiplier, q.input2_shift)
+    y = multiply_by_quantized_multiplier(a + b, q.output_multiplier, q.output_shift)
+    return np.clip(y + q.output_zero_point, q.act_min, q.act_max).astype(np.int8)

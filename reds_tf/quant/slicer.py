@@ -178,7 +178,7 @@ def _compact(model) -> None:
 OP_KINDS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
 WIDTH_OPS = tuple(OP_KINDS)
 POOL_OPS = ("AVERAGE_POOL_2D", "MAX_POOL_2D")  # per-channel: keep the input's width
-PASS_OPS = (*POOL_OPS, "RESHAPE")
+PASS_OPS = (*POOL_OPS, "RESHAPE", "ADD")  # ADD: inputs of one width (a tied group)
 
 
 def width_ops(model) -> list[FcTensors]:
@@ -357,6 +357,18 @@ def slice_model(
             active[out] = c_in
             full_c[out] = full_c[x]
             flat_geom[out] = (hh, ww, cc)
+        elif name == "ADD":
+            x2 = ins[1]
+            if x2 not in active:
+                raise RedsError(f"operator {i} (ADD) reads a tensor no earlier operator wrote")
+            if active[x2] != c_in or full_c[x2] != full_c[x]:
+                raise RedsError(
+                    f"operator {i} (ADD) adds {c_in} and {active[x2]} active channels; the "
+                    "layers an Add joins must share one width (a tied group)"
+                )
+            _set_shape(yt, [int(d) for d in yt.shape[:-1]] + [c_in])
+            active[out] = c_in
+            full_c[out] = full_c[x]
         else:
             raise RedsError(f"operator {name} cannot be sliced (supported: {WIDTH_OPS + PASS_OPS})")
     _compact(model)
@@ -411,6 +423,10 @@ def _check_shapes(model) -> None:
         elif name in POOL_OPS:
             if xs[-1] != ys[-1]:
                 raise AssertionError(f"op {i} ({name}): channels differ {xs} {ys}")
+        elif name == "ADD":
+            x2 = [int(d) for d in sg.tensors[ins[1]].shape]
+            if not xs == x2 == ys:
+                raise AssertionError(f"op {i} ({name}): shapes differ {xs} {x2} {ys}")
         elif name == "RESHAPE":
             if int(np.prod(xs)) != int(np.prod(ys)):
                 raise AssertionError(f"op {i} ({name}): sizes differ {xs} {ys}")
