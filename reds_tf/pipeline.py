@@ -106,7 +106,6 @@ from reds_tf.nested import (
 from reds_tf.permute import permute_by_importance, sort_permutations
 from reds_tf.report import write_report
 from reds_tf.rundir import DATA_SNAPSHOT
-from reds_tf.train import accuracy, augmentation, finetune_joint, fit_classifier, set_seed
 from reds_tf.train_records import (
     BN_STATS_FILE,
     PRESENCE_ONLY,
@@ -125,6 +124,7 @@ from reds_tf.train_records import (
     stage_config,
     write_records,
 )
+from reds_tf.training import accuracy, augmentation, finetune_joint, fit_classifier, set_seed
 
 _BN_BATCHES = 200  # mini-batches behind each submodel's re-estimated BN statistics
 STAGE_TITLES = {

@@ -9,7 +9,7 @@ import tf_keras as keras
 
 from reds_tf.models import dnn, submodel
 from reds_tf.nested import build_nested, nested_accuracy, predict_nested, to_plain
-from reds_tf.train import JointTrainer, finetune_joint, loss_weights
+from reds_tf.training import JointTrainer, finetune_joint, loss_weights
 
 WIDTHS = [{"fc1": 4, "fc2": 3}, {"fc1": 8, "fc2": 6}, {"fc1": 12, "fc2": 10}]
 

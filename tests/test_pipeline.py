@@ -17,7 +17,7 @@ from reds_tf.costs import cost_layers_from_keras, model_macs
 from reds_tf.errors import ConfigError, DataError, InfeasibleBudgetError, RedsError, RunDirError
 from reds_tf.models import load_plain_model, submodel
 from reds_tf.pipeline import STAGE_FILES, run_training
-from reds_tf.train import accuracy
+from reds_tf.training import accuracy
 
 
 def _direct_macs(model, widths: dict[str, int]) -> int:

@@ -57,7 +57,7 @@ def full_accuracy_matches(run: Path, data) -> None:
     """The full model's accuracy in submodels.json is that of model.keras, and
     the smallest submodel's that of model.keras sliced to its widths."""
     from reds_tf.models import load_plain_model, submodel
-    from reds_tf.train import accuracy
+    from reds_tf.training import accuracy
 
     doc = json.loads((run / "submodels.json").read_text())
     model = load_plain_model(run / "model.keras")
