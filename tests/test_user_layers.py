@@ -194,13 +194,26 @@ def _user_and_loaded(name: str, tmp_path):
     return user, load_base_model(path, shape, classes), shape, sampler
 
 
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory):
+    """``loaded(name)``: the user model and its import, built and saved once per module."""
+    cache: dict[str, tuple] = {}
+
+    def get(name: str) -> tuple:
+        if name not in cache:
+            cache[name] = _user_and_loaded(name, tmp_path_factory.mktemp(name))
+        return cache[name]
+
+    return get
+
+
 def _probs(logits: np.ndarray) -> np.ndarray:
     return tf.nn.softmax(logits).numpy()
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_user_model_converts_exactly(name, tmp_path):
-    user, m, shape, sampler = _user_and_loaded(name, tmp_path)
+def test_user_model_converts_exactly(name, loaded):
+    user, m, shape, sampler = loaded(name)
     x = _inputs(sampler, shape, 64, 3)
     want = user.predict(x, verbose=0)
     got = m.predict(x, verbose=0)
@@ -212,10 +225,10 @@ def test_user_model_converts_exactly(name, tmp_path):
     assert not any(isinstance(ly, folded) for ly in m.layers)
 
 
-def test_conv1d_model_is_a_2d_model_on_one_row(tmp_path):
+def test_conv1d_model_is_a_2d_model_on_one_row(loaded):
     """Conv1D -> Conv2D with a (1, k) kernel behind one Reshape of the input; the
     nested model, the permutation and the submodel slices work on it."""
-    _, m, shape, sampler = _user_and_loaded("kws_conv1d", tmp_path)
+    _, m, shape, sampler = loaded("kws_conv1d")
     kinds = [n.kind for n in ir.from_keras(m).nodes]
     assert kinds[0] == ir.RESHAPE and m.layers[1].target_shape == (1, 49, 10)
     convs = [ly for ly in m.layers if type(ly) is L.Conv2D]
@@ -247,10 +260,10 @@ def _graph_with_submodels(m: keras.Model) -> ir.Graph:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_user_model_exports_bit_exact_with_tflm(name, tmp_path):
+def test_user_model_exports_bit_exact_with_tflm(name, loaded, tmp_path):
     """Every submodel: the generated runtime == TFLite Micro on 500 inputs, the
     NumPy reference == TFLite Micro on 40."""
-    _, m, shape, sampler = _user_and_loaded(name, tmp_path)
+    _, m, shape, sampler = loaded(name)
     g = _graph_with_submodels(m)
     full = convert_int8(m, _inputs(sampler, shape, 50, 7))  # calibration: few suffice
     plan = build_plan(full, g)  # also checks the plan's MACs against the graph's
