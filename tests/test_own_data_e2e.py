@@ -78,8 +78,8 @@ def test_npz_run_and_a_source_that_moves_or_changes(tmp_path: Path, capsys) -> N
     from reds_tf.pipeline import run_training
     from reds_tf.sim import run_simulate
 
-    x, y = _blobs(300, 3, (6, 6), seed=0)
-    xt, yt = _blobs(90, 3, (6, 6), seed=1)
+    x, y = _blobs(300, 3, (6, 6, 1), seed=0)
+    xt, yt = _blobs(90, 3, (6, 6, 1), seed=1)
     npz = tmp_path / "mine.npz"
     np.savez(npz, x_train=x, y_train=y, x_test=xt, y_test=yt, class_names=["a", "b", "c"])
     cfg = _config(tmp_path, "mine", "npz", {"path": str(npz)})
@@ -105,7 +105,7 @@ def test_npz_run_and_a_source_that_moves_or_changes(tmp_path: Path, capsys) -> N
 
     # Changed in place: the copy again, with the other reason.
     xt2 = xt.copy()
-    xt2[0, 0, 0] ^= 1
+    xt2[0, 0, 0, 0] ^= 1
     np.savez(npz, x_train=x, y_train=y, x_test=xt2, y_test=yt, class_names=["a", "b", "c"])
     run_simulate(run, submodel=0)
     assert "changed since training" in capsys.readouterr().err
