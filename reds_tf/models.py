@@ -650,6 +650,8 @@ def _as_2d(specs: list[_Spec], input_shape: Sequence[int], names: set[str]) -> l
             cfg.update(pool_size=(1, *cfg["pool_size"]), strides=(1, *cfg["strides"]))
         elif s.cls is _L.BatchNormalization:
             cfg["axis"] = -1
+        elif s.cls is _L.Dropout and len(cfg.get("noise_shape") or ()) == 3:
+            cfg["noise_shape"] = (cfg["noise_shape"][0], 1, *cfg["noise_shape"][1:])
         out.append(_Spec(_AS_2D.get(s.cls, s.cls), cfg, weights, s.layer))
     return out
 
