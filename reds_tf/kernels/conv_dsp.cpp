@@ -76,13 +76,56 @@ void reds_conv_dsp(const reds_conv_layer *layer, int k, const int8_t *input, int
     if (bias == NULL) {
         bias = acc; /* zeroed per pixel below */
     }
+    /* The channel blocks [c0, c0 + len) of the nested column order; when all
+     * are whole chunks, tap t of block b goes to column base[b] + t * len[b]:
+     * one bounds check per tap, then one widening copy per block. */
+    int blk_c0[REDS_DSP_MAX_K], blk_len[REDS_DSP_MAX_K], blk_base[REDS_DSP_MAX_K];
+    int nblk = 0;
+    bool chunked = true;
+    for (int j = 0, c_prev = 0; j <= k; c_prev = iw[j], j++) {
+        if (iw[j] > c_prev) {
+            blk_c0[nblk] = c_prev;
+            blk_len[nblk] = iw[j] - c_prev;
+            blk_base[nblk] = taps * c_prev;
+            chunked = chunked && ((c_prev | blk_len[nblk]) & 3) == 0;
+            nblk++;
+        }
+    }
+    chunked = chunked && nblk > 1; /* one block: the loop below is as short */
+    const int kh = layer->kernel_h, kw = layer->kernel_w;
+    const int in_h = layer->in_h, in_w = layer->in_w;
     for (int oy = 0; oy < layer->out_h; oy++) {
         const int iy0 = oy * layer->stride_h - layer->pad_top;
         for (int ox = 0; ox < layer->out_w; ox++) {
             const int ix0 = ox * layer->stride_w - layer->pad_left;
             int pos = 0;
             int c_prev = 0;
-            for (int j = 0; j <= k; j++) {
+            for (int ky = 0, t = 0; chunked && ky < kh; ky++) {
+                const int iy = iy0 + ky;
+                const bool row_in = iy >= 0 && iy < in_h;
+                for (int kx = 0; kx < kw; kx++, t++) {
+                    const int ix = ix0 + kx;
+                    const bool in = row_in && ix >= 0 && ix < in_w;
+                    const int8_t *src = input + (iy * in_w + ix) * n_in;
+                    for (int b = 0; b < nblk; b++) {
+                        const int len = blk_len[b];
+                        uint32_t *d = xw + ((blk_base[b] + t * len) >> 1);
+                        if (!in) {
+                            memset(d, 0, (size_t)len * 2u);
+                            continue;
+                        }
+                        const int8_t *sb = src + blk_c0[b];
+                        for (int c = 0; c < len; c += 4) {
+                            uint32_t v;
+                            memcpy(&v, sb + c, 4);
+                            d[0] = reds_sxtab16(off2, v);
+                            d[1] = reds_sxtab16_ror8(off2, v);
+                            d += 2;
+                        }
+                    }
+                }
+            }
+            for (int j = 0; !chunked && j <= k; j++) {
                 const int c_j = iw[j];
                 const int len = c_j - c_prev;
                 if (len <= 0) {
