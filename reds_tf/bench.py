@@ -730,6 +730,12 @@ def _run_bench(
     t0: float,
 ) -> dict[str, Any]:
     num_k = len(manifest["submodels"])
+    # The latency model's predictions (knapsack: {cost: latency}), shown beside the measurements.
+    predicted = [sm.get("predicted_cycles") for sm in rundir.load_submodels(run_dir)["submodels"]]
+    if len(predicted) == num_k and any(p is not None for p in predicted):
+        pairs = zip(manifest["submodels"], predicted, strict=True)
+        subs = [{**sm, "predicted_cycles": p} for sm, p in pairs]
+        manifest = {**manifest, "submodels": subs}
     plugin = build_plugin()
     build_dir.mkdir(parents=True, exist_ok=True)
 

@@ -163,6 +163,10 @@ class KnapsackConfig:
     # "auto": exact dynamic programming for chains of chosen widths, PuLP/CBC otherwise;
     # "milp": always PuLP/CBC (same optimum, slower on deep conv chains).
     method: str = "auto"
+    # What the budgets constrain: "macs" (fractions of the full model's MACs) or
+    # "latency" (of its estimated Cortex-M4 cycles, reds_tf.latency: needs the Arm
+    # toolchain and QEMU at training time).
+    cost: str = "macs"
 
 
 @dataclass(frozen=True)
@@ -525,6 +529,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     knapsack = KnapsackConfig(
         time_limit=k.float("time_limit", dk.time_limit, lo=0, hi=86400, lo_open=True),
         method=k.str("method", dk.method, ("auto", "milp")),
+        cost=k.str("cost", dk.cost, ("macs", "latency")),
     )
     k.done()
 

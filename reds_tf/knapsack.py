@@ -51,6 +51,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pulp
@@ -123,7 +124,10 @@ class KnapsackResult:
     ``widths[k]`` names every layer; ``value[k]`` is the kept importance
     ``sum_l sum(scores[l][:w_l])``; ``status[k]`` is ``"optimal"``,
     ``"feasible (time limit)"`` or ``"full model"``; ``seconds[k]`` is the
-    wall time spent on that budget (model building plus solver).
+    wall time spent on that budget (model building plus solver). ``cost[k]``
+    is the submodel's cost in the unit the budgets constrain (``cost_name``:
+    ``"MACs"``, or e.g. ``"cycles"`` with a :class:`SubmodelCost`) and
+    ``cost_fraction[k]`` its fraction of ``full_cost``, the full model's.
     """
 
     budgets: list[float] = field(default_factory=list)
@@ -133,6 +137,10 @@ class KnapsackResult:
     value: list[float] = field(default_factory=list)
     status: list[str] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    cost_name: str = "MACs"
+    cost: list[int] = field(default_factory=list)
+    cost_fraction: list[float] = field(default_factory=list)
+    full_cost: int = 0
 
     @property
     def total_seconds(self) -> float:
@@ -143,6 +151,27 @@ class KnapsackResult:
         return all(s in ("optimal", "full model") for s in self.status)
 
 
+@dataclass(frozen=True)
+class CostTerm:
+    """One additive part of a submodel's cost: ``fn(w_in, w_out)`` (or ``fn(w)``
+    with one width) of the widths of the named cost-model layers (an int is a
+    fixed width)."""
+
+    widths: tuple[str | int, ...]
+    fn: Callable[..., float]
+
+
+class SubmodelCost(Protocol):
+    """What the knapsack needs of a cost other than MACs (e.g. the latency model,
+    :class:`reds_tf.latency.LatencyCost`): its unit and, for the next submodel
+    given the widths of the submodels before it (smallest first, every layer
+    named), its terms."""
+
+    name: str
+
+    def terms(self, history: Sequence[Mapping[str, int]]) -> list[CostTerm]: ...
+
+
 @dataclass
 class _Instance:
     """Pre-processed problem shared by the MILP and the brute force."""
@@ -151,14 +180,20 @@ class _Instance:
     free: list[str]  # names of chosen-width layers, layer order
     levels: dict[str, list[int]]
     cum: dict[str, np.ndarray]  # cum[l][a] = sum(scores[l][:levels[l][a]])
-    const: int  # MACs independent of chosen widths
-    lin: dict[str, np.ndarray]  # MACs linear in one chosen width, per level
-    quad: dict[tuple[str, str], int]  # (producer root, consumer root) -> coef of w_p*w_c
+    source: dict[str, int | str]  # layer -> its width: fixed, or a chosen layer's
     full_macs: int
     budgets: list[float]
     # Per layer: activation elements = const + sum coef * width(free layer).
     act: list[tuple[str, int, dict[str, int]]]
     max_act: int | None
+    # The cost the budgets constrain, for the submodel being solved (set_costs):
+    const: int = 0  # independent of chosen widths
+    lin: dict[str, np.ndarray] = field(default_factory=dict)  # per level of one chosen width
+    # (earlier, later chosen layer) -> cost per (level, level): the coupled terms
+    pair: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    full_cost: int = 0  # the budgets' reference
+    cost_name: str = "MACs"
+    monotone: bool = True  # cost never decreases when a width grows
 
 
 def _prepare(
@@ -206,30 +241,6 @@ def _prepare(
         else:
             source[layer.name] = layer.units
 
-    const = 0
-    lin = {name: np.zeros(len(levels[name]), dtype=np.int64) for name in free}
-    quad: dict[tuple[str, str], int] = {}
-    for layer in layers:
-        src_in = layer.input_units if layer.producer is None else source[layer.producer]
-        src_out = source[layer.name]
-        if layer.kind in TIED_KINDS:
-            factors = [src_out]
-        else:
-            factors = [src_in, src_out]
-        coef = layer.macs_per_pair
-        names = []
-        for f in factors:
-            if isinstance(f, str):
-                names.append(f)
-            else:
-                coef *= f
-        if not names:
-            const += coef
-        elif len(names) == 1:
-            lin[names[0]] += coef * np.asarray(levels[names[0]], dtype=np.int64)
-        else:
-            quad[(names[0], names[1])] = quad.get((names[0], names[1]), 0) + coef
-
     act: list[tuple[str, int, dict[str, int]]] = []
     for layer in layers:
         if layer.producer is None:
@@ -262,8 +273,68 @@ def _prepare(
                 f"budget {b!r} must be a positive fraction of the full model's MACs (e.g. 0.25)"
             )
         clean.append(fb)
-    return _Instance(
-        layers, free, levels, cum, const, lin, quad, full_macs, sorted(clean), act, max_act
+    inst = _Instance(layers, free, levels, cum, source, full_macs, sorted(clean), act, max_act)
+    _set_mac_costs(inst)
+    return inst
+
+
+def _set_mac_costs(inst: _Instance) -> None:
+    """The cost tables of MACs: ``macs_per_pair * w_in * w_out`` per layer."""
+    inst.const, inst.cost_name, inst.monotone = 0, "MACs", True
+    inst.lin = {n: np.zeros(len(inst.levels[n]), dtype=np.int64) for n in inst.free}
+    inst.pair = {}
+    for layer in inst.layers:
+        src_in = layer.input_units if layer.producer is None else inst.source[layer.producer]
+        src_out = inst.source[layer.name]
+        factors = [src_out] if layer.kind in TIED_KINDS else [src_in, src_out]
+        coef = layer.macs_per_pair
+        names = []
+        for f in factors:
+            if isinstance(f, str):
+                names.append(f)
+            else:
+                coef *= f
+        if not names:
+            inst.const += coef
+        elif len(names) == 1:
+            inst.lin[names[0]] += coef * np.asarray(inst.levels[names[0]], dtype=np.int64)
+        else:
+            vp, vc = (np.asarray(inst.levels[n], dtype=np.int64) for n in names)
+            key = (names[0], names[1])
+            inst.pair[key] = inst.pair.get(key, 0) + coef * np.outer(vp, vc)
+    inst.full_cost = inst.full_macs
+
+
+def _set_costs(inst: _Instance, cost: SubmodelCost, history: Sequence[Mapping[str, int]]) -> None:
+    """The cost tables of ``cost`` for the submodel after ``history``, rounded to
+    whole units (the budget row stays exact in integers)."""
+    pos = {n: i for i, n in enumerate(inst.free)}
+    const = 0.0
+    lin = {n: np.zeros(len(inst.levels[n])) for n in inst.free}
+    pair: dict[tuple[str, str], np.ndarray] = {}
+    for term in cost.terms(history):
+        srcs = [inst.source[w] if isinstance(w, str) else int(w) for w in term.widths]
+        names = sorted({s for s in srcs if isinstance(s, str)}, key=pos.__getitem__)
+        if not names:
+            const += term.fn(*srcs)
+        elif len(names) == 1:
+            n = names[0]
+            vals = [term.fn(*(v if s == n else s for s in srcs)) for v in inst.levels[n]]
+            lin[n] += np.asarray(vals)
+        else:
+            p, c = names
+            tab = np.zeros((len(inst.levels[p]), len(inst.levels[c])))
+            for a, va in enumerate(inst.levels[p]):
+                for b, vb in enumerate(inst.levels[c]):
+                    tab[a, b] = term.fn(*({p: va, c: vb}.get(s, s) for s in srcs))  # type: ignore[arg-type]
+            pair[(p, c)] = pair.get((p, c), 0) + tab
+    inst.const = int(round(const))
+    inst.lin = {n: np.rint(v).astype(np.int64) for n, v in lin.items()}
+    inst.pair = {k: np.rint(v).astype(np.int64) for k, v in pair.items()}
+    inst.cost_name = cost.name
+    inst.monotone = all(np.all(np.diff(v) >= 0) for v in inst.lin.values()) and all(
+        np.all(np.diff(t, axis=0) >= 0) and np.all(np.diff(t, axis=1) >= 0)
+        for t in inst.pair.values()
     )
 
 
@@ -285,15 +356,25 @@ def _check_feasible(inst: _Instance, block: int) -> None:
                 f"activation elements, above the limit of {inst.max_act:,}; raise the limit or "
                 "use only budgets below 1"
             )
-    min_macs = model_macs(inst.layers, min_widths(inst.layers, block))
-    if min_macs > math.floor(smallest * inst.full_macs):
-        frac = min_macs / inst.full_macs
+    min_cost = _min_cost(inst)
+    if min_cost > math.floor(smallest * inst.full_cost):
+        frac = min_cost / inst.full_cost
         raise InfeasibleBudgetError(
             f"budget {smallest:g} is infeasible: the smallest possible submodel (every prunable "
-            f"layer at {block} units, one block) costs {min_macs:,} of {inst.full_macs:,} MACs, "
-            f"a fraction of {frac:.4f}. Raise the smallest entry of `budgets` to at least "
-            f"{math.ceil(frac * 1e4) / 1e4:.4f}, or lower `block` so layers can be narrower."
+            f"layer at {block} units, one block) costs {min_cost:,} of {inst.full_cost:,} "
+            f"{inst.cost_name}, a fraction of {frac:.4f}. Raise the smallest entry of `budgets` "
+            f"to at least {math.ceil(frac * 1e4) / 1e4:.4f}, or lower `block` so layers can be "
+            "narrower."
         )
+
+
+def _min_cost(inst: _Instance) -> int:
+    """The cost of the cheapest submodel: every width at its lowest level when
+    the cost is monotone, else a lower bound (each term at its own minimum)."""
+    if inst.monotone:
+        return _cost_at(inst, {n: 0 for n in inst.free})
+    low = inst.const + sum(int(v.min()) for v in inst.lin.values())
+    return low + sum(int(t.min()) for t in inst.pair.values())
 
 
 def _value(inst: _Instance, widths: Mapping[str, int]) -> float:
@@ -311,9 +392,12 @@ def _record(
 ) -> dict[str, int]:
     widths = resolve_widths(inst.layers, chosen)
     macs = model_macs(inst.layers, widths)
-    if budget < 1.0 and macs > budget * inst.full_macs:
-        # The MILP constraint is on exact integer MACs; this would be a modelling bug.
-        raise RuntimeError(f"knapsack solution for budget {budget:g} exceeds it: {macs:,} MACs")
+    cost = _cost_at(inst, {n: inst.levels[n].index(widths[n]) for n in inst.free})
+    if budget < 1.0 and cost > budget * inst.full_cost:
+        # The constraint is on exact integer costs; this would be a modelling bug.
+        raise RuntimeError(
+            f"knapsack solution for budget {budget:g} exceeds it: {cost:,} {inst.cost_name}"
+        )
     res.budgets.append(budget)
     res.widths.append(widths)
     res.macs.append(macs)
@@ -321,11 +405,18 @@ def _record(
     res.value.append(_value(inst, widths))
     res.status.append(status)
     res.seconds.append(seconds)
+    res.cost_name = inst.cost_name
+    res.cost.append(cost)
+    res.cost_fraction.append(cost / inst.full_cost)
+    res.full_cost = inst.full_cost
     if log is not None:
         ws = ", ".join(f"{n}={widths[n]}" for n in inst.free)
+        extra = ""
+        if inst.cost_name != "MACs":
+            extra = f", {inst.cost_name} {cost:,}/{inst.full_cost:,} = {cost / inst.full_cost:.4f}"
         log(
             f"knapsack budget {budget:g}: {status} in {seconds:.2f} s, "
-            f"MACs {macs:,}/{inst.full_macs:,} = {macs / inst.full_macs:.4f}, widths {ws}"
+            f"MACs {macs:,}/{inst.full_macs:,} = {macs / inst.full_macs:.4f}{extra}, widths {ws}"
         )
     return widths
 
@@ -340,6 +431,7 @@ def solve_nested(
     log: Callable[[str], None] | None = print,
     max_activation_elems: int | None = None,
     method: str = "auto",
+    cost: SubmodelCost | None = None,
 ) -> KnapsackResult:
     """Choose nested per-layer widths for each MAC budget with a MILP (PuLP + CBC).
 
@@ -365,6 +457,11 @@ def solve_nested(
             chosen widths: DNN, CNN, DS-CNN, MobileNetV1) exactly by dynamic
             programming over Pareto fronts and anything else with the MILP;
             "milp" always uses the MILP.
+        cost: what the budgets constrain instead of MACs, e.g. the estimated
+            cycles of :class:`reds_tf.latency.LatencyCost`: its terms are
+            rebuilt for every submodel from the ones before it and the budgets
+            are fractions of the full model's cost after all of them (see
+            :func:`_nested`); None for MACs.
 
     Returns:
         A :class:`KnapsackResult`, smallest budget first. Widths are nested:
@@ -381,27 +478,115 @@ def solve_nested(
             f"knapsack time_limit must be a positive number of seconds, got {time_limit!r}"
         )
     inst = _prepare(layers, scores, budgets, block, max_activation_elems)
-    _check_feasible(inst, block)
-    res = KnapsackResult()
-    prev = {n: inst.levels[n][0] for n in inst.free}
     # A private folder for CBC's temp files: concurrent runs cannot collide and
     # files are removed even when the solver fails.
     with tempfile.TemporaryDirectory(prefix="reds-cbc-") as tmp:
+
+        def solve(
+            budget: float, cap: int, prev: Mapping[str, int], history: Sequence[Mapping[str, int]]
+        ) -> tuple[dict[str, int], str]:
+            chosen = _solve_chain(inst, cap, prev) if method == "auto" else None
+            if chosen is not None:
+                return chosen, "optimal"
+            return _solve_one(inst, budget, prev, time_limit, tmp)
+
+        return _nested(inst, block, cost, solve, log)
+
+
+# Rounds of the fixed point between the submodels and the full model's cost
+# (a history-dependent cost): the full model's cost depends on the submodels
+# before it, which depend on the budgets it sets.
+_MAX_ROUNDS = 6
+
+
+def _nested(
+    inst: _Instance,
+    block: int,
+    cost: SubmodelCost | None,
+    solve: Callable[..., tuple[dict[str, int], str]],
+    log: Callable[[str], None] | None,
+) -> KnapsackResult:
+    """Every budget bottom-up, each submodel no narrower than the one before.
+
+    With MACs the budgets are fractions of the full model's MACs. With a
+    ``cost``, the cost tables are rebuilt for every submodel from the widths
+    of the ones before it, and the reference is the full model's cost after
+    all of them: solved again with the reference the previous round's
+    submodels give until they no longer change (at most :data:`_MAX_ROUNDS`
+    rounds; without convergence the best round whose submodels keep their
+    budgets of their own full model's cost, else the last)."""
+    reference: list[dict[str, int]] | None = None
+    rounds: list[tuple[bool, KnapsackResult, list[str]]] = []
+    converged = cost is None
+    for _ in range(_MAX_ROUNDS if cost is not None else 1):
+        lines: list[str] = []
+        if cost is not None:
+            inst.full_cost = _full_cost_after(inst, cost, reference or [])
+            _set_costs(inst, cost, [])
+        _check_feasible(inst, block)
+        res = KnapsackResult()
+        prev = {n: inst.levels[n][0] for n in inst.free}
+        history: list[dict[str, int]] = []
         for budget in inst.budgets:
             t0 = time.perf_counter()
+            if cost is not None:
+                _set_costs(inst, cost, history)
             if budget >= 1.0:
                 chosen = {n: inst.levels[n][-1] for n in inst.free}
                 status = "full model"
             else:
-                cap = math.floor(budget * inst.full_macs)
-                chosen = _solve_chain(inst, cap, prev) if method == "auto" else None
-                if chosen is not None:
-                    status = "optimal"
-                else:
-                    chosen, status = _solve_one(inst, budget, prev, time_limit, tmp)
+                cap = math.floor(budget * inst.full_cost)
+                need = _cost_at(inst, {n: inst.levels[n].index(prev[n]) for n in inst.free})
+                if need > cap:
+                    # Only a cost that depends on the submodels before (the strips of the
+                    # nested layout) can price the previous submodel's widths out.
+                    raise InfeasibleBudgetError(
+                        f"budget {budget:g} is infeasible: after the smaller submodels even "
+                        f"their widths cost {need:,} {inst.cost_name}, above {cap:,}; set the "
+                        "budgets further apart"
+                    )
+                chosen, status = solve(budget, cap, prev, history)
                 chosen = _fill(inst, chosen, cap)
-            prev = _record(res, inst, budget, chosen, status, time.perf_counter() - t0, log)
+            prev = _record(
+                res, inst, budget, chosen, status, time.perf_counter() - t0, lines.append
+            )
+            history.append(prev)
+        if cost is None:
+            rounds.append((True, res, lines))
+            break
+        subs = [w for b, w in zip(res.budgets, res.widths, strict=True) if b < 1.0]
+        # The full model's own cost after these submodels: what the budgets mean.
+        full = _full_cost_after(inst, cost, subs)
+        res.full_cost = full
+        res.cost_fraction = [c / full for c in res.cost]
+        ok = all(c <= b * full for b, c in zip(res.budgets, res.cost, strict=True) if b < 1.0)
+        rounds.append((ok, res, lines))
+        if subs == reference:
+            converged = True
+            break
+        reference = subs
+    valid = [r for r in rounds if r[0]]
+    _, res, lines = (
+        rounds[-1] if converged or not valid else max(valid, key=lambda r: sum(r[1].value))
+    )
+    if log is not None:
+        for line in lines:
+            log(line)
+        if cost is not None:
+            state = "" if converged else ", not converged"
+            log(
+                f"knapsack on {inst.cost_name}: {len(rounds)} round(s){state}, full model "
+                f"{res.full_cost:,} {inst.cost_name}"
+            )
     return res
+
+
+def _full_cost_after(
+    inst: _Instance, cost: SubmodelCost, history: Sequence[Mapping[str, int]]
+) -> int:
+    """The full model's cost as the submodel after ``history``."""
+    _set_costs(inst, cost, history)
+    return _cost_at(inst, {n: len(inst.levels[n]) - 1 for n in inst.free})
 
 
 def _solve_one(
@@ -412,14 +597,16 @@ def _solve_one(
     tmp_dir: str,
 ) -> tuple[dict[str, int], str]:
     prob = pulp.LpProblem("reds_knapsack", pulp.LpMaximize)
-    cap = math.floor(budget * inst.full_macs)
+    cap = math.floor(budget * inst.full_cost)
     # Allowed level indices per layer: nesting removes levels below the previous width.
     allowed = {n: [a for a, v in enumerate(inst.levels[n]) if v >= prev[n]] for n in inst.free}
     # MACs never decrease when a width grows, so a level (or a pair of levels) that
     # exceeds the budget with every other layer at its narrowest allowed width can
     # never be chosen: drop it. This is exact and shrinks the model a lot at small budgets.
+    # A cost that may decrease (a kernel taking a faster path) keeps every level.
     low = {n: allowed[n][0] for n in inst.free}
-    allowed = {n: [a for a in allowed[n] if _fits(inst, {**low, n: a}, cap)] for n in inst.free}
+    if inst.monotone:
+        allowed = {n: [a for a in allowed[n] if _fits(inst, {**low, n: a}, cap)] for n in inst.free}
     x = {
         n: {a: _var(prob, f"x_{i}_{a}", 0, 1, pulp.LpContinuous) for a in allowed[n]}
         for i, n in enumerate(inst.free)
@@ -443,13 +630,12 @@ def _solve_one(
     z_all = []
     for n in inst.free:
         cost_terms += [(x[n][a], int(inst.lin[n][a])) for a in allowed[n] if inst.lin[n][a]]
-    for k, ((p, c), coef) in enumerate(inst.quad.items()):
-        vp, vc = inst.levels[p], inst.levels[c]
+    for k, ((p, c), tab) in enumerate(inst.pair.items()):
         z = {
             (a, b): _var(prob, f"z_{k}_{a}_{b}", 0, None, pulp.LpContinuous)
             for a in allowed[p]
             for b in allowed[c]
-            if _fits(inst, {**low, p: a, c: b}, cap)
+            if not inst.monotone or _fits(inst, {**low, p: a, c: b}, cap)
         }
         rows: dict[int, list] = {a: [] for a in allowed[p]}
         cols: dict[int, list] = {b: [] for b in allowed[c]}
@@ -460,9 +646,9 @@ def _solve_one(
             prob += pulp.lpSum(cols[b]) == x[c][b]
         for a in allowed[p]:
             prob += pulp.lpSum(rows[a]) == x[p][a]
-        cost_terms += [(z[a, b], coef * vp[a] * vc[b]) for (a, b) in z]
+        cost_terms += [(z[a, b], int(tab[a, b])) for (a, b) in z]
         z_all.append((p, c, z))
-    # Integer MACs at any integral point, so flooring the right-hand side is exact.
+    # Integer costs at any integral point, so flooring the right-hand side is exact.
     prob += pulp.LpAffineExpression(cost_terms) <= cap - inst.const
     if inst.max_act is not None:
         for _name, a_const, a_lin in inst.act:
@@ -527,7 +713,7 @@ def _chain_order(inst: _Instance) -> list[str] | None:
     None otherwise."""
     order = list(inst.free)
     pos = {n: i for i, n in enumerate(order)}
-    for p, c in inst.quad:
+    for p, c in inst.pair:
         if pos[c] != pos[p] + 1:
             return None
     for _name, _c, lin in inst.act:
@@ -540,12 +726,12 @@ def _chain_order(inst: _Instance) -> list[str] | None:
 def _solve_chain(inst: _Instance, cap: int, prev: Mapping[str, int]) -> dict[str, int] | None:
     """Exact nested knapsack on a chain by dynamic programming over Pareto fronts.
 
-    State after layer i: its level, with the Pareto front of (MACs so far, value
-    so far) over the choices of layers 0..i (more MACs only with more value).
-    A transition adds the layer's linear MACs, the bilinear MACs with its
+    State after layer i: its level, with the Pareto front of (cost so far, value
+    so far) over the choices of layers 0..i (more cost only with more value).
+    A transition adds the layer's own cost, the cost coupled with its
     neighbour and its kept importance; entries that cannot meet ``cap`` even
-    with every later layer at its narrowest allowed level are dropped.
-    Returns the widths of the highest value (ties: fewest MACs), None if the
+    with the cheapest allowed choice of every later layer are dropped.
+    Returns the widths of the highest value (ties: least cost), None if the
     instance is not a chain (the MILP handles it).
     """
     order = _chain_order(inst)
@@ -554,7 +740,7 @@ def _solve_chain(inst: _Instance, cap: int, prev: Mapping[str, int]) -> dict[str
     n_l = len(order)
     vals = [np.asarray(inst.levels[n], dtype=np.int64) for n in order]
     allowed = [np.asarray([a for a, v in enumerate(inst.levels[n]) if v >= prev[n]]) for n in order]
-    quad = [inst.quad.get((order[i - 1], order[i]), 0) if i else 0 for i in range(n_l)]
+    pairm = [inst.pair.get((order[i - 1], order[i])) if i else None for i in range(n_l)]
     # Activation limits: per layer (single level) and per neighbour pair.
     single = [np.zeros(len(v), bool) for v in vals]
     pair: list[np.ndarray | None] = [None] * n_l
@@ -572,27 +758,27 @@ def _solve_chain(inst: _Instance, cap: int, prev: Mapping[str, int]) -> dict[str
     allowed = [a[~single[i][a]] for i, a in enumerate(allowed)]
     if any(len(a) == 0 for a in allowed):
         return None
-    low = [int(vals[i][a[0]]) for i, a in enumerate(allowed)]
-    # tail[i]: least MACs of layers i.. (linear terms and couplings among them).
-    lin_low = [int(inst.lin[order[i]][allowed[i][0]]) for i in range(n_l)]
-    tail = [0] * (n_l + 1)
-    for i in range(n_l - 1, -1, -1):
-        tail[i] = lin_low[i] + (quad[i + 1] * low[i] * low[i + 1] if i + 1 < n_l else 0)
-        tail[i] += tail[i + 1]
+    # after[i][a]: least cost still to come after layer i at level a (the later
+    # layers' own and coupled costs, each at its cheapest allowed level), exact
+    # by a backward pass, so the pruning holds for any cost, monotone or not.
+    lins = [np.asarray(inst.lin[n], dtype=np.int64) for n in order]
+    after = [np.zeros(len(v), np.int64) for v in vals]
+    best_from = lins[n_l - 1].copy()
+    for i in range(n_l - 2, -1, -1):
+        nxt = allowed[i + 1]
+        cand = np.broadcast_to(best_from[nxt], (len(vals[i]), len(nxt)))
+        if pairm[i + 1] is not None:
+            cand = pairm[i + 1][:, nxt] + cand
+        after[i] = cand.min(axis=1)
+        best_from = lins[i] + after[i]
     budget = cap - inst.const
 
-    def bound_after(i: int, level_vals: np.ndarray) -> np.ndarray:
-        """Least MACs still to come after layer i at the given widths."""
-        if i + 1 >= n_l:
-            return np.zeros_like(level_vals)
-        return quad[i + 1] * level_vals * low[i + 1] + tail[i + 1]
-
-    # fronts[i][a] = (macs, value, back_level, back_index) arrays for layer i level a.
+    # fronts[i][a] = (cost, value, back_level, back_index) arrays for layer i level a.
     fronts: list[dict[int, tuple]] = [dict() for _ in range(n_l)]
     cum0 = inst.cum[order[0]]
     for a in allowed[0]:
-        m = int(inst.lin[order[0]][a])
-        if m + int(bound_after(0, np.array([vals[0][a]]))[0]) <= budget:
+        m = int(lins[0][a])
+        if m + int(after[0][a]) <= budget:
             fronts[0][int(a)] = (
                 np.array([m], np.int64),
                 np.array([float(cum0[a])]),
@@ -603,14 +789,14 @@ def _solve_chain(inst: _Instance, cap: int, prev: Mapping[str, int]) -> dict[str
         cum = inst.cum[order[i]]
         lin = inst.lin[order[i]]
         for b in allowed[i]:
-            vb = int(vals[i][b])
-            after = int(bound_after(i, np.array([vb]))[0])
+            rest = int(after[i][b])
             parts_m, parts_v, parts_a, parts_k = [], [], [], []
             for a, (m, v, _, _) in fronts[i - 1].items():
                 if pair[i] is not None and pair[i][a, b]:
                     continue
-                mm = m + quad[i] * int(vals[i - 1][a]) * vb + int(lin[b])
-                ok = mm + after <= budget
+                coupled = int(pairm[i][a, b]) if pairm[i] is not None else 0
+                mm = m + coupled + int(lin[b])
+                ok = mm + rest <= budget
                 if not ok.any():
                     continue
                 idx = np.nonzero(ok)[0]
@@ -624,7 +810,7 @@ def _solve_chain(inst: _Instance, cap: int, prev: Mapping[str, int]) -> dict[str
             v = np.concatenate(parts_v)
             ba = np.concatenate(parts_a)
             bk = np.concatenate(parts_k)
-            # Pareto filter: by MACs ascending (value descending on ties), keep
+            # Pareto filter: by cost ascending (value descending on ties), keep
             # an entry only if it beats the value of every cheaper one.
             o = np.lexsort((-v, m))
             m, v, ba, bk = m[o], v[o], ba[o], bk[o]
@@ -636,7 +822,7 @@ def _solve_chain(inst: _Instance, cap: int, prev: Mapping[str, int]) -> dict[str
         return None  # nothing fits (should not happen: feasibility was checked)
     best = None
     for a, (m, v, _, _) in last.items():
-        j = int(np.argmax(v))  # fronts are MAC-sorted: the first maximum is the cheapest
+        j = int(np.argmax(v))  # fronts are cost-sorted: the first maximum is the cheapest
         key = (float(v[j]), -int(m[j]))
         if best is None or key > best[0]:
             best = (key, a, j)
@@ -649,11 +835,10 @@ def _solve_chain(inst: _Instance, cap: int, prev: Mapping[str, int]) -> dict[str
     return chosen
 
 
-def _macs_at(inst: _Instance, level_index: Mapping[str, int]) -> int:
-    """MACs when every chosen-width layer ``n`` sits at level ``level_index[n]``."""
-    w = {n: inst.levels[n][a] for n, a in level_index.items()}
+def _cost_at(inst: _Instance, level_index: Mapping[str, int]) -> int:
+    """The cost when every chosen-width layer ``n`` sits at level ``level_index[n]``."""
     total = inst.const + sum(int(inst.lin[n][a]) for n, a in level_index.items())
-    return total + sum(coef * w[p] * w[c] for (p, c), coef in inst.quad.items())
+    return total + sum(int(t[level_index[p], level_index[c]]) for (p, c), t in inst.pair.items())
 
 
 def _act_at(inst: _Instance, level_index: Mapping[str, int]) -> int:
@@ -665,7 +850,7 @@ def _act_at(inst: _Instance, level_index: Mapping[str, int]) -> int:
 
 
 def _fits(inst: _Instance, level_index: Mapping[str, int], cap: int) -> bool:
-    if _macs_at(inst, level_index) > cap:
+    if _cost_at(inst, level_index) > cap:
         return False
     return inst.max_act is None or _act_at(inst, level_index) <= inst.max_act
 
@@ -676,7 +861,7 @@ def _fill(inst: _Instance, widths: Mapping[str, int], cap: int) -> dict[str, int
     Scores are usually >= 0, so an optimum may leave budget unused only on units
     worth nothing (dead units score exactly 0); spending it on them keeps the
     value optimal and gives fine-tuning that capacity. Each step takes the move
-    with the largest gain, then the cheapest in MACs.
+    with the largest gain, then the cheapest.
     """
     idx = {n: inst.levels[n].index(widths[n]) for n in inst.free}
     while True:
@@ -689,7 +874,7 @@ def _fill(inst: _Instance, widths: Mapping[str, int], cap: int) -> dict[str, int
             trial = {**idx, n: a + 1}
             if gain < 0 or not _fits(inst, trial, cap):
                 continue
-            key = (gain, -_macs_at(inst, trial))
+            key = (gain, -_cost_at(inst, trial))
             if best is None or key > best[0]:
                 best = (key, n)
         if best is None:
@@ -712,42 +897,50 @@ def solve_bruteforce(
     block: int,
     *,
     max_activation_elems: int | None = None,
+    cost: SubmodelCost | None = None,
 ) -> KnapsackResult:
     """Exhaustive search with the same nesting rule as :func:`solve_nested`; small instances only.
 
-    Each budget takes the highest-value admissible widths (ties: fewer MACs,
+    Each budget takes the highest-value admissible widths (ties: lower cost,
     then the first in enumeration order); the next budget starts from them.
+    Costs are evaluated directly (MACs from the cost model, a ``cost``'s terms
+    at the widths), not from the solvers' tables.
     """
     inst = _prepare(layers, scores, budgets, block, max_activation_elems)
-    _check_feasible(inst, block)
     n_comb = math.prod(len(inst.levels[n]) for n in inst.free)
     if n_comb > _BRUTEFORCE_LIMIT:
         raise ValueError(f"{n_comb} width combinations is too many for brute force")
-    res = KnapsackResult()
-    prev = {n: inst.levels[n][0] for n in inst.free}
-    for budget in inst.budgets:
-        t0 = time.perf_counter()
-        if budget >= 1.0:
-            full = {n: inst.levels[n][-1] for n in inst.free}
-            prev = _record(res, inst, budget, full, "full model", time.perf_counter() - t0, None)
-            continue
-        cap = budget * inst.full_macs
-        best: tuple[float, int] | None = None
+
+    def solve(
+        budget: float, cap: int, prev: Mapping[str, int], history: Sequence[Mapping[str, int]]
+    ) -> tuple[dict[str, int], str]:
+        terms = cost.terms(history) if cost is not None else None
+        best: tuple[float, float] | None = None
         best_w: dict[str, int] = {}
         choices = [[v for v in inst.levels[n] if v >= prev[n]] for n in inst.free]
         for combo in itertools.product(*choices):
             w = dict(zip(inst.free, combo, strict=True))
-            macs = model_macs(inst.layers, w)
-            if macs > cap:
+            c = model_macs(inst.layers, w) if terms is None else _direct_cost(inst, terms, w)
+            if c > cap:
                 continue
             if max_activation_elems is not None and (
                 max(model_activation_elems(inst.layers, w).values()) > max_activation_elems
             ):
                 continue
-            key = (_value(inst, w), -macs)
+            key = (_value(inst, w), -c)
             if best is None or key > best:
                 best, best_w = key, w
-        assert best is not None  # prev is always admissible (budgets ascending)
-        best_w = _fill(inst, best_w, math.floor(cap))
-        prev = _record(res, inst, budget, best_w, "optimal", time.perf_counter() - t0, None)
-    return res
+        assert best is not None  # prev fits (checked by _nested)
+        return best_w, "optimal"
+
+    return _nested(inst, block, cost, solve, None)
+
+
+def _direct_cost(inst: _Instance, terms: Sequence[CostTerm], chosen: Mapping[str, int]) -> int:
+    """A cost's terms summed at the given chosen widths (rounded as the tables are)."""
+    widths = resolve_widths(inst.layers, chosen)
+    total = 0
+    for t in terms:
+        v = t.fn(*(widths[w] if isinstance(w, str) else int(w) for w in t.widths))
+        total += int(np.rint(v))
+    return total

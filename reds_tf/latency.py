@@ -29,7 +29,7 @@ import json
 import math
 import os
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ import numpy as np
 from reds_tf import bench, costs, ir, resources
 from reds_tf.errors import RedsError
 from reds_tf.fsutil import write_bytes_atomic, write_json_atomic
+from reds_tf.knapsack import CostTerm
 from reds_tf.quant import numerics
 
 HARNESS_DIR = resources.FIRMWARE_DIR / "latency"
@@ -558,7 +559,7 @@ class LatencyModel:
                 return m.cycles(in_widths, out_widths)
         raise KeyError(name)
 
-    def predict(self, history: Sequence[dict[str, int]]) -> list[float]:
+    def predict(self, history: Sequence[Mapping[str, int]]) -> list[float]:
         """Predicted cycles of every submodel of a nested model, given every
         submodel's widths (smallest first; each maps cost-model layer names to
         widths, every layer named as :func:`reds_tf.costs.resolve_widths` gives)."""
@@ -573,18 +574,48 @@ class LatencyModel:
         return out
 
 
-def _width(src: str | int, widths: dict[str, int]) -> int:
+def _width(src: str | int, widths: Mapping[str, int]) -> int:
     return src if isinstance(src, int) else int(widths[src])
+
+
+class LatencyCost:
+    """A :class:`LatencyModel` as the knapsack's cost
+    (:class:`reds_tf.knapsack.SubmodelCost`): one term per runtime layer, the
+    layer's predicted cycles after the width history of the submodels before."""
+
+    name = "cycles"
+
+    def __init__(self, model: LatencyModel) -> None:
+        self.model = model
+
+    def terms(self, history: Sequence[Mapping[str, int]]) -> list[CostTerm]:
+        out = []
+        for m in self.model.layers:
+            ly = m.layer
+            hin = [_width(ly.in_src, h) for h in history]
+            hout = [_width(ly.out_src, h) for h in history]
+            if ly.same_width:
+                out.append(CostTerm((ly.in_src,), lambda w, m=m, h=hin: m.cycles([*h, w], [*h, w])))
+            else:
+                out.append(
+                    CostTerm(
+                        (ly.in_src, ly.out_src),
+                        lambda i, o, m=m, hi=hin, ho=hout: m.cycles([*hi, i], [*ho, o]),
+                    )
+                )
+        return out
 
 
 def model_for_graph(
     graph: ir.Graph,
     block: int,
     *,
-    points: int = GRID_POINTS,
+    points: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> LatencyModel:
-    """The latency model of a graph built from a model (measures what the cache lacks)."""
+    """The latency model of a graph built from a model (measures what the cache
+    lacks); ``points`` grid widths per axis (default :data:`GRID_POINTS`)."""
     layers = costs.cost_layers(graph)
     fixed = {ly.name: ly.units for ly in layers if not ly.prunable and not ly.follows}
+    points = GRID_POINTS if points is None else points
     return LatencyModel.for_layers(runtime_layers(graph), block, fixed, points=points, log=log)

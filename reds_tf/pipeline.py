@@ -8,7 +8,7 @@ stage    does                                 writes
 base     train (or load ``--base``) the model ``config.yaml``, ``base.keras``
 rank     first-order Taylor importance        ``importance.npz``
 permute  sort units by importance             ``permuted.keras``
-select   nested knapsack per MAC budget       ``knapsack.json``
+select   nested knapsack per budget           ``knapsack.json``
 finetune joint fine-tuning (+ distillation)   ``model.keras`` (+ ``bn_stats.npz``)
 evaluate accuracy, MACs, params per submodel  ``submodels.json``
 scratch  (``--baseline scratch``) twins alone ``scratch.json``
@@ -62,7 +62,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from reds_tf import data as datasets
-from reds_tf import faults, ir
+from reds_tf import faults, ir, latency
 from reds_tf.config import (
     Config,
     check_data_options,
@@ -592,6 +592,11 @@ def _stage_select(ctx: _Ctx) -> str:
     raw = _scores(ctx)
     perms = sort_permutations(raw)
     scores = {n: raw[n][p] for n, p in perms.items()}
+    cost = None
+    if ctx.cfg.knapsack.cost == "latency":
+        # Budgets are fractions of the full model's estimated Cortex-M4 cycles.
+        model_cycles = latency.model_for_graph(ir.from_keras(model), ctx.cfg.block, log=ctx.log)
+        cost = latency.LatencyCost(model_cycles)
     res = solve_nested(
         layers,
         scores,
@@ -601,6 +606,7 @@ def _stage_select(ctx: _Ctx) -> str:
         method=ctx.cfg.knapsack.method,
         log=ctx.log,
         max_activation_elems=ctx.cfg.memory_budget_bytes,  # int8: one byte per element
+        cost=cost,
     )
     out = {
         "budgets": res.budgets,
@@ -611,9 +617,14 @@ def _stage_select(ctx: _Ctx) -> str:
         "status": res.status,
         "seconds": res.seconds,
         "total_seconds": res.total_seconds,
+        "cost": ctx.cfg.knapsack.cost,
+        "cost_fraction": res.cost_fraction,
     }
+    if cost is not None:
+        out["predicted_cycles"] = res.cost
     write_json_atomic(ctx.run / STAGE_FILES["select"], out)
-    return f"{len(res.budgets)} submodels, solver total {res.total_seconds:.2f} s"
+    on = "" if cost is None else f" on estimated cycles (full model {res.full_cost:,})"
+    return f"{len(res.budgets)} submodels{on}, solver total {res.total_seconds:.2f} s"
 
 
 def _param_fractions(layers, widths: list[dict[str, int]]) -> list[float]:
@@ -701,6 +712,8 @@ def _stage_evaluate(ctx: _Ctx) -> str:
         }
         if acc_sub is not None:
             extra.update(accuracy_shared_bn=acc_shared[k], accuracy_per_submodel_bn=acc_sub[k])
+        if "predicted_cycles" in ks:
+            extra["predicted_cycles"] = int(ks["predicted_cycles"][k])
         subs.append(
             ir.Submodel(
                 widths={c.name: int(widths[k][c.name]) for c in layers},

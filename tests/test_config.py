@@ -73,6 +73,7 @@ def test_round_trip_through_yaml():
         ({**BASE, "train": {"schedule": "step"}}, "train.schedule must be one of cosine, constant"),
         ({**BASE, "train": [1, 2]}, "train must be a mapping"),
         ({**BASE, "knapsack": {"method": "dp"}}, "knapsack.method must be one of auto, milp"),
+        ({**BASE, "knapsack": {"cost": "energy"}}, "knapsack.cost must be one of macs, latency"),
         ({**BASE, "name": "a b/c"}, "name must use only letters"),
         ({"dataset": "fashion_mnist"}, "name is required"),
         ({"name": "x"}, "dataset is required"),

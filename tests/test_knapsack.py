@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import resource
 import tempfile
 import threading
@@ -9,9 +10,16 @@ import threading
 import numpy as np
 import pytest
 
-from reds_tf.costs import CostLayer, full_widths, model_activation_elems, model_macs
+from reds_tf.costs import (
+    CostLayer,
+    full_widths,
+    model_activation_elems,
+    model_macs,
+    resolve_widths,
+)
 from reds_tf.errors import ConfigError, InfeasibleBudgetError
 from reds_tf.knapsack import (
+    CostTerm,
     free_layers,
     min_macs_fraction,
     min_widths,
@@ -374,3 +382,153 @@ def test_tied_layer_rules():
     folded = fold_tied_scores({"g": np.arange(8.0), "b": np.ones(8)}, layers)
     assert list(folded) == ["g"]
     np.testing.assert_array_equal(folded["g"], np.arange(8.0) + 1)
+
+
+# --- a cost other than MACs (the latency model's interface) ---------------------------
+
+
+class _SyntheticLatency:
+    """A latency-like cost (reds_tf.knapsack.SubmodelCost): per layer a fixed part,
+    parts in each width, a coupled part, bumps where a kernel would take a
+    slower path (not monotone) and a part that grows with the submodels before
+    (the strips of the nested layout)."""
+
+    name = "cycles"
+
+    def __init__(self, layers, rng):
+        self.layers = layers
+        self.coef = {ly.name: rng.uniform(1, 50, 5) for ly in layers}
+
+    def terms(self, history):
+        out = []
+        for ly in self.layers:
+            a, b, c, d, e = self.coef[ly.name]
+            # how often this layer's width grew from one earlier submodel to the next
+            grew = sum(h1[ly.name] > h0[ly.name] for h0, h1 in itertools.pairwise(history))
+            if ly.kind == "depthwise":
+
+                def fn1(w, a=a, b=b, e=e, g=grew):
+                    return 50 * a + b * w + e * (w % 3 == 1) + g * w
+
+                out.append(CostTerm((ly.name,), fn1))
+            else:
+                src = ly.producer if ly.producer is not None else ly.input_units
+                m = ly.macs_per_pair
+
+                def fn(i, o, a=a, b=b, c=c, d=d, e=e, m=m, g=grew):
+                    return (
+                        100 * a
+                        + b * i
+                        + c * o
+                        + d * m * i * o / 4
+                        + e * ((i + o) % 3 == 0)
+                        + g * d * o
+                    )
+
+                out.append(CostTerm((src, ly.name), fn))
+        return out
+
+    def total(self, layers, widths, history=()):
+        w = resolve_widths(layers, widths)
+        return sum(
+            t.fn(*(w[s] if isinstance(s, str) else s for s in t.widths))
+            for t in self.terms(list(history))
+        )
+
+
+def _cost_budgets(rng, layers, block, cost):
+    lo = cost.total(layers, min_widths(layers, block)) / cost.total(layers, full_widths(layers))
+    n = int(rng.integers(2, 4))  # evenly spread, so no budget is within a hair of the last
+    return [lo + (1 - lo) * (k + rng.uniform(0.3, 0.7)) / (n + 1) for k in range(1, n + 1)]
+
+
+def _assert_cost_valid(layers, block, res, cost):
+    assert res.cost_name == "cycles"
+    history = []
+    for k, b in enumerate(res.budgets):
+        w = res.widths[k]
+        assert res.cost[k] == pytest.approx(cost.total(layers, w, history), abs=len(layers) + 1)
+        assert res.cost[k] <= b * res.full_cost or b >= 1.0
+        assert res.cost_fraction[k] == pytest.approx(res.cost[k] / res.full_cost)
+        for layer in free_layers(layers):
+            assert w[layer.name] in width_levels(layer.units, block)
+            if k > 0:
+                assert w[layer.name] >= res.widths[k - 1][layer.name], "nesting violated"
+        history.append(w)
+    # the reference is the full model's cost after every submodel
+    subs = [w for b, w in zip(res.budgets, res.widths, strict=True) if b < 1.0]
+    full = cost.total(layers, full_widths(layers), subs)
+    assert res.full_cost == pytest.approx(full, abs=len(layers) + 1)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_latency_like_cost_matches_bruteforce(seed):
+    """With a history-dependent, non-monotone cost the dynamic programme (chains),
+    the MILP and brute force find the same optimal values, nested and within
+    budget; residual networks (tied groups) take the MILP."""
+    rng = np.random.default_rng(900 + seed)
+    make = _residual_instance if seed % 3 == 2 else _random_instance
+    layers, block, _ = make(rng)
+    cost = _SyntheticLatency(layers, rng)
+    budgets = _cost_budgets(rng, layers, block, cost) + [1.0]
+    scores = _sorted_scores(rng, layers)
+    brute = solve_bruteforce(layers, scores, budgets, block, cost=cost)
+    for method in ("auto", "milp"):
+        res = solve_nested(layers, scores, budgets, block, log=None, method=method, cost=cost)
+        _assert_cost_valid(layers, block, res, cost)
+        np.testing.assert_allclose(res.value, brute.value, rtol=1e-9, atol=0)
+    _assert_cost_valid(layers, block, brute, cost)
+
+
+def test_latency_cost_of_the_latency_model_matches_bruteforce():
+    """The latency model's knapsack cost (reds_tf.latency.LatencyCost) on a small
+    DS-CNN, its grids made up (no QEMU): optimal against brute force, and the
+    recorded cost of every submodel is the model's prediction for it."""
+    from reds_tf import latency
+
+    S, L = latency.LayerShape, latency.RuntimeLayer
+    layers = [
+        CostLayer("c1", "conv", 12, 36, None, 3),
+        CostLayer("dw", "depthwise", 12, 36, "c1", 0),
+        CostLayer("pw", "conv", 12, 16, "dw", 0),
+        CostLayer("fc", "dense", 10, 1, "pw", 0, prunable=False),
+    ]
+    rt = [
+        L("c1", S("conv", (8, 8), (4, 4), (3, 3), (2, 2)), 3, "c1", 3, 12),
+        L("dw", S("depthwise", (4, 4), (4, 4), (3, 3)), "c1", "c1", 12, 12),
+        L("pw", S("pointwise", (4, 4), (4, 4)), "dw", "pw", 12, 12),
+        L("gap", S("avgpool", (4, 4), (1, 1), (4, 4)), "pw", "pw", 12, 12),
+        L("fc", S("fully_connected"), "pw", "fc", 12, 10),
+    ]
+    g = [4, 8, 12]
+
+    def grid(ins, outs, f):
+        return latency.Grid(ins, outs, np.array([[f(i, o) for o in outs] for i in ins], float))
+
+    models = [
+        latency.LayerModel(rt[0], 4, grid([3], g, lambda i, o: 900 + 130 * o)),
+        latency.LayerModel(rt[1], 4, grid(g, g, lambda i, o: 200 + 60 * i)),
+        latency.LayerModel(
+            rt[2],
+            4,
+            grid(g, g, lambda i, o: 300 + 9 * i + 20 * o + 7 * i * o),
+            grid(g, g, lambda i, o: 320 + 9 * i + 20 * o + 7 * i * o),
+            per_strip=40.0,
+            per_segment=25.0,
+        ),
+        latency.LayerModel(rt[3], 4, grid(g, g, lambda i, o: 50 + 12 * i)),
+        latency.LayerModel(rt[4], 4, grid(g, [10], lambda i, o: 80 + 25 * i)),
+    ]
+    model = latency.LatencyModel(models)
+    cost = latency.LatencyCost(model)
+    scores = _sorted_scores(np.random.default_rng(3), layers)
+    budgets = [0.55, 0.75, 1.0]
+    res = solve_nested(layers, scores, budgets, 4, log=None, cost=cost)
+    brute = solve_bruteforce(layers, scores, budgets, 4, cost=cost)
+    np.testing.assert_allclose(res.value, brute.value, rtol=1e-9, atol=0)
+    assert res.cost_name == "cycles" and all(s != "feasible" for s in res.status)
+    pred = model.predict(res.widths)
+    np.testing.assert_allclose(res.cost, pred, atol=len(rt))
+    assert res.full_cost == pytest.approx(pred[-1], abs=len(rt))
+    for k, b in enumerate(budgets[:-1]):
+        assert res.cost[k] <= b * res.full_cost

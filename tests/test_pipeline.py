@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -338,3 +339,31 @@ def test_finetuning_from_the_base_teacher(tmp_path):
     done = [ln for ln in lines if "stage 5/7 joint fine-tuning: done" in ln]
     assert len(done) == 1 and "distillation from the base model" in done[0], lines
     assert (tmp_path / "run" / STAGE_FILES["finetune"]).exists()
+
+
+@pytest.mark.skipif(
+    any(shutil.which(t) is None for t in ("arm-none-eabi-gcc", "qemu-system-arm", "gcc")),
+    reason="needs gcc-arm-none-eabi and qemu-system-arm (make setup installs them)",
+)
+def test_knapsack_on_latency(trained_run: Path, tmp_path, monkeypatch):
+    """knapsack: {cost: latency} redoes the select stage on estimated cycles (a
+    3-point grid per layer here): each submodel's predicted cycles keep its
+    budget of the full model's, and submodels.json records them."""
+    from reds_tf import latency
+
+    monkeypatch.setenv("REDS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(latency, "GRID_POINTS", 3)
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run)
+    cfg = _config(tmp_path, knapsack={"cost": "latency"})
+    lines: list[str] = []
+    run_training(cfg, out_dir=run, verbose=0, log=lines.append, **TINY)
+    assert any("redoing from stage 'select'" in line for line in lines)
+    assert any("latency model: measuring" in line for line in lines)
+    ks = json.loads((run / "knapsack.json").read_text())
+    assert ks["cost"] == "latency" and len(ks["predicted_cycles"]) == len(ks["budgets"])
+    for b, f in zip(ks["budgets"], ks["cost_fraction"], strict=True):
+        assert f <= b + 1e-12
+    assert ks["cost_fraction"][-1] == 1.0
+    subs = json.loads((run / "submodels.json").read_text())["submodels"]
+    assert [s["predicted_cycles"] for s in subs] == ks["predicted_cycles"]
