@@ -95,7 +95,7 @@ def test_latency_model_within_5_percent_off_grid(
     assert logs and model.layers[2].grid0.in_grid == [4, 20, 32]
     # every query is off the grid {4, 20, 32}, some with a nested width history
     queries = {
-        "c1": [((3,), (24,)), ((3, 3), (8, 28))],
+        "c1": [((3,), (12,)), ((3, 3), (8, 28))],
         "dw": [((12,), (12,)), ((8, 24), (8, 24))],
         "pw": [((12,), (28,)), ((8, 16), (12, 24)), ((8, 12, 24), (8, 16, 28))],
         "cv": [((20,), (8,)), ((8, 24), (12, 28))],

@@ -329,13 +329,46 @@ static bool reds_dsp_conv_small(const reds_conv_layer *layer, int k, const int8_
     return true;
 }
 
+/* Columns of a first layer whose im2col vectors are built on the stack. */
+#define REDS_DSP_CI_STACK 256
+
+/* One output pixel's im2col vector as int8 in column order (ky, kx, c): per
+ * kernel row one copy of kw * c_in contiguous input bytes, the padding filled
+ * with the input zero point `zpb` (it contributes 0 once the offset is added). */
+static void reds_dsp_ci_col(const reds_conv_layer *layer, const int8_t *input, int c_in, int iy0,
+                            int ix0, int8_t zpb, int8_t *dst) {
+    const int kh = layer->kernel_h, kw = layer->kernel_w, in_h = layer->in_h, in_w = layer->in_w;
+    const int seg = kw * c_in;
+    const bool x_in = ix0 >= 0 && ix0 + kw <= in_w;
+    for (int ky = 0; ky < kh; ky++, dst += seg) {
+        const int iy = iy0 + ky;
+        if (iy < 0 || iy >= in_h) {
+            memset(dst, zpb, (size_t)seg);
+            continue;
+        }
+        const int8_t *src = input + (iy * in_w + ix0) * c_in;
+        if (x_in) {
+            memcpy(dst, src, (size_t)seg);
+            continue;
+        }
+        for (int kx = 0; kx < kw; kx++) {
+            const bool in = ix0 + kx >= 0 && ix0 + kx < in_w;
+            for (int c = 0; c < c_in; c++) {
+                dst[kx * c_in + c] = in ? src[kx * c_in + c] : zpb;
+            }
+        }
+    }
+}
+
 /* Standard convolution whose input width is the same in every submodel (a
  * first layer: image channels are not nested), so the weights are B strips
  * only and 4-row group g starts at g * 4 * n (n = kernel_h * kernel_w * c_in
  * columns: n >> 2 chunks of 16 bytes, then 4 rows x (n & 3) tail bytes). Two
  * output pixels and two rows at a time with the pointwise pass; the im2col
- * vectors of the pixel pair are built once for all rows. Returns false when
- * the layer does not qualify (the caller takes the general path). */
+ * vectors of the pixel pair are built once for all rows: up to
+ * REDS_DSP_CI_STACK columns as int8 rows on the stack, widened a chunk at a
+ * time (so any output width qualifies), else scattered into the scratch.
+ * Returns false when the layer does not qualify (the general path). */
 static bool reds_dsp_conv_const_in(const reds_conv_layer *layer, int k, const int8_t *input,
                                    int8_t *output, int32_t *scratch) {
     const uint16_t *iw = layer->in_width;
@@ -353,7 +386,8 @@ static bool reds_dsp_conv_const_in(const reds_conv_layer *layer, int k, const in
     /* Scratch: 2 pixels x (n rounded up to 4) int16 in the pass layout, then
      * the 2 x 3 tail values; REDS_CONV_SCRATCH_BYTES gives 4 n_out + 2 n + 4. */
     const int need = 16 * (nfull + 1);
-    if ((widths & 3u) || nfull == 0 || need > 4 * n_out + 2 * n + 4 ||
+    const bool on_stack = n <= REDS_DSP_CI_STACK;
+    if ((widths & 3u) || nfull == 0 || (!on_stack && need > 4 * n_out + 2 * n + 4) ||
         ((uintptr_t)layer->weights & 3u) != 0 || n > 4096) {
         return false;
     }
@@ -365,16 +399,42 @@ static bool reds_dsp_conv_const_in(const reds_conv_layer *layer, int k, const in
     const bool fast = reds_dsp_all_fast2(mult, shift, bias, n_out, n, lo, hi);
     const int32_t offset = layer->input_offset;
     const int kh = layer->kernel_h, kw = layer->kernel_w, in_h = layer->in_h, in_w = layer->in_w;
-    uint32_t *xw = (uint32_t *)scratch;
+    uint32_t xw_stack[4 * (REDS_DSP_CI_STACK / 4 + 1)];
+    int8_t col[2][REDS_DSP_CI_STACK + 4];
+    uint32_t *xw = on_stack ? xw_stack : (uint32_t *)scratch;
     int16_t *xt = (int16_t *)(void *)(xw + 4 * nfull); /* tails: pixel 0 [0..2], pixel 1 [3..5] */
     const int pixels = (int)layer->out_h * layer->out_w;
+    const int8_t zpb = (int8_t)(-offset);
     reds_dsp_seg tab[2];
     tab[1].chunks = 0;
+    int oy0 = 0, ox0 = 0; /* the pair's first pixel */
     for (int p = 0; p < pixels; p += 2) {
         const int p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is done twice */
+        int oy1 = oy0, ox1 = ox0 + (p1 > p);
+        if (ox1 == layer->out_w) {
+            ox1 = 0;
+            oy1++;
+        }
+        if (on_stack) {
+            reds_dsp_ci_col(layer, input, c_in, oy0 * layer->stride_h - layer->pad_top,
+                            ox0 * layer->stride_w - layer->pad_left, zpb, col[0]);
+            reds_dsp_ci_col(layer, input, c_in, oy1 * layer->stride_h - layer->pad_top,
+                            ox1 * layer->stride_w - layer->pad_left, zpb, col[1]);
+            reds_dsp_widen2(col[0], col[1], nfull, offset, xw);
+            for (int t = 0; t < tail; t++) {
+                xt[t] = (int16_t)(col[0][4 * nfull + t] + offset);
+                xt[3 + t] = (int16_t)(col[1][4 * nfull + t] + offset);
+            }
+        }
+        ox0 = ox1 + 1;
+        oy0 = oy1;
+        if (ox0 == layer->out_w) {
+            ox0 = 0;
+            oy0++;
+        }
         /* im2col of both pixels, (ky, kx, c) order, offset added, padding 0,
          * stored per chunk as (p0: x0, x2), (p0: x1, x3), (p1: x0, x2), (p1: x1, x3). */
-        for (int j = 0; j < 2; j++) {
+        for (int j = 0; j < 2 && !on_stack; j++) {
             const int pp = j ? p1 : p;
             const int oy = pp / layer->out_w, ox = pp - oy * layer->out_w;
             const int iy0 = oy * layer->stride_h - layer->pad_top;

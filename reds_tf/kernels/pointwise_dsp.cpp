@@ -16,23 +16,6 @@
 #include "reds_dsp_common.h"
 #include "reds_dsp_pointwise.h"
 
-/* Two pixels, n_in = 4 * chunks int8 each -> per chunk the words
- * (p0: x0, x2), (p0: x1, x3), (p1: x0, x2), (p1: x1, x3), offset added. */
-static void reds_dsp_widen2(const int8_t *in0, const int8_t *in1, int chunks, int32_t offset,
-                            uint32_t *xw) {
-    const uint32_t off2 = ((uint32_t)offset & 0xFFFFu) * 0x10001u;
-    for (int c = 0; c < chunks; c++) {
-        uint32_t v0, v1;
-        memcpy(&v0, in0 + 4 * c, 4);
-        memcpy(&v1, in1 + 4 * c, 4);
-        xw[0] = reds_sxtab16(off2, v0);
-        xw[1] = reds_sxtab16_ror8(off2, v0);
-        xw[2] = reds_sxtab16(off2, v1);
-        xw[3] = reds_sxtab16_ror8(off2, v1);
-        xw += 4;
-    }
-}
-
 /* Segment entries of the pointwise kernel's all-groups table (stack). */
 #define REDS_DSP_PW_SEGS 160
 
