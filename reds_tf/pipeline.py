@@ -38,9 +38,19 @@ and knapsack); a changed base (dataset, model, train, seed) needs ``--force``.
 Fault injection (tests only, :mod:`reds_tf.faults`): ``REDS_FAULT_AT`` set to
 ``train:<stage>:<where>`` kills the process with SIGKILL at that point, with
 ``<where>`` one of ``invalidated`` (stale records dropped, their files not yet
-deleted), ``begin`` (the stage starts), ``tmp`` (an output written under its
+deleted), ``begin`` (the stage starts), ``epoch<N>`` (base, finetune: the
+checkpoint after epoch N committed), ``tmp`` (an output written under its
 temp name, not yet renamed; base, rank, permute, finetune), ``files`` (the
 stage's files committed, its record not yet) and ``done`` (record written).
+
+Checkpoints (:mod:`reds_tf.checkpoints`): base training and joint fine-tuning
+save their state after every epoch, fine-tuning into
+``<run>/checkpoint-finetune/``, base training beside the run directory (which
+does not exist yet) into ``.<run>.checkpoint-base/``. A re-run goes on from
+the last finished epoch when the checkpoint was made under the current config
+(and, for fine-tuning, after the current record of the stage before);
+otherwise it is deleted and the stage starts over. A stage's checkpoint is
+deleted once its record is written; ``--force`` deletes the base checkpoint.
 """
 
 from __future__ import annotations
@@ -63,6 +73,7 @@ import tf_keras as keras
 
 from reds_tf import data as datasets
 from reds_tf import faults, ir, latency
+from reds_tf.checkpoints import EpochCheckpoint
 from reds_tf.config import (
     Config,
     check_data_options,
@@ -215,7 +226,18 @@ def train_checked(
     threads, t_start = checked.threads, checked.t_start
     created = records is None and not run.exists()
     try:
-        return _train(cfg, run, records, base_model, log, verbose, threads, t_start, checked.data)
+        return _train(
+            cfg,
+            run,
+            records,
+            base_model,
+            log,
+            verbose,
+            threads,
+            t_start,
+            checked.data,
+            force=checked.force,
+        )
     except (InfeasibleBudgetError, ConfigError):
         # Decided by the config alone (normally caught before training): leave
         # nothing behind that this invocation created.
@@ -236,6 +258,8 @@ def _train(
     threads: int | None,
     t_start: float,
     arrays: Any = None,
+    *,
+    force: bool = False,
 ) -> Path:
     if threads is not None:
         # Small models scale poorly across cores: two 1-thread runs side by side
@@ -264,6 +288,8 @@ def _train(
     ctx = _Ctx(cfg, run, data, log, verbose, base_model, records=dict(records or {}))
     ctx.data_full, ctx.data_sha256 = full, sha
     resume = records is not None
+    if force:
+        _checkpoint(ctx, "base").remove()
     ctx.meta = read_json(run / "run.json") if resume else {"stages": {}}
     if resume:
         log(f"resuming {run} (use --force to start over)")
@@ -281,6 +307,9 @@ def _train(
     if resume and first is not None:
         log(f"redoing from stage '{first}' on: {reason}")
         _invalidate(ctx, first)
+    for stage in CHECKPOINTED:
+        if first is None or STAGES.index(stage) < STAGES.index(first):
+            _checkpoint(ctx, stage).remove()  # done: killed before its checkpoint went
     redo = False
     for i, stage in enumerate(wanted, 1):
         title = STAGE_TITLES[stage]
@@ -297,6 +326,8 @@ def _train(
             _fault(f"{stage}:files")
             _commit(ctx, stage, ctx.run)
             _fault(f"{stage}:done")
+        if stage in CHECKPOINTED:
+            _checkpoint(ctx, stage).remove()
         ctx.meta.setdefault("stages", {})[stage] = round(dt, 2)
         write_json_atomic(run / "run.json", ctx.meta)
         tail = f"; {summary}" if summary else ""
@@ -373,6 +404,12 @@ def _invalidate(ctx: _Ctx, first: str) -> None:
     for stage in later:
         for name in STAGE_OUTPUTS[stage]:
             (ctx.run / name).unlink(missing_ok=True)
+        if stage in CHECKPOINTED:
+            ckpt = _checkpoint(ctx, stage)
+            # The first stage redone keeps a checkpoint made under this config.
+            meta = ckpt.read_meta() if stage == first else None
+            if meta is None or meta.get("identity") != ckpt.identity:
+                ckpt.remove()
     write_text_atomic(ctx.run / "config.yaml", config_to_yaml(ctx.cfg))
     if (ctx.run / "export").is_dir() and STAGES.index(first) <= STAGES.index("evaluate"):
         ctx.log(
@@ -392,9 +429,41 @@ def _leftover_patterns(run: Path) -> tuple[re.Pattern[str], re.Pattern[str]]:
         p = Path(n)
         alts.append(rf"\.{re.escape(n)}\.[a-z0-9_]{{8}}\.tmp")
         alts.append(rf"\.{re.escape(p.stem)}\.tmp{re.escape(p.suffix)}")
+    # A checkpoint folder's temp name (atomic_dir) and the old one it replaces.
+    temp = r"\.(?:[a-z0-9_]{8}\.tmp|old)"
+    ft = re.escape(_checkpoint_path(run, "finetune").name)
+    alts.append(rf"\.{ft}{temp}")
     inside = re.compile("^(?:" + "|".join(alts) + ")$")
-    beside = re.compile(rf"^\.{re.escape(run.name)}\.(?:[a-z0-9_]{{8}}\.tmp|old)$")
+    base = re.escape(_checkpoint_path(run, "base").name)
+    beside = re.compile(rf"^(?:\.{re.escape(run.name)}|\.{base}){temp}$")
     return inside, beside
+
+
+CHECKPOINTED = ("base", "finetune")  # stages that save a checkpoint after every epoch
+
+
+def _checkpoint_path(run: Path, stage: str) -> Path:
+    """Base training's checkpoint lives beside the run directory (which appears
+    only when that stage is done), fine-tuning's inside it."""
+    if stage == "base":
+        return run.parent / f".{run.name}.checkpoint-base"
+    return run / f"checkpoint-{stage}"
+
+
+def _checkpoint(ctx: _Ctx, stage: str) -> EpochCheckpoint:
+    """``stage``'s checkpoint, valid under the current config (and, after the
+    base stage, the current record of the stage before)."""
+    identity: dict[str, Any] = {
+        "stage": stage,
+        "config_hash": digest(stage_config(ctx.cfg, stage)),
+    }
+    if stage == "base":
+        identity["data_sha256"] = ctx.data_sha256
+    else:
+        prev = _previous(ctx, stage)
+        identity["after"] = None if prev is None else digest(prev)
+    path = _checkpoint_path(ctx.run, stage)
+    return EpochCheckpoint(path, identity, log=ctx.log, fault=f"train:{stage}")
 
 
 def _remove_leftovers(run: Path) -> None:
@@ -528,6 +597,7 @@ def _stage_base(ctx: _Ctx) -> str:
             augment=t.augment,
             optimizer=t.optimizer,
             weight_decay=t.weight_decay,
+            checkpoint=_checkpoint(ctx, "base"),
         )
     acc = accuracy(model, d.x_test, d.y_test)
     ctx.meta["base_model"] = ctx.base_desc
@@ -658,6 +728,7 @@ def _stage_finetune(ctx: _Ctx) -> str:
         optimizer=f.optimizer,
         weight_decay=f.weight_decay,
         teacher=teacher,
+        checkpoint=_checkpoint(ctx, "finetune"),
     )
     extra = ""
     if bn_layers(nested):

@@ -270,6 +270,7 @@ class CheckedInputs:
     t_start: float
     # Python API: the data set given as arrays (``cfg.dataset`` is then "arrays").
     data: Any = None
+    force: bool = False  # --force: start over (also from no checkpoint)
 
 
 def check_training_inputs(
@@ -317,4 +318,4 @@ def check_training_inputs(
             f"{cfg.source}: dataset: {cfg.dataset!r} and data=(arrays) both given; "
             f"leave `dataset` out (or set it to '{ARRAYS}') to train on the arrays"
         )
-    return CheckedInputs(cfg, run, records, base_model, threads, t_start, data)
+    return CheckedInputs(cfg, run, records, base_model, threads, t_start, data, force)

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from reds_tf.checkpoints import EpochCheckpoint
 from reds_tf.config import AugmentConfig
 from reds_tf.models import compile_classifier
 
@@ -67,21 +68,36 @@ def _steps(n: int, batch_size: int, epochs: int) -> int:
     return math.ceil(n / batch_size) * epochs
 
 
-def augment_batch(x: tf.Tensor, flip: bool, shift: int, seed: int | None = None) -> tf.Tensor:
+def augment_batch(
+    x: tf.Tensor,
+    flip: bool,
+    shift: int,
+    seed: int | None = None,
+    stateless_seed: tf.Tensor | None = None,
+) -> tf.Tensor:
     """Random horizontal flips and zero-padded shifts of up to ``shift`` pixels.
 
     Vectorised over the batch (one gather per axis), so it costs far less than
-    the training step. ``x``: (batch, H, W, C) -> same shape.
+    the training step. ``x``: (batch, H, W, C) -> same shape. ``stateless_seed``
+    (shape (2,) int): draw from it instead of TensorFlow's global generator, so
+    the same seed gives the same augmentation in any process (resumed runs).
     """
     n = tf.shape(x)[0]
     h, w = int(x.shape[1]), int(x.shape[2])
+
+    def uniform(shape, lo=0.0, hi=1.0, dtype=tf.float32, salt=0):
+        if stateless_seed is None:
+            return tf.random.uniform(shape, lo, hi, dtype=dtype, seed=seed)
+        s = tf.cast(stateless_seed, tf.int64) + tf.constant([0, salt], tf.int64)
+        return tf.random.stateless_uniform(shape, s, lo, hi, dtype=dtype)
+
     if flip:
-        coin = tf.random.uniform([n, 1, 1, 1], seed=seed) < 0.5
+        coin = uniform([n, 1, 1, 1]) < 0.5
         x = tf.where(coin, x[:, :, ::-1, :], x)
     if shift > 0:
         s = int(shift)
         padded = tf.pad(x, [[0, 0], [s, s], [s, s], [0, 0]])
-        off = tf.random.uniform([n, 2], 0, 2 * s + 1, dtype=tf.int32, seed=seed)
+        off = uniform([n, 2], 0, 2 * s + 1, dtype=tf.int32, salt=1)
         rows = off[:, :1] + tf.range(h)[None, :]  # (batch, H)
         cols = off[:, 1:] + tf.range(w)[None, :]  # (batch, W)
         x = tf.gather(padded, rows, axis=1, batch_dims=1)
@@ -94,23 +110,96 @@ def augmentation(flip: bool, shift: int) -> Callable[[tf.Tensor], tf.Tensor]:
     return lambda x: augment_batch(x, flip, shift)
 
 
-def train_dataset(
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+def epoch_batches(
     x: np.ndarray,
     y: np.ndarray,
     batch_size: int,
-    augment: AugmentConfig | None,
+    *,
     seed: int,
+    first_epoch: int,
+    epochs: int,
+    augment: AugmentConfig | None = None,
 ) -> tf.data.Dataset:
-    """Shuffled (every epoch) mini-batches of (x, y), augmented when asked."""
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    """Mini-batches of (x, y) for epochs ``first_epoch`` .. ``epochs - 1``, one
+    after the other, each epoch in its own random order (augmented when asked).
+
+    The order and the augmentation of epoch e are functions of (seed, e) alone,
+    not of what ran before in the process: a run resumed at epoch e from a
+    checkpoint gets the batches an uninterrupted run gets. Fit it with
+    ``steps_per_epoch=steps_per_epoch(len(x), batch_size)``.
+    """
+    n = len(x)
+    xs, ys = tf.constant(x), tf.constant(y)
+    seed64 = tf.constant(int(seed), tf.int64)
+    spe = steps_per_epoch(n, batch_size)
+
+    def one_epoch(e: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([seed64, e])
+        )
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        # Step number of each batch over the whole run: the augmentation's seed.
+        steps = tf.data.Dataset.range(e * spe, (e + 1) * spe)
+        return tf.data.Dataset.zip((batches, steps))
+
+    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
     if augment is not None and augment.active:
         flip, shift = augment.flip, augment.shift
-        ds = ds.map(
-            lambda xb, yb: (augment_batch(xb, flip, shift), yb),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    return ds.prefetch(tf.data.AUTOTUNE)
+
+        def load(idx: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            xb = tf.gather(xs, idx)
+            xb = augment_batch(xb, flip, shift, stateless_seed=tf.stack([seed64, step]))
+            return xb, tf.gather(ys, idx)
+
+    else:
+
+        def load(idx: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return tf.gather(xs, idx), tf.gather(ys, idx)
+
+    # A plain map: with op determinism on, tf.data would turn a parallel one
+    # into this anyway (and log an error about it); prefetch overlaps it.
+    return ds.map(load).prefetch(tf.data.AUTOTUNE)
+
+
+def _fit_epochs(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    verbose: int | str,
+    augment: AugmentConfig | None,
+    checkpoint: EpochCheckpoint | None,
+    variables: list[tf.Variable],
+    saved: dict[str, object],
+) -> keras.callbacks.History | None:
+    """``model.fit`` over :func:`epoch_batches`, resumed from and saving to
+    ``checkpoint`` (``saved``: the objects it holds; ``variables``: those the
+    optimizer updates, to build its slots before a restore)."""
+    first, callbacks = 0, []
+    if checkpoint is not None:
+        model.optimizer.build(variables)  # its slots must exist to be restored
+        first = checkpoint.restore(saved, epochs)
+        callbacks.append(checkpoint.callback(saved))
+    if first >= epochs:
+        return None
+    ds = epoch_batches(
+        x, y, batch_size, seed=seed, first_epoch=first, epochs=epochs, augment=augment
+    )
+    return model.fit(
+        ds,
+        epochs=epochs,
+        initial_epoch=first,
+        steps_per_epoch=steps_per_epoch(len(x), batch_size),
+        callbacks=callbacks,
+        verbose=verbose,
+    )
 
 
 def fit_classifier(
@@ -127,15 +216,27 @@ def fit_classifier(
     augment: AugmentConfig | None = None,
     optimizer: str = "adam",
     weight_decay: float = 0.0,
-) -> keras.callbacks.History:
-    """Train a plain logits classifier on cross-entropy (in place)."""
+    checkpoint: EpochCheckpoint | None = None,
+) -> keras.callbacks.History | None:
+    """Train a plain logits classifier on cross-entropy (in place); with a
+    ``checkpoint``, go on from its epoch and save one after every epoch
+    (None returned when the checkpoint already covers every epoch)."""
     set_seed(seed)
     rate = learning_rate(lr, schedule, _steps(len(x), batch_size, epochs))
     compile_classifier(model, rate, make_optimizer(optimizer, rate, weight_decay))
-    if augment is None or not augment.active:
-        return model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
-    ds = train_dataset(x, y, batch_size, augment, seed)
-    return model.fit(ds, epochs=epochs, verbose=verbose)
+    return _fit_epochs(
+        model,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        verbose=verbose,
+        augment=augment,
+        checkpoint=checkpoint,
+        variables=model.trainable_variables,
+        saved={"model": model, "optimizer": model.optimizer},
+    )
 
 
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
@@ -266,9 +367,11 @@ def finetune_joint(
     optimizer: str = "adam",
     weight_decay: float = 0.0,
     teacher: keras.Model | None = None,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> keras.callbacks.History | None:
     """Jointly fine-tune all submodels of ``nested`` in place (``teacher``: a
-    frozen model every submodel distills from; see the module docstring)."""
+    frozen model every submodel distills from; see the module docstring;
+    ``checkpoint`` as in :func:`fit_classifier`)."""
     if epochs <= 0:
         return None
     set_seed(seed)
@@ -284,9 +387,16 @@ def finetune_joint(
     trainer.compile(
         optimizer=make_optimizer(optimizer, learning_rate(lr, schedule, steps), weight_decay)
     )
-    if augment is None or not augment.active:
-        return trainer.fit(
-            x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose
-        )
-    ds = train_dataset(x, y, batch_size, augment, seed)
-    return trainer.fit(ds, epochs=epochs, verbose=verbose)
+    return _fit_epochs(
+        trainer,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        verbose=verbose,
+        augment=augment,
+        checkpoint=checkpoint,
+        variables=nested.trainable_variables,
+        saved={"model": nested, "optimizer": trainer.optimizer},
+    )
