@@ -988,6 +988,91 @@ def _global_pool_as_window(name: str, keepdims: bool, x, names: set[str]):
     return keras.layers.Flatten(name=_unique(f"{name}_flatten", names))(x)
 
 
+_RESIDUAL_SUPPORTED = (
+    "Input -> Conv2D (groups 1, dilation 1) / DepthwiseConv2D (depth_multiplier 1) / "
+    "BatchNormalization on maps / ReLU / ReLU(6.) / Activation('relu'/'relu6') / "
+    "AveragePooling2D / MaxPooling2D, branches joined by Add (two inputs) ... -> Flatten or "
+    "GlobalAveragePooling2D -> Dense ... -> Dense(classes, linear/softmax), Dropout anywhere"
+)
+
+
+def _has_add(model: keras.Model) -> bool:
+    """Whether ``model`` joins branches with Add (a residual network)."""
+    return any(type(layer) is keras.layers.Add for layer in getattr(model, "layers", []))
+
+
+def _inbound_names(layer: keras.layers.Layer) -> list[str]:
+    """Names of the layers feeding ``layer``'s first call, in call order."""
+    srcs = layer._inbound_nodes[0].inbound_layers  # no public graph API in tf_keras
+    return [s.name for s in (srcs if isinstance(srcs, list) else [srcs])]
+
+
+def canonical_residual(
+    model: keras.Model, input_shape: Sequence[int], num_classes: int, *, source: str = "model"
+) -> keras.Model:
+    """Check a user's residual network (branches joined by Add only, see
+    :data:`_RESIDUAL_SUPPORTED`) and rebuild it along its own graph with logits
+    out: a final softmax is dropped, the classifier renamed ``logits`` (if that
+    name is free), a GlobalAveragePooling2D becomes a full-map AveragePooling2D
+    (+ Flatten), as in :func:`canonical_conv`; other layers and names are kept,
+    so the function is the same. The channels an Add joins become one tied
+    group (:mod:`reds_tf.ir`)."""
+    problems: list[Problem] = list(_shape_problems(model, input_shape, num_classes, source))
+    layers = [ly for ly in model.layers if type(ly) is not keras.layers.InputLayer]
+    body = layers[:-1] if layers and _is_softmax(layers[-1]) else layers
+    dense = [ly for ly in body if type(ly) is keras.layers.Dense]
+    classifier = dense[-1] if dense else None
+    tail = [ly for ly in body[body.index(classifier) + 1 :]] if classifier is not None else []
+    if classifier is None:
+        problems.append("needs a Dense classifier layer at the end")
+    elif any(type(ly) is not keras.layers.Dropout for ly in tail):
+        problems.append(
+            (f"{{layer}} follows the classifier '{classifier.name}'; the model must end in the "
+             "classifier (optionally softmax)", tail[0].name)
+        )  # fmt: skip
+    for ly in model.layers:
+        if len(ly._inbound_nodes) > 1:
+            problems.append(("{layer} {is} called more than once", ly.name))
+    for ly in body:
+        if type(ly) is keras.layers.Add:
+            if len(_inbound_names(ly)) != 2:
+                problems.append(("Add {names} must sum exactly two inputs", ly.name))
+        elif type(ly) in (*_AS_2D, *_AFFINE) or (
+            type(ly) is keras.layers.BatchNormalization and len(_in_shape(ly) or ()) != 4
+        ):
+            problems.append(
+                (f"{{layer}} ({type(ly).__name__}) {{is}} not supported in a residual network "
+                 "(2-D maps only, no folded input scaling or vector BatchNormalization)", ly.name)
+            )  # fmt: skip
+        else:
+            problems += _conv_layer_problems(ly, classifier=ly is classifier)
+    if problems:
+        raise _refusal(
+            source,
+            problems,
+            f". Supported: {_RESIDUAL_SUPPORTED}. Change or remove the named layers and save the "
+            "model again.",
+        )
+    names = {ly.name for ly in model.layers}
+    x = inp = keras.Input(shape=tuple(input_shape), name="input")
+    out = {ly.name: inp for ly in model.layers if type(ly) is keras.layers.InputLayer}
+    for ly in body:
+        xs = [out[s] for s in _inbound_names(ly)]
+        if type(ly) is keras.layers.GlobalAveragePooling2D:
+            out[ly.name] = _global_pool_as_window(ly.name, bool(ly.keepdims), xs[0], names)
+            continue
+        cfg = ly.get_config()
+        if ly is classifier:
+            cfg["activation"] = "linear"
+            if LOGITS not in names:
+                cfg["name"] = LOGITS
+        new = type(ly).from_config(cfg)
+        out[ly.name] = new(xs if type(ly) is keras.layers.Add else xs[0])
+        new.set_weights(ly.get_weights())
+        x = out[ly.name]
+    return keras.Model(inp, x, name=model.name)
+
+
 def _has_conv(model: keras.Model) -> bool:
     """Whether ``model`` has any convolution (supported or not): such models are
     checked against the convolutional chain, all others against the dense one."""
@@ -1004,8 +1089,9 @@ def load_base_model(path: str | Path, input_shape: Sequence[int], num_classes: i
 def canonical_base(
     model: Any, input_shape: Sequence[int], num_classes: int, source: str = "model"
 ) -> keras.Model:
-    """Check and canonicalise a user's tf_keras model: one with a convolution by
-    :func:`canonical_conv`, any other by :func:`canonical_dnn`."""
+    """Check and canonicalise a user's tf_keras model: one with Add joins by
+    :func:`canonical_residual`, one with a convolution by :func:`canonical_conv`,
+    any other by :func:`canonical_dnn`."""
     if not isinstance(model, keras.Model):
         kind = type(model).__module__.split(".")[0]
         if kind == "keras":
@@ -1014,6 +1100,8 @@ def canonical_base(
                 "`import tf_keras as keras` (same API) instead of `import keras`"
             )
         raise RedsError(f"{source}: expected a tf_keras model, got {type(model).__name__}")
+    if _has_add(model):
+        return canonical_residual(model, input_shape, num_classes, source=source)
     check = canonical_conv if _has_conv(model) else canonical_dnn
     return check(model, input_shape, num_classes, source=source)
 

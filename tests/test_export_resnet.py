@@ -162,3 +162,66 @@ def test_reds_train_and_export_a_residual_config(tmp_path, monkeypatch):
     assert manifest["runtime_check"].startswith("bit-exact with TFLite Micro on 100 test inputs")
     assert manifest["bn_stats"] == "per_submodel"
     assert slicer.weight_bytes((export / "model.tflite").read_bytes()) == manifest["weight_bytes"]
+
+
+def _user_resnet8(input_shape=(16, 16, 3)):
+    """MLPerf Tiny's ResNet-8 as its reference Keras code writes it: convs with
+    bias and an L2 regulariser, Activation('relu'), `add([x, y])`, projections
+    without BatchNorm, AveragePooling2D + Flatten, Dense(softmax)."""
+    import tf_keras as keras
+
+    L, reg = keras.layers, keras.regularizers.l2(1e-4)
+
+    def conv(f, k, s=1):
+        return L.Conv2D(f, k, strides=s, padding="same", kernel_regularizer=reg)
+
+    inp = keras.Input(input_shape)
+    x = L.Activation("relu")(L.BatchNormalization()(conv(16, 3)(inp)))
+    for f, s in ((16, 1), (32, 2), (64, 2)):
+        y = L.Activation("relu")(L.BatchNormalization()(conv(f, 3, s)(x)))
+        y = L.BatchNormalization()(conv(f, 3)(y))
+        if s != 1:
+            x = conv(f, 1, s)(x)
+        x = L.Activation("relu")(keras.layers.add([x, y]))
+    x = L.Flatten()(L.AveragePooling2D(pool_size=int(x.shape[1]))(x))
+    return keras.Model(inp, L.Dense(10, activation="softmax")(x))
+
+
+def test_a_users_resnet8_converts_exactly_and_exports_bit_exact(tmp_path):
+    """`reds train --base` accepts a saved residual model: the canonical model
+    computes the user's logits (softmax dropped), the Adds become tied groups,
+    and every submodel's runtime equals TFLite Micro."""
+    import tf_keras as keras
+
+    from reds_tf.errors import RedsError
+    from reds_tf.models import load_base_model
+
+    user = _user_resnet8()
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0, 1, (64, 16, 16, 3)).astype(np.float32)
+    realistic_batchnorm(user, x, seed=4)
+    user.save(tmp_path / "user.h5")
+    model = load_base_model(tmp_path / "user.h5", (16, 16, 3), 10)
+    want = user.predict(x, verbose=0)
+    got = keras.activations.softmax(model(x, training=False)).numpy()
+    assert np.abs(got - want).max() <= 1e-5 and model.layers[-1].name == "logits"
+    graph = ir.from_keras(model)
+    assert len(graph.tied_groups) == 3 and all(len(m) == 2 for m in graph.tied_groups.values())
+    sub = nested_submodels(model, "user_resnet8")
+    full, plan, rt = export_case(model, sub, x, tmp_path)
+    xq = numerics.quantize(
+        rng.uniform(0, 1, (100, 16, 16, 3)), plan.input_scale, plan.input_zero_point
+    )
+    check_every_submodel(full, plan, rt, sub, xq, 10)
+    # Joins other than a two-input Add are named.
+    inp = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(3, 3, padding="same", name="a")(inp)
+    s = keras.layers.Add(name="sum3")([inp, a, a])
+    bad = keras.Model(inp, keras.layers.Dense(10)(keras.layers.Flatten()(s)))
+    with pytest.raises(RedsError, match="Add 'sum3' must sum exactly two inputs"):
+        load_base_model(_saved(bad, tmp_path / "bad.keras"), (8, 8, 3), 10)
+
+
+def _saved(model, path):
+    model.save(path)
+    return path
