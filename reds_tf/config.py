@@ -47,6 +47,7 @@ LIMITS = {
     "limit": 2**31 - 1,  # train.limit (samples)
     "memory_budget_bytes": 2**32 - 1,  # uint32 on the device
     "data": 2**31 - 1,  # integers among the data: options (absolute value)
+    "replicas": 4096,  # train.distribute.replicas
 }
 
 
@@ -136,6 +137,20 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class DistributeConfig:
+    """How training is spread over devices (tf.distribute); batch sizes stay global.
+
+    ``none``: one device. ``mirrored``: ``replicas`` local GPUs (default all),
+    or without GPUs the CPU split into ``replicas`` logical devices.
+    ``multi_worker``: one process per machine, the cluster in ``TF_CONFIG``;
+    ``replicas`` (optional) is the total in sync, checked against it.
+    """
+
+    strategy: str = "none"
+    replicas: int | None = None
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Base training of the full model."""
 
@@ -147,6 +162,8 @@ class TrainConfig:
     weight_decay: float = 0.0  # decoupled: each step shrinks weights by lr * weight_decay
     limit: int | None = None  # at most this many training samples (quick runs)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # How, not what: no stage's record depends on it (a run resumes on other hardware).
+    distribute: DistributeConfig = field(default_factory=DistributeConfig)
 
 
 @dataclass(frozen=True)
@@ -221,6 +238,7 @@ _BASELINES = ("none", "scratch")
 _BN_STATS = ("shared", "per_submodel")
 _TEACHERS = ("inplace", "base")
 _PADDINGS = ("valid", "same")
+_STRATEGIES = ("none", "mirrored", "multi_worker")
 
 
 class _Reader:
@@ -413,6 +431,16 @@ def _augment(r: _Reader) -> AugmentConfig:
     return a
 
 
+def _distribute(r: _Reader) -> DistributeConfig:
+    d = DistributeConfig()
+    strategy = r.str("strategy", d.strategy, _STRATEGIES)
+    replicas = r.int("replicas", None, optional=True, maximum=LIMITS["replicas"])
+    if strategy == "none" and replicas not in (None, 1):
+        r.fail(r.key("replicas"), "needs strategy: mirrored or multi_worker", replicas)
+    r.done()
+    return DistributeConfig(strategy=strategy, replicas=replicas)
+
+
 def _budgets(r: _Reader) -> tuple[float, ...]:
     v = r.raw("budgets", list(Config.budgets))
     key = r.key("budgets")
@@ -515,6 +543,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         weight_decay=t.float("weight_decay", d.weight_decay, lo=0, hi=1, lo_open=False),
         limit=t.int("limit", None, optional=True, maximum=LIMITS["limit"]),
         augment=_augment(t.sub("augment")),
+        distribute=_distribute(t.sub("distribute")),
     )
     t.done()
 
@@ -667,6 +696,8 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         out["model"] = {"type": model["type"], **{k: model[k] for k in keep}}
     if not cfg.train.augment.active:
         del out["train"]["augment"]
+    if cfg.train.distribute == DistributeConfig():
+        del out["train"]["distribute"]
     if cfg.finetune.bn_stats == "shared":
         del out["finetune"]["bn_stats"]
     if cfg.finetune.bn_affine == "shared":

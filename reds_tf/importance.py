@@ -9,7 +9,7 @@ changes when the unit is removed. Scores are returned in the layer's current
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -38,6 +38,7 @@ def taylor_scores(
     batches: int = 100,
     batch_size: int = 128,
     seed: int = 0,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> dict[str, np.ndarray]:
     """Taylor scores for the named layers.
 
@@ -47,6 +48,8 @@ def taylor_scores(
         layer_names: prunable layers to score.
         batches: number of mini-batches whose gradients are summed (fewer if
             the data runs out).
+        strategy: with more than one replica each mini-batch is split over
+            them and their gradients summed (the same sum as on one device).
     Returns:
         ``{name: scores}``, scores float64 of shape (units,), non-negative.
     """
@@ -60,6 +63,9 @@ def taylor_scores(
             loss = loss_fn(yb, model(xb, training=False))
         return tape.gradient(loss, list(kernels))
 
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        grads = _replicated(strategy, model, list(kernels))
+
     # A fixed random sample of the training set, in mini-batches.
     n = min(len(x), batches * batch_size)
     idx = np.random.default_rng(seed).permutation(len(x))[:n]
@@ -72,6 +78,41 @@ def taylor_scores(
         layer.name: np.abs(k.numpy().astype(np.float64) * g).sum(axis=ax)
         for layer, k, g, ax in zip(layers, kernels, acc, axes, strict=True)
     }
+
+
+def _replicated(
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
+    kernels: list[tf.Variable],
+) -> Callable[[tf.Tensor, tf.Tensor], list[tf.Tensor]]:
+    """``grads`` of :func:`taylor_scores` with each batch split over the
+    replicas: replica r takes rows r, r + R, ...; its loss is its sum over the
+    whole batch's size, so the summed gradients are those of the batch mean."""
+    replicas = strategy.num_replicas_in_sync
+    per_example = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=keras.losses.Reduction.NONE
+    )
+
+    @tf.function
+    def grads(xb: tf.Tensor, yb: tf.Tensor) -> list[tf.Tensor]:
+        n = tf.cast(tf.shape(yb)[0], tf.float32)
+
+        def rows(t: tf.Tensor):
+            return strategy.experimental_distribute_values_from_function(
+                lambda ctx: t[ctx.replica_id_in_sync_group :: replicas]
+            )
+
+        xs, ys = rows(xb), rows(yb)
+
+        def one(xr: tf.Tensor, yr: tf.Tensor) -> list[tf.Tensor]:
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(per_example(yr, model(xr, training=False))) / n
+            return tape.gradient(loss, kernels)
+
+        per_replica = strategy.run(one, args=(xs, ys))
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in per_replica]
+
+    return grads
 
 
 def fold_tied_scores(scores: dict[str, np.ndarray], layers: Sequence) -> dict[str, np.ndarray]:

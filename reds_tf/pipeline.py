@@ -55,6 +55,7 @@ deleted once its record is written; ``--force`` deletes the base checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -72,7 +73,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from reds_tf import data as datasets
-from reds_tf import faults, ir, latency
+from reds_tf import distribute, faults, ir, latency
 from reds_tf.checkpoints import EpochCheckpoint
 from reds_tf.config import (
     Config,
@@ -168,6 +169,12 @@ class _Ctx:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     data_full: Any = None  # the whole source set (before train.limit): data.npz's source
     data_sha256: str = ""
+    dist: Any = None  # distribute.Distribution: what training runs under
+
+    @property
+    def strategy(self) -> tf.distribute.Strategy | None:
+        """The strategy to train under (None: one device, the default)."""
+        return self.dist.strategy if self.dist is not None and self.dist.distributed else None
 
     @property
     def base_desc(self) -> str | None:
@@ -260,12 +267,30 @@ def _train(
     arrays: Any = None,
     *,
     force: bool = False,
+    dist: distribute.Distribution | None = None,
 ) -> Path:
-    if threads is not None:
-        # Small models scale poorly across cores: two 1-thread runs side by side
-        # finish sooner than the same two runs one after the other on 2 threads.
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if dist is None:
+        if threads is not None:
+            # Small models scale poorly across cores: two 1-thread runs side by side
+            # finish sooner than the same two runs one after the other on 2 threads.
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        # Before anything else runs in TensorFlow (logical CPUs, multi-worker setup).
+        dist = distribute.setup(cfg.train.distribute, cfg.source)
+        log(dist.describe())
+        if not dist.chief:
+            # Same stages on the same data as the chief, written into a private
+            # copy of what the chief has: only the chief writes the run directory.
+            scratch = distribute.worker_copy(run, [_checkpoint_path(run, "base")])
+            try:
+                _agree_on_run(dist, run, records)
+                args = (records, base_model, log, verbose, None, t_start, arrays)
+                _train(cfg, scratch / run.name, *args, force=force, dist=dist)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            log(f"{dist.task} done (only the chief writes the run directory)")
+            return run
+        _agree_on_run(dist, run, records)
     _remove_leftovers(run)
     # ``data:`` options go to the loader; submodels.json keeps them so export,
     # simulate and monitor reload the same data (or fall back on data.npz).
@@ -286,11 +311,12 @@ def _train(
         f"{len(data.x_test)} test samples, input {data.input_shape}, {data.num_classes} classes"
     )
     ctx = _Ctx(cfg, run, data, log, verbose, base_model, records=dict(records or {}))
-    ctx.data_full, ctx.data_sha256 = full, sha
+    ctx.data_full, ctx.data_sha256, ctx.dist = full, sha, dist
     resume = records is not None
     if force:
         _checkpoint(ctx, "base").remove()
     ctx.meta = read_json(run / "run.json") if resume else {"stages": {}}
+    ctx.meta["distribute"] = {"strategy": dist.kind, "replicas": dist.replicas}
     if resume:
         log(f"resuming {run} (use --force to start over)")
     wanted = [s for s in STAGES if s != "scratch" or cfg.baseline == "scratch"]
@@ -336,6 +362,17 @@ def _train(
     write_text_atomic(run / "config.yaml", config_to_yaml(cfg))
     log(f"finished in {time.perf_counter() - t_start:.1f} s: {run}")
     return run
+
+
+def _agree_on_run(dist: distribute.Distribution, run: Path, records: Any) -> None:
+    """Every worker must resume from the same stage records (the run directory
+    on a filesystem they share) or all start anew; also a barrier: the chief
+    changes nothing before every worker has copied what it needs."""
+    if not distribute.agree(dist, digest(records or {})):
+        raise RunDirError(
+            f"the workers see different run directories at {run}: put --out on a filesystem "
+            "every worker shares (or start all of them on a new --out)"
+        )
 
 
 # ---------------------------------------------------------------- stage records
@@ -505,7 +542,21 @@ def _base_or_fresh_model(ctx: _Ctx):
         return canonical_base(model, d.input_shape, d.num_classes, source=source)
     d = ctx.data
     set_seed(ctx.cfg.seed)  # the initial weights must not depend on earlier RNG use
-    return build_model(ctx.cfg.model, d.input_shape, d.num_classes)
+    with _scope(ctx):  # trained under the strategy: its variables must be made there
+        return build_model(ctx.cfg.model, d.input_shape, d.num_classes)
+
+
+def _scope(ctx: _Ctx) -> contextlib.AbstractContextManager:
+    return ctx.strategy.scope() if ctx.strategy is not None else contextlib.nullcontext()
+
+
+def _off_strategy(model: keras.Model) -> keras.Model:
+    """A one-device copy of a model trained under a strategy: evaluation and
+    saving then run as without one (predict under a multi-worker strategy
+    would split the test set over the workers)."""
+    plain = keras.models.clone_model(model)
+    plain.set_weights(model.get_weights())
+    return plain
 
 
 def _check_budgets(ctx: _Ctx, resume: bool) -> None:
@@ -598,7 +649,10 @@ def _stage_base(ctx: _Ctx) -> str:
             optimizer=t.optimizer,
             weight_decay=t.weight_decay,
             checkpoint=_checkpoint(ctx, "base"),
+            strategy=ctx.strategy,
         )
+        if ctx.strategy is not None:
+            model = _off_strategy(model)
     acc = accuracy(model, d.x_test, d.y_test)
     ctx.meta["base_model"] = ctx.base_desc
     ctx.meta["base_accuracy"] = acc
@@ -632,6 +686,7 @@ def _stage_rank(ctx: _Ctx) -> str:
         batches=imp.batches,
         batch_size=imp.batch_size,
         seed=ctx.cfg.seed,
+        strategy=ctx.strategy,  # gradients summed over the replicas
     )
     # A depthwise channel lives and dies with the producer unit feeding it.
     scores = fold_tied_scores(raw, layers)
@@ -703,13 +758,15 @@ def _param_fractions(layers, widths: list[dict[str, int]]) -> list[float]:
 
 
 def _stage_finetune(ctx: _Ctx) -> str:
-    full = _load_model(ctx, STAGE_FILES["permute"])
     widths = _knapsack(ctx)["widths"]
-    layers = cost_layers_from_keras(full)
     f = ctx.cfg.finetune
-    nested = build_nested(full, widths, private_bn_affine=f.bn_affine == "per_submodel")
-    # A second copy: the nested model may share variables with ``full``.
-    teacher = _load_model(ctx, STAGE_FILES["permute"]) if f.teacher == "base" else None
+    private = f.bn_affine == "per_submodel"
+    with _scope(ctx):  # trained under the strategy: its variables must be made there
+        full = _load_model(ctx, STAGE_FILES["permute"])
+        nested = build_nested(full, widths, private_bn_affine=private)
+        # A second copy: the nested model may share variables with ``full``.
+        teacher = _load_model(ctx, STAGE_FILES["permute"]) if f.teacher == "base" else None
+    layers = cost_layers_from_keras(full)
     finetune_joint(
         nested,
         ctx.data.x_train,
@@ -729,7 +786,14 @@ def _stage_finetune(ctx: _Ctx) -> str:
         weight_decay=f.weight_decay,
         teacher=teacher,
         checkpoint=_checkpoint(ctx, "finetune"),
+        strategy=ctx.strategy,
     )
+    if ctx.strategy is not None:
+        # BN statistics, evaluation and saving on a one-device copy (see _off_strategy).
+        trained = nested.get_weights()
+        full = _load_model(ctx, STAGE_FILES["permute"])
+        nested = build_nested(full, widths, private_bn_affine=private)
+        nested.set_weights(trained)
     extra = ""
     if bn_layers(nested):
         # Per-submodel BN statistics, always estimated so that evaluation can

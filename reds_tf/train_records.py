@@ -70,6 +70,8 @@ KEY_STAGE: dict[str, str | None] = {
     "baseline": None,
     "memory_budget_bytes": "select",
     "data": "base",
+    # How training is spread over devices: the same result, so nothing is redone.
+    "train.distribute": None,
     # Both BN variants are computed in "finetune"; the key only picks one.
     "finetune.bn_stats": "evaluate",
 }

@@ -15,6 +15,7 @@ updates then pull the full model back towards the function it started from.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 
@@ -162,7 +163,12 @@ def epoch_batches(
 
     # A plain map: with op determinism on, tf.data would turn a parallel one
     # into this anyway (and log an error about it); prefetch overlaps it.
-    return ds.map(load).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(load).prefetch(tf.data.AUTOTUNE)
+    # Across workers every one builds the same batches and keeps its replicas'
+    # slices of each (no files to shard).
+    opts = tf.data.Options()
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(opts)
 
 
 def _fit_epochs(
@@ -178,14 +184,16 @@ def _fit_epochs(
     checkpoint: EpochCheckpoint | None,
     variables: list[tf.Variable],
     saved: dict[str, object],
+    strategy: tf.distribute.Strategy | None = None,
 ) -> keras.callbacks.History | None:
     """``model.fit`` over :func:`epoch_batches`, resumed from and saving to
     ``checkpoint`` (``saved``: the objects it holds; ``variables``: those the
     optimizer updates, to build its slots before a restore)."""
     first, callbacks = 0, []
     if checkpoint is not None:
-        model.optimizer.build(variables)  # its slots must exist to be restored
-        first = checkpoint.restore(saved, epochs)
+        with _scope(strategy):
+            model.optimizer.build(variables)  # its slots must exist to be restored
+            first = checkpoint.restore(saved, epochs)
         callbacks.append(checkpoint.callback(saved))
     if first >= epochs:
         return None
@@ -200,6 +208,10 @@ def _fit_epochs(
         callbacks=callbacks,
         verbose=verbose,
     )
+
+
+def _scope(strategy: tf.distribute.Strategy | None) -> contextlib.AbstractContextManager:
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
 def fit_classifier(
@@ -217,13 +229,17 @@ def fit_classifier(
     optimizer: str = "adam",
     weight_decay: float = 0.0,
     checkpoint: EpochCheckpoint | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> keras.callbacks.History | None:
     """Train a plain logits classifier on cross-entropy (in place); with a
     ``checkpoint``, go on from its epoch and save one after every epoch
-    (None returned when the checkpoint already covers every epoch)."""
+    (None returned when the checkpoint already covers every epoch).
+    ``strategy``: train under it (``model`` must have been built in its scope;
+    ``batch_size`` is global)."""
     set_seed(seed)
     rate = learning_rate(lr, schedule, _steps(len(x), batch_size, epochs))
-    compile_classifier(model, rate, make_optimizer(optimizer, rate, weight_decay))
+    with _scope(strategy):
+        compile_classifier(model, rate, make_optimizer(optimizer, rate, weight_decay))
     return _fit_epochs(
         model,
         x,
@@ -236,6 +252,7 @@ def fit_classifier(
         checkpoint=checkpoint,
         variables=model.trainable_variables,
         saved={"model": model, "optimizer": model.optimizer},
+        strategy=strategy,
     )
 
 
@@ -278,7 +295,10 @@ class JointTrainer(keras.Model):
         self.distill = bool(distill)
         self.temperature = float(temperature)
         self.alpha = float(alpha)
-        self.ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        # Per example: a replica's share of a step is its sum over the global batch.
+        self.ce = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction=keras.losses.Reduction.NONE
+        )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accs = [
             keras.metrics.SparseCategoricalAccuracy(name=f"acc{i}") for i in range(len(self.pi))
@@ -305,18 +325,25 @@ class JointTrainer(keras.Model):
         submodel (the full one included) then distills from; None: the full
         submodel's own logits teach the smaller ones.
         """
+        return tf.reduce_mean(self.example_losses(y, logits, teacher_logits))
+
+    def example_losses(
+        self,
+        y: tf.Tensor,
+        logits: Sequence[tf.Tensor],
+        teacher_logits: tf.Tensor | None = None,
+    ) -> tf.Tensor:
+        """``sum_i pi_i * L_i`` of each example, shape (batch,)."""
         t = self.temperature
         source = logits[-1] if teacher_logits is None else teacher_logits
         teacher = tf.stop_gradient(tf.nn.softmax(source / t))
-        total = tf.constant(0.0)
+        total = tf.zeros(tf.shape(y)[:1])
         students = len(logits) - (1 if teacher_logits is None else 0)
         for i, (pi, z) in enumerate(zip(self.pi, logits, strict=True)):
             li = self.ce(y, z)
             if self.distill and i < students and self.alpha > 0:
                 log_q = tf.nn.log_softmax(z / t)
-                kl = tf.reduce_mean(
-                    tf.reduce_sum(teacher * (tf.math.log(teacher + 1e-12) - log_q), axis=-1)
-                )
+                kl = tf.reduce_sum(teacher * (tf.math.log(teacher + 1e-12) - log_q), axis=-1)
                 li = (1.0 - self.alpha) * li + self.alpha * (t * t) * kl
             total += pi * li
         return total
@@ -334,13 +361,23 @@ class JointTrainer(keras.Model):
     def train_step(self, data: tuple) -> dict:
         x, y = data
         teacher_logits = self._teacher_logits(x)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             logits = self(x, training=True)
-            loss = self.joint_loss(y, logits, teacher_logits)
+            if replicas == 1:
+                loss = self.joint_loss(y, logits, teacher_logits)
+            else:
+                # This replica's part of the global mean: the optimizer sums the
+                # replicas' gradients, which then equal one device's on the whole batch.
+                ctx = tf.distribute.get_replica_context()
+                n = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(y)[0], tf.float32))
+                per = self.example_losses(y, logits, teacher_logits)
+                loss = tf.reduce_sum(per) / tf.maximum(n, 1.0)
         variables = self.nested.trainable_variables
         grads = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return self._update(y, logits, loss)
+        # The loss metric averages over replicas: report the global mean.
+        return self._update(y, logits, loss * replicas)
 
     def test_step(self, data: tuple) -> dict:
         x, y = data
@@ -368,25 +405,27 @@ def finetune_joint(
     weight_decay: float = 0.0,
     teacher: keras.Model | None = None,
     checkpoint: EpochCheckpoint | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> keras.callbacks.History | None:
     """Jointly fine-tune all submodels of ``nested`` in place (``teacher``: a
     frozen model every submodel distills from; see the module docstring;
-    ``checkpoint`` as in :func:`fit_classifier`)."""
+    ``checkpoint`` and ``strategy`` as in :func:`fit_classifier`)."""
     if epochs <= 0:
         return None
     set_seed(seed)
-    trainer = JointTrainer(
-        nested,
-        loss_weights(param_fractions),
-        distill=distill,
-        temperature=temperature,
-        alpha=alpha,
-        teacher=teacher,
-    )
     steps = _steps(len(x), batch_size, epochs)
-    trainer.compile(
-        optimizer=make_optimizer(optimizer, learning_rate(lr, schedule, steps), weight_decay)
-    )
+    with _scope(strategy):
+        trainer = JointTrainer(
+            nested,
+            loss_weights(param_fractions),
+            distill=distill,
+            temperature=temperature,
+            alpha=alpha,
+            teacher=teacher,
+        )
+        trainer.compile(
+            optimizer=make_optimizer(optimizer, learning_rate(lr, schedule, steps), weight_decay)
+        )
     return _fit_epochs(
         trainer,
         x,
@@ -399,4 +438,5 @@ def finetune_joint(
         checkpoint=checkpoint,
         variables=nested.trainable_variables,
         saved={"model": nested, "optimizer": trainer.optimizer},
+        strategy=strategy,
     )
