@@ -43,7 +43,7 @@ from reds_tf.quant import numerics
 
 HARNESS_DIR = resources.FIRMWARE_DIR / "latency"
 #: Largest number of grid widths per axis of one layer.
-GRID_POINTS = 9
+GRID_POINTS = 17
 #: Runtime kernels the harness calls, with their case kind ids (latency_main.cpp).
 KIND_IDS = {
     "fully_connected": 0,
@@ -392,21 +392,30 @@ class Grid:
         return float((1 - ta) * lo + ta * hi)
 
 
-def strip_features(in_widths: Sequence[int], out_widths: Sequence[int]) -> tuple[int, int]:
-    """(strips, segments) the nested layout makes a kernel walk for the LAST
-    submodel of the given width history: the non-empty strips R_s, B_s
-    (s <= k), and over its 4-row groups the strips that hold a part of each
-    group's rows (a group's weights are one segment per such strip)."""
+def strip_features(
+    in_widths: Sequence[int], out_widths: Sequence[int], taps: int = 1
+) -> tuple[int, int, int]:
+    """(strips, segments, odd segments) the nested layout makes a kernel walk for
+    the LAST submodel of the given width history: the non-empty strips R_s, B_s
+    (s <= k); over its 4-row groups, the strips that hold a part of each group's
+    rows (a group's weights are one segment per such strip); and of those the
+    segments of an odd number of 4-column chunks (``taps`` columns per input
+    channel), which the kernels' two-chunk loops take apart."""
     strips, ip, op = 0, 0, 0
     first: list[int] = []  # per 4-row group: the submodel whose B strip holds it
     for s, (i, o) in enumerate(zip(in_widths, out_widths, strict=True)):
         strips += int(op > 0 and i > ip) + int(o > op and i > 0)
         first += [s] * (len(range(0, o, 4)) - len(first))
         ip, op = i, o
-    grew = [int(s > 0 and in_widths[s] > in_widths[s - 1]) for s in range(len(in_widths))]
+    n = len(in_widths)
+    grew = [int(s > 0 and in_widths[s] > in_widths[s - 1]) for s in range(n)]
+    odd_b = [(taps * in_widths[s] >> 2) & 1 for s in range(n)]
+    odd_r = [grew[s] & (taps * (in_widths[s] - in_widths[s - 1]) >> 2) & 1 for s in range(n)]
     after = np.cumsum(grew[::-1])[::-1].tolist() + [0]  # R strips from s on
+    after_odd = np.cumsum(odd_r[::-1])[::-1].tolist() + [0]
     segments = sum(1 + after[s0 + 1] for s0 in first)
-    return strips, segments
+    odd = sum(odd_b[s0] + after_odd[s0 + 1] for s0 in first)
+    return strips, segments, odd
 
 
 @dataclass
@@ -414,9 +423,10 @@ class LayerModel:
     """Cycles of one runtime layer at any width history: ``grid0`` (measured as
     the only submodel) for submodel 0 and for layers whose input width is fixed
     or equal to the output's; otherwise ``grid1`` (measured as the second
-    submodel after a one-block first one), plus ``per_strip`` and
-    ``per_segment`` cycles for the strips and segments the history makes the
-    kernel walk beyond that reference (:func:`strip_features`)."""
+    submodel after a one-block first one), plus ``per_strip`` cycles per strip,
+    ``per_segment`` per segment and ``per_odd`` per odd segment that the
+    history makes the kernel walk beyond that reference
+    (:func:`strip_features`; fitted on nested histories)."""
 
     layer: RuntimeLayer
     block: int
@@ -424,20 +434,30 @@ class LayerModel:
     grid1: Grid | None = None
     per_strip: float = 0.0
     per_segment: float = 0.0
+    per_odd: float = 0.0
 
     def reference(self, w_in: int, w_out: int) -> list[tuple[int, int]]:
         """The width history grid1 was measured with."""
         return [(min(self.block, w_in), min(self.block, w_out)), (w_in, w_out)]
+
+    def extra_features(
+        self, in_widths: Sequence[int], out_widths: Sequence[int]
+    ) -> tuple[int, int, int]:
+        """The strip features of a history less those of grid1's reference."""
+        taps = self.layer.shape.kernel[0] * self.layer.shape.kernel[1]
+        ref = self.reference(in_widths[-1], out_widths[-1])
+        f0 = strip_features([r[0] for r in ref], [r[1] for r in ref], taps)
+        f1 = strip_features(in_widths, out_widths, taps)
+        return f1[0] - f0[0], f1[1] - f0[1], f1[2] - f0[2]
 
     def cycles(self, in_widths: Sequence[int], out_widths: Sequence[int]) -> float:
         """Predicted cycles of the last submodel of the given width history."""
         i, o = in_widths[-1], out_widths[-1]
         if len(in_widths) == 1 or self.grid1 is None:
             return self.grid0(i, o)
-        ref = self.reference(i, o)
-        s0, g0 = strip_features([r[0] for r in ref], [r[1] for r in ref])
-        s1, g1 = strip_features(in_widths, out_widths)
-        return self.grid1(i, o) + self.per_strip * (s1 - s0) + self.per_segment * (g1 - g0)
+        ds, dg, dodd = self.extra_features(in_widths, out_widths)
+        extra = self.per_strip * ds + self.per_segment * dg + self.per_odd * dodd
+        return self.grid1(i, o) + extra
 
 
 def _levels(full: int, block: int) -> list[int]:
@@ -478,10 +498,14 @@ def _strip_cases(layer: RuntimeLayer, block: int) -> list[Case]:
     def lv(full: int, frac: float) -> int:
         return max(block, int(full * frac) // block * block)
 
+    half, b = lv(fi, 0.5), block
     hists = [
-        [(lv(fi, 0.5), lv(fo, 0.5)), (fi, fo)],
-        [(lv(fi, 0.25), lv(fo, 0.25)), (lv(fi, 0.5), lv(fo, 0.5)), (fi, fo)],
-        [(lv(fi, 0.25), lv(fo, 0.5)), (lv(fi, 0.5), lv(fo, 0.75)), (lv(fi, 0.75), fo), (fi, fo)],
+        [(half, lv(fo, 0.5)), (fi, fo)],
+        [(min(half + b, fi), lv(fo, 0.5)), (fi, fo)],  # other chunk parities
+        [(lv(fi, 0.25), lv(fo, 0.25)), (half, lv(fo, 0.5)), (fi, fo)],
+        [(lv(fi, 0.25) + b, lv(fo, 0.25)), (half, lv(fo, 0.75)), (fi, fo)],
+        [(lv(fi, 0.25), lv(fo, 0.5)), (half + b, lv(fo, 0.75)), (lv(fi, 0.75), fo), (fi, fo)],
+        [(b, b), (fi, lv(fo, 0.5)), (fi, fo)],
     ]
     out = []
     for h in hists:
@@ -540,15 +564,11 @@ class LatencyModel:
                 rows, rhs = [], []
                 for case in strip:
                     i, o = case.in_widths[-1], case.out_widths[-1]
-                    ref = m.reference(i, o)
-                    s0, n0 = strip_features([r[0] for r in ref], [r[1] for r in ref])
-                    s1, n1 = strip_features(case.in_widths, case.out_widths)
-                    rows.append([s1 - s0, n1 - n0])
+                    rows.append(m.extra_features(case.in_widths, case.out_widths))
                     rhs.append(got[case] - m.grid1(i, o))
-                coef = np.linalg.lstsq(np.asarray(rows, float), np.asarray(rhs, float), rcond=None)[
-                    0
-                ]
-                m.per_strip, m.per_segment = (float(max(0.0, v)) for v in coef)
+                a, y = np.asarray(rows, float), np.asarray(rhs, float)
+                coef = np.linalg.lstsq(a, y, rcond=None)[0]
+                m.per_strip, m.per_segment, m.per_odd = (float(v) for v in coef)
             models.append(m)
         return cls(models)
 

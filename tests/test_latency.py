@@ -31,15 +31,18 @@ def test_grid_levels_and_bilinear_interpolation() -> None:
 
 
 def test_strip_features() -> None:
-    # one submodel: one B strip, one segment per 4-row group
-    assert latency.strip_features([8], [10]) == (1, 3)
-    # k=1 grows both widths: R_1 and B_1; rows 0..3 have 2 segments, rows 4..11 one
-    assert latency.strip_features([4, 8], [4, 12]) == (3, 2 + 2)
+    # one submodel: one B strip, one segment per 4-row group (8 columns: 2 chunks, even)
+    assert latency.strip_features([8], [10]) == (1, 3, 0)
+    # k=1 grows both widths: R_1 and B_1; rows 0..3 have 2 segments (1 chunk each:
+    # odd), rows 4..11 one (2 chunks)
+    assert latency.strip_features([4, 8], [4, 12]) == (3, 2 + 2, 2)
     # the input stays: no R strip; the output stays: no B strip
-    assert latency.strip_features([4, 4], [4, 12]) == (2, 3)
-    assert latency.strip_features([4, 8], [4, 4]) == (2, 2)
+    assert latency.strip_features([4, 4], [4, 12]) == (2, 3, 3)
+    assert latency.strip_features([4, 8], [4, 4]) == (2, 2, 2)
     # three submodels: rows of submodel 0 get R_1 and R_2
-    assert latency.strip_features([4, 8, 12], [4, 8, 12]) == (5, 3 + 2 + 1)
+    assert latency.strip_features([4, 8, 12], [4, 8, 12]) == (5, 3 + 2 + 1, 3 + 1 + 1)
+    # a 3x3 kernel: 9 columns per channel, so 4 channels are 9 chunks (odd)
+    assert latency.strip_features([4], [4], taps=9) == (1, 1, 1)
 
 
 def _dscnn_graph() -> ir.Graph:
