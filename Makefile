@@ -14,7 +14,7 @@ PORT   ?=
 APT_PACKAGES := dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm \
                 g++ espeak-ng sox util-linux
 
-.PHONY: setup apt venv train export test lint bench flash monitor clean
+.PHONY: setup apt venv train export test lint bench bench-latency flash monitor clean
 
 setup: apt $(STAMP)
 
@@ -55,6 +55,20 @@ lint: setup
 bench: setup
 	@test -f $(RUN)/export/manifest.json || $(MAKE) train
 	$(BIN)/reds bench $(RUN) --markdown BENCHMARKS.md
+
+# Latency budgets (BENCHMARKS.md): DS-CNN-S on CIFAR-10 trained briefly with MAC
+# budgets, then from the same base model with latency budgets (the knapsack on
+# estimated Cortex-M4 cycles); both exported and benched. About 20 min on 2 cores.
+LAT_ARGS ?= --epochs 3 --finetune-epochs 1 --limit 10000
+bench-latency: setup
+	$(BIN)/reds train --config configs/cifar10_dscnn.yaml --out runs/c10_macs $(LAT_ARGS)
+	rm -rf runs/c10_latency && cp -r runs/c10_macs runs/c10_latency
+	rm -rf runs/c10_latency/export runs/c10_latency/bench.json runs/c10_latency/.bench
+	$(BIN)/reds train --config configs/cifar10_dscnn_latency.yaml --out runs/c10_latency $(LAT_ARGS)
+	$(BIN)/reds export runs/c10_macs
+	$(BIN)/reds export runs/c10_latency
+	$(BIN)/reds bench runs/c10_macs --markdown BENCHMARKS.md
+	$(BIN)/reds bench runs/c10_latency --markdown BENCHMARKS.md
 
 flash: setup
 	@test -f $(RUN)/export/manifest.json || $(MAKE) train
