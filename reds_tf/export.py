@@ -333,7 +333,7 @@ def _export_locked(
         log(f"export: quantisation-aware fine-tuning of all submodels, {qat_epochs} epoch(s)")
         to_convert = convert.qat_finetune(
             model,
-            data.x_train,
+            np.asarray(data.x_train),  # a split streamed from disk: read into memory
             data.y_train,
             epochs=qat_epochs,
             widths=[s["widths"] for s in sub["submodels"]],

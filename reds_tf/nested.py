@@ -22,6 +22,7 @@ import tf_keras as keras
 
 from reds_tf import ir
 from reds_tf.errors import RedsError
+from reds_tf.inputs import predict_rows
 
 
 class NestedDense(keras.layers.Layer):
@@ -722,7 +723,7 @@ def to_plain(nested: keras.Model, full: keras.Model) -> keras.Model:
 
 def predict_nested(nested: keras.Model, x: np.ndarray, batch_size: int = 1024) -> list[np.ndarray]:
     """Logits of all K submodels: list of K arrays (N, num_classes)."""
-    outs = nested.predict(x, batch_size=batch_size, verbose=0)
+    outs = predict_rows(nested, x, batch_size)  # streamed from disk too
     if not isinstance(outs, (list, tuple)):  # Keras unwraps a one-element output list
         outs = [outs]
     return [np.asarray(o) for o in outs]

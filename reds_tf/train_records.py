@@ -72,6 +72,8 @@ KEY_STAGE: dict[str, str | None] = {
     "data": "base",
     # How training is spread over devices: the same result, so nothing is redone.
     "train.distribute": None,
+    # Inputs read from disk or held in memory: the same values.
+    "data.stream": None,
     # Both BN variants are computed in "finetune"; the key only picks one.
     "finetune.bn_stats": "evaluate",
 }

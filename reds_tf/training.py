@@ -25,6 +25,8 @@ import tf_keras as keras
 
 from reds_tf.checkpoints import EpochCheckpoint
 from reds_tf.config import AugmentConfig
+from reds_tf.data.stream import DiskArray
+from reds_tf.inputs import predict_rows, row_reader
 from reds_tf.models import compile_classifier
 
 Log = Callable[[str], None]
@@ -134,7 +136,7 @@ def epoch_batches(
     ``steps_per_epoch=steps_per_epoch(len(x), batch_size)``.
     """
     n = len(x)
-    xs, ys = tf.constant(x), tf.constant(y)
+    rows, ys = row_reader(x), tf.constant(y)
     seed64 = tf.constant(int(seed), tf.int64)
     spe = steps_per_epoch(n, batch_size)
 
@@ -152,14 +154,13 @@ def epoch_batches(
         flip, shift = augment.flip, augment.shift
 
         def load(idx: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            xb = tf.gather(xs, idx)
-            xb = augment_batch(xb, flip, shift, stateless_seed=tf.stack([seed64, step]))
+            xb = augment_batch(rows(idx), flip, shift, stateless_seed=tf.stack([seed64, step]))
             return xb, tf.gather(ys, idx)
 
     else:
 
         def load(idx: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            return tf.gather(xs, idx), tf.gather(ys, idx)
+            return rows(idx), tf.gather(ys, idx)
 
     # A plain map: with op determinism on, tf.data would turn a parallel one
     # into this anyway (and log an error about it); prefetch overlaps it.
@@ -256,8 +257,8 @@ def fit_classifier(
     )
 
 
-def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
-    logits = model.predict(x, batch_size=1024, verbose=0)
+def accuracy(model: keras.Model, x: np.ndarray | DiskArray, y: np.ndarray) -> float:
+    logits = predict_rows(model, x)
     return float(np.mean(np.argmax(logits, axis=1) == y))
 
 

@@ -145,6 +145,10 @@ def test_augmentation_shift_noise_and_feature_cache(tiny_synth: tuple, monkeypat
     again = sc.build_kws_dataset(root, name="t", augment=1, log=lines.append)
     assert len(lines) == 1
     np.testing.assert_array_equal(again.x_train, first.x_train)
+    # Streamed from the same cache files: the same features, read from disk.
+    disk = sc.build_kws_dataset(root, name="t", augment=1, log=lines.append, stream=True)
+    assert len(lines) == 1 and disk.x_train.shape == first.x_train.shape
+    np.testing.assert_array_equal(np.asarray(disk.x_train), first.x_train)
 
 
 def test_speech_commands_missing_says_how_to_get_it(tmp_path: Path, monkeypatch) -> None:

@@ -94,9 +94,13 @@ def test_loader_images_labels_and_split(coco: Path) -> None:
         np.testing.assert_allclose(
             ds.x_train[k].mean(axis=(0, 1)), np.array(colour) / 255, atol=0.03
         )
-    assert len(list((coco.parent / "cache" / "features").glob("vww-*.npz"))) == 1
+    assert len(list((coco.parent / "cache" / "features").glob("vww-*/x_train.npy"))) == 1
     again = load_dataset("vww")
     np.testing.assert_array_equal(again.x_test, ds.x_test)
+    # Streamed from the same cache: the same values, read from disk.
+    disk = load_dataset("vww", stream=True)
+    assert type(disk.x_train).__name__ == "DiskArray"
+    np.testing.assert_array_equal(np.asarray(disk.x_train), ds.x_train)
 
 
 def test_minival_split_and_mask_option(coco: Path) -> None:

@@ -16,15 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reds_tf.data.stream import take
 from reds_tf.errors import DataError
 
 
 @dataclass
 class Dataset:
-    """A train/test split held in memory.
+    """A train/test split.
 
     Shapes: ``x_train`` (N, *input_shape) float32, ``y_train`` (N,) int64,
-    likewise for the test split.
+    likewise for the test split. The inputs are NumPy arrays in memory, or,
+    for sets larger than memory, :class:`reds_tf.data.stream.DiskArray` s
+    read from disk a mini-batch at a time (labels always in memory).
     """
 
     name: str
@@ -52,7 +55,7 @@ class Dataset:
         idx.sort()
         return Dataset(
             self.name,
-            self.x_train[idx],
+            take(self.x_train, idx),  # streamed inputs stay on disk
             self.y_train[idx],
             self.x_test,
             self.y_test,

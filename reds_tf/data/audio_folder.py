@@ -90,6 +90,7 @@ def load(
     frontend: str = "cnn",
     silence_pct: float = 10.0,
     unknown_pct: float = 10.0,
+    stream: str | bool = "auto",
 ) -> Dataset:
     """Keyword folders of 16 kHz WAV clips (module doc: layout, split, classes)."""
     root = user_path(path, "audio_folder")
@@ -136,4 +137,5 @@ def load(
         unknown_pct=unknown,
         describe=f"audio folder, words {', '.join(kw)}{note}",
         listing=(folders, noise),
+        stream=stream,
     )

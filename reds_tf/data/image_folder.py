@@ -23,16 +23,21 @@ level above the class folders)::
   class's images (at least one, at most all but one) becomes the test split: a
   fixed draw from ``seed`` (default 0) and the class index, so the same folder
   gives the same split. Not allowed together with a ``test/`` folder.
+- ``stream``: ``auto`` (default), ``true`` or ``false``: read the cached images
+  from disk a mini-batch at a time instead of holding them in memory
+  (:mod:`reds_tf.data.stream`); ``auto`` streams sets whose float32 inputs
+  would exceed 2 GiB.
 
 Output x: ``(N, H, W, 3)`` or ``(N, H, W, 1)`` float32 in [0, 1] (uint8 / 255);
 y: int64 class indices. The decoded images are cached under
-``<cache>/features/`` (``$REDS_CACHE_DIR`` or ``~/.cache/reds_tf``), keyed by
-every file's name, size and modification time and by the options, so a changed
-folder is decoded again.
+``<cache>/features/`` (``$REDS_CACHE_DIR`` or ``~/.cache/reds_tf``) as uint8
+``.npy`` files, keyed by every file's name, size and modification time and by
+the options, so a changed folder is decoded again.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,13 +46,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from reds_tf.data import Dataset, register
-from reds_tf.data.cache import cache_key, cache_root, load_npz, save_npz_atomic
+from reds_tf.data.cache import cache_key, cache_root
+from reds_tf.data.stream import DiskArray, cached_rows, want_stream
 from reds_tf.data.user_data import from_arrays, user_path
 from reds_tf.errors import DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 COLOR_MODES = {"rgb": "RGB", "grayscale": "L"}
-CACHE_VERSION = 1  # bump when decoding changes: invalidates caches
+CACHE_VERSION = 2  # bump when decoding or the cache format changes: invalidates caches
 MAX_SIDE = 4096
 LAYOUT = "DIR/train/<class>/*.png (also .jpg .jpeg .bmp) and DIR/test/<class>/..."
 
@@ -155,6 +161,7 @@ def load(
     color_mode: str = "rgb",
     validation_split: float | None = None,
     seed: int = 0,
+    stream: str | bool = "auto",
 ) -> Dataset:
     """Images from class folders (module doc: layout, size, split, scaling)."""
     root = user_path(path, "image_folder")
@@ -243,13 +250,21 @@ def load(
             "mode": color_mode,
         }
     )
-    cache = cache_root() / "features" / f"image_folder-{key}.npz"
-    arrays = load_npz(cache)
-    if arrays is None:
-        arrays = {
-            f"x_{s}": _decode_all([root / r for r in v], size, color_mode) for s, v in lists.items()
-        }
-        save_npz_atomic(cache, **arrays)
+    cache = cache_root() / "features" / f"image_folder-{key}"
+    row = (*size, 1 if color_mode == "grayscale" else 3)
+    n_values = sum(len(v) for v in lists.values()) * math.prod(row)
+    streaming = want_stream(stream, n_values, "image_folder")
+    arrays = {}
+    for s, rel in lists.items():
+        paths = [root / r for r in rel]
+        f = cached_rows(
+            cache,
+            f"x_{s}",
+            (len(paths), *row),
+            np.uint8,
+            lambda a, b, paths=paths: _decode_all(paths[a:b], size, color_mode),
+        )
+        arrays[f"x_{s}"] = DiskArray(f) if streaming else np.load(f)
     return from_arrays(
         "image_folder",
         arrays["x_train"],

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from reds_tf.data import Dataset
+from reds_tf.data.stream import DiskArray, iter_chunks
 from reds_tf.errors import RunDirError
 
 CALIBRATION_SAMPLES = 500
@@ -43,6 +44,12 @@ def content_sha256(data: Dataset) -> str:
     sets hash alike exactly when a model sees the same samples and labels."""
     h = hashlib.sha256()
     for a in (data.x_train, data.y_train, data.x_test, data.y_test):
+        if isinstance(a, DiskArray):
+            # The same bytes as the in-memory float32 array, a chunk at a time.
+            h.update(f"{a.dtype.str}{a.shape};".encode())
+            for chunk in iter_chunks(a):
+                h.update(memoryview(np.ascontiguousarray(chunk)).cast("B"))
+            continue
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape};".encode())
         h.update(memoryview(a).cast("B"))

@@ -41,8 +41,14 @@ training features (:func:`reds_tf.data.features.normalize`; the two vectors are 
 in the feature cache as ``norm_lo`` / ``norm_hi`` for a device front end).
 Output x: (N, frames, 10, 1) float32 in [0, 1]; y: int64 class indices.
 
-Everything is cached under ``<cache>/features/`` keyed by the data folder's
-listing and the options, so later epochs and runs read the features back.
+Everything is cached under ``<cache>/features/<name>-<key>/`` (``x_train.npy``,
+``x_test.npy`` and ``meta.npz``: labels, ``norm_lo`` / ``norm_hi``) keyed by the
+data folder's listing and the options, so later epochs and runs read the
+features back. ``stream``: ``auto`` (default: when the float32 features would
+exceed 2 GiB, e.g. with many ``augment`` copies), ``true`` or ``false``: read
+the cached features from disk a mini-batch at a time
+(:mod:`reds_tf.data.stream`); computing them the first time still holds them
+in memory once.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from reds_tf.data import Dataset, register
 from reds_tf.data.cache import cache_key, cache_root, load_npz, save_npz_atomic
 from reds_tf.data.features import CNN_FRONTEND, DNN_FRONTEND, MfccConfig, fit_normalization, mfcc
 from reds_tf.data.features import normalize as normalize_features
+from reds_tf.data.stream import load_rows, valid_npy, want_stream, write_npy
 from reds_tf.errors import DataError
 from reds_tf.fsutil import atomic_dir
 
@@ -297,6 +304,7 @@ def build_kws_dataset(
     describe: str = "Speech Commands",
     listing: tuple[dict[str, list[str]], list[str]] | None = None,
     log: Callable[[str], None] = print,
+    stream: str | bool = "auto",
 ) -> Dataset:
     """Features of a Speech-Commands-layout folder as a :class:`Dataset` (module doc).
 
@@ -323,8 +331,21 @@ def build_kws_dataset(
     }
     if words != WORDS:  # the built-in set's key stays as it was
         options["words"] = list(words)
-    cache = cache_root() / "features" / f"{name}-{cache_key(options)}.npz"
-    arrays = load_npz(cache)
+    cache = cache_root() / "features" / f"{name}-{cache_key(options)}"
+    arrays = load_npz(cache / "meta.npz")
+    f, c = frontend.output_shape
+    if arrays is not None:
+        n = {k: len(arrays[f"y_{k}"]) for k in ("train", "test")}
+        if not all(valid_npy(cache / f"x_{k}.npy", (n[k], f, c), np.float32) for k in n):
+            arrays = None
+    legacy = load_npz(cache.parent / f"{cache.name}.npz") if arrays is None else None
+    if legacy is not None:
+        # A cache from before the .npy files: the same features, moved over.
+        for k in ("train", "test"):
+            x = legacy.pop(f"x_{k}")
+            write_npy(cache / f"x_{k}.npy", x.shape, np.float32, [x])
+        save_npz_atomic(cache / "meta.npz", **legacy)
+        arrays = legacy
     if arrays is None:
         log(f"data: computing {name} MFCC features once (cached in {cache.parent})")
         noise = [read_wav(root / f, samples=0) for f in noise_files]
@@ -347,22 +368,29 @@ def build_kws_dataset(
                     labels,
                 )
         lo, hi = fit_normalization(splits["training"][0])
+        for k, split in (("train", "training"), ("test", "testing")):
+            x = normalize_features(splits[split][0], lo, hi)
+            write_npy(cache / f"x_{k}.npy", x.shape, np.float32, [x])
         arrays = {
-            "x_train": normalize_features(splits["training"][0], lo, hi),
             "y_train": splits["training"][1],
-            "x_test": normalize_features(splits["testing"][0], lo, hi),
             "y_test": splits["testing"][1],
             "norm_lo": lo,
             "norm_hi": hi,
         }
-        save_npz_atomic(cache, **arrays)
-    f, c = frontend.output_shape
+        save_npz_atomic(cache / "meta.npz", **arrays)  # last: it marks the cache complete
+        del splits
+    n_values = sum(len(arrays[f"y_{k}"]) for k in ("train", "test")) * f * c
+    streaming = want_stream(stream, n_values, name)
+    x = {}
+    for k in ("train", "test"):
+        rows = load_rows(cache / f"x_{k}.npy", streaming)
+        x[k] = rows.reshape(len(rows), f, c, 1)
     classes = kws_classes(words, silence_pct, unknown_pct)
     return Dataset(
         name,
-        arrays["x_train"][..., None],
+        x["train"],
         arrays["y_train"].astype(np.int64),
-        arrays["x_test"][..., None],
+        x["test"],
         arrays["y_test"].astype(np.int64),
         num_classes=len(classes),
         source=f"{root} ({describe}; MFCC {f}x{c}, per-coefficient [0,1]; augment={augment})",
@@ -418,16 +446,26 @@ def find_root(download: bool = True) -> Path:
 
 
 @register("speech_commands")
-def load(augment: int = 1, seed: int = 0) -> Dataset:
+def load(augment: int = 1, seed: int = 0, stream: str | bool = "auto") -> Dataset:
     """Speech Commands v0.02, 49x10 MFCC (CNN / DS-CNN input)."""
     return build_kws_dataset(
-        find_root(), name="speech_commands", frontend=CNN_FRONTEND, augment=augment, seed=seed
+        find_root(),
+        name="speech_commands",
+        frontend=CNN_FRONTEND,
+        augment=augment,
+        seed=seed,
+        stream=stream,
     )
 
 
 @register("speech_commands_25x10")
-def load_dnn(augment: int = 1, seed: int = 0) -> Dataset:
+def load_dnn(augment: int = 1, seed: int = 0, stream: str | bool = "auto") -> Dataset:
     """Speech Commands v0.02, 25x10 MFCC (40 ms stride: the DNN's 250 inputs)."""
     return build_kws_dataset(
-        find_root(), name="speech_commands_25x10", frontend=DNN_FRONTEND, augment=augment, seed=seed
+        find_root(),
+        name="speech_commands_25x10",
+        frontend=DNN_FRONTEND,
+        augment=augment,
+        seed=seed,
+        stream=stream,
     )

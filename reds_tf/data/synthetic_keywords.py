@@ -385,7 +385,9 @@ def _spec(options: dict) -> SynthSpec:
     return SynthSpec(**options)
 
 
-def _load(name: str, frontend_25: bool, augment: int, seed: int, options: dict) -> Dataset:
+def _load(
+    name: str, frontend_25: bool, augment: int, seed: int, options: dict, stream: str | bool
+) -> Dataset:
     # One seed for the whole set: the generation draw (speakers, unknown words,
     # noise) and the split/augmentation below.
     spec = _spec({**options, "seed": seed})
@@ -399,16 +401,22 @@ def _load(name: str, frontend_25: bool, augment: int, seed: int, options: dict) 
         seed=seed,
         describe=f"SYNTHETIC speech by espeak-ng, {len(info['speakers'])} voice+variant speakers, "
         "not Speech Commands",
+        stream=stream,
     )
 
 
 @register("synthetic_keywords")
-def load(augment: int = 1, seed: int = 0, **generation: object) -> Dataset:
-    """Synthetic keywords, 49x10 MFCC. ``generation``: :class:`SynthSpec` fields."""
-    return _load("synthetic_keywords", False, augment, seed, generation)
+def load(
+    augment: int = 1, seed: int = 0, stream: str | bool = "auto", **generation: object
+) -> Dataset:
+    """Synthetic keywords, 49x10 MFCC. ``generation``: :class:`SynthSpec` fields;
+    ``stream``: see :func:`reds_tf.data.speech_commands.build_kws_dataset`."""
+    return _load("synthetic_keywords", False, augment, seed, generation, stream)
 
 
 @register("synthetic_keywords_25x10")
-def load_dnn(augment: int = 1, seed: int = 0, **generation: object) -> Dataset:
+def load_dnn(
+    augment: int = 1, seed: int = 0, stream: str | bool = "auto", **generation: object
+) -> Dataset:
     """Synthetic keywords, 25x10 MFCC (the DNN input)."""
-    return _load("synthetic_keywords_25x10", True, augment, seed, generation)
+    return _load("synthetic_keywords_25x10", True, augment, seed, generation, stream)

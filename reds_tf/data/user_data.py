@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from reds_tf.data import Dataset
+from reds_tf.data.stream import is_streaming
 from reds_tf.errors import DataError
 
 
@@ -116,8 +117,12 @@ def from_arrays(
 ) -> Dataset:
     """A checked :class:`Dataset` from raw arrays (module doc: scaling, labels,
     class counts). ``where`` names the origin in error messages (a file, a
-    folder). Shapes are kept as given: x ``(N, ...)``, at least 2-D."""
-    xs = {"x_train": np.asarray(x_train), "x_test": np.asarray(x_test)}
+    folder). Shapes are kept as given: x ``(N, ...)``, at least 2-D. Inputs
+    streamed from disk (:class:`reds_tf.data.stream.DiskArray`) stay there."""
+    xs = {
+        k: x if is_streaming(x) else np.asarray(x)
+        for k, x in (("x_train", x_train), ("x_test", x_test))
+    }
     ys = {"y_train": np.asarray(y_train), "y_test": np.asarray(y_test)}
     for k, x in xs.items():
         if x.ndim < 2:
@@ -145,8 +150,8 @@ def from_arrays(
             f"{where}: x_train is {xs['x_train'].dtype} but x_test is {xs['x_test'].dtype}, "
             "so only one would be scaled by 1/255; save both with the same dtype"
         )
-    x_tr = scale_inputs(xs["x_train"], "x_train", where)
-    x_te = scale_inputs(xs["x_test"], "x_test", where)
+    # Streamed inputs are scaled as they are read (uint8 / 255: always finite).
+    x_tr, x_te = (x if is_streaming(x) else scale_inputs(x, k, where) for k, x in xs.items())
     y_tr, w_tr = label_indices(ys["y_train"], "y_train", where)
     y_te, w_te = label_indices(ys["y_test"], "y_test", where)
     if w_tr is not None and w_te is not None and w_tr != w_te:

@@ -24,9 +24,13 @@ plus val2014 minus minival, test = minival); without it train2014 / val2014.
 
 Images are decoded with Pillow, converted to RGB and resized (whole image, no
 crop) to 96x96 bilinear; the uint8 result is cached under
-``<cache>/features/`` (``$REDS_CACHE_DIR`` or ``~/.cache/reds_tf``). Output x:
-(N, 96, 96, 3) float32 in [0, 1] (about 9 GB for the full train split:
-``max_images`` takes a fixed random subset of each split); y: int64, 1 = person.
+``<cache>/features/`` (``$REDS_CACHE_DIR`` or ``~/.cache/reds_tf``) as ``.npy``
+files, written a chunk at a time. Output x: (N, 96, 96, 3) float32 in [0, 1]
+(about 9 GB for the full train split: ``max_images`` takes a fixed random
+subset of each split); y: int64, 1 = person. ``stream``: ``auto`` (default:
+when the float32 inputs would exceed 2 GiB, as the full split does), ``true``
+or ``false``: read the cached images from disk a mini-batch at a time
+(:mod:`reds_tf.data.stream`) instead of holding them in memory.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from reds_tf.data import Dataset, register
-from reds_tf.data.cache import cache_key, cache_root, file_signature, load_npz, save_npz_atomic
+from reds_tf.data.cache import cache_key, cache_root, file_signature
+from reds_tf.data.stream import cached_rows, load_rows, want_stream
 from reds_tf.errors import DataError
 
 SIZE = 96
@@ -147,6 +152,7 @@ def load(
     area_source: str = "box",
     workers: int = 2,
     root: str | None = None,
+    stream: str | bool = "auto",
 ) -> Dataset:
     """Visual Wake Words from COCO 2014 (module doc). ``root``: the COCO folder
     (default: found under ``$REDS_DATA_DIR``)."""
@@ -163,7 +169,7 @@ def load(
     sig = [file_signature(coco_root / "annotations" / f"instances_{s}.json") for s in SUBSETS]
     key = cache_key(
         {
-            "v": 1,
+            "v": 2,  # 2: one .npy per array
             "root": str(coco_root.resolve()),
             "ann": sig,
             "ids": [[e[1] for e in splits[k]] for k in ("train", "test")],
@@ -172,22 +178,27 @@ def load(
             "size": SIZE,
         }
     )
-    cache = cache_root() / "features" / f"vww-{key}.npz"
-    arrays = load_npz(cache)
-    if arrays is None:
-        arrays = {}
-        for k in ("train", "test"):
-            arrays[f"x_{k}"] = _decode_all([e[0] for e in splits[k]], workers)
-            arrays[f"y_{k}"] = np.asarray([e[2] for e in splits[k]], np.int64)
-            arrays[f"id_{k}"] = np.asarray([e[1] for e in splits[k]], np.int64)
-        save_npz_atomic(cache, **arrays)
+    cache = cache_root() / "features" / f"vww-{key}"
+    n_values = sum(len(v) for v in splits.values()) * SIZE * SIZE * 3
+    streaming = want_stream(stream, n_values, "vww")
+    x = {}
+    for k in ("train", "test"):
+        paths = [e[0] for e in splits[k]]
+        f = cached_rows(
+            cache,
+            f"x_{k}",
+            (len(paths), SIZE, SIZE, 3),
+            np.uint8,
+            lambda a, b, paths=paths: _decode_all(paths[a:b], workers),
+        )
+        x[k] = load_rows(f, streaming)
     split_name = "minival split" if (coco_root / MINIVAL).is_file() else "train2014/val2014"
     return Dataset(
         "vww",
-        arrays["x_train"].astype(np.float32) / np.float32(255),
-        arrays["y_train"].astype(np.int64),
-        arrays["x_test"].astype(np.float32) / np.float32(255),
-        arrays["y_test"].astype(np.int64),
+        x["train"],
+        np.asarray([e[2] for e in splits["train"]], np.int64),
+        x["test"],
+        np.asarray([e[2] for e in splits["test"]], np.int64),
         num_classes=2,
         source=f"{coco_root} (COCO 2014, {split_name}, person box >= {threshold:.1%})",
     )
