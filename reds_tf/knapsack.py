@@ -573,10 +573,14 @@ def _nested(
         for line in lines:
             log(line)
         if cost is not None:
-            state = "" if converged else ", not converged"
+            state = ""
+            if not converged:
+                which = "the best round within budget" if valid else "the last round"
+                state = f", not converged ({which})"
+            fracs = ", ".join(f"{f:.4f}" for f in res.cost_fraction)
             log(
-                f"knapsack on {inst.cost_name}: {len(rounds)} round(s){state}, full model "
-                f"{res.full_cost:,} {inst.cost_name}"
+                f"knapsack on {inst.cost_name}: {len(rounds)} round(s){state}; of the full "
+                f"model's {res.full_cost:,} {inst.cost_name} after these submodels: {fracs}"
             )
     return res
 
