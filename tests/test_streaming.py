@@ -69,6 +69,23 @@ def test_disk_array_reads_what_memory_holds(folder, tmp_path):
     np.testing.assert_array_equal(DiskArray(f)[1:3], np.full((2, 3), 0.25, np.float32))
 
 
+def test_large_arrays_are_read_per_batch_not_copied(monkeypatch):
+    """Above GATHER_MAX_BYTES an in-memory array is indexed in NumPy per batch
+    (TensorFlow holds no second copy of it): the same rows as the gather."""
+    import tensorflow as tf
+
+    from reds_tf import inputs
+
+    x = np.random.default_rng(0).random((50, 3, 2), dtype=np.float32)
+    idx = tf.constant([7, 0, 49, 7], tf.int64)
+    small = inputs.row_reader(x)(idx).numpy()
+    monkeypatch.setattr(inputs, "GATHER_MAX_BYTES", 0)
+    batches = tf.data.Dataset.from_tensors(idx).map(inputs.row_reader(x))
+    np.testing.assert_array_equal(next(iter(batches)).numpy(), small)
+    np.testing.assert_array_equal(small, x[[7, 0, 49, 7]])
+    np.testing.assert_array_equal(np.concatenate(list(inputs.rows_dataset(x, 16))), x)
+
+
 def _config(tmp_path: Path, folder: Path, stream: bool) -> Path:
     cfg = {
         "name": f"s{int(stream)}",
