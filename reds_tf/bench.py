@@ -48,9 +48,11 @@ from reds_tf.boards import NANO33BLE
 from reds_tf.errors import RedsError
 from reds_tf.fsutil import dir_mode, write_bytes_atomic, write_json_atomic, write_text_atomic
 from reds_tf.sim import Runtime
+from reds_tf.tflm_arena import tflm_allocations
 from reds_tf.toolchain import nano33ble_flags
 
 BENCH_FW_DIR = resources.FIRMWARE_DIR / "bench"
+FW_CORE_DIR = resources.FIRMWARE_DIR / "src"  # the serial firmware's portable core
 PLUGIN_SOURCE = resources.QEMU_PLUGIN_SOURCE
 
 CLOCK_HZ = 64_000_000  # Arduino Nano 33 BLE (nRF52840) core clock, for the estimate
@@ -101,6 +103,12 @@ TARGET_PROPORTIONALITY = 0.10
 # Arduino Nano 33 BLE (nRF52840): flash left by the bootloader, and RAM.
 NANO33BLE_FLASH_BYTES = NANO33BLE.flash_bytes
 NANO33BLE_RAM_BYTES = NANO33BLE.ram_bytes
+# The Arduino mbed core's main-thread stack, where loop() and so the runtime run
+# (statically allocated, part of NANO33BLE.core_ram_bytes; see reds_tf/boards.py).
+NANO33BLE_MAIN_STACK_BYTES = 32 * 1024
+# The firmware core's serial buffers (firmware/src/reds_fw.cpp): the line buffer
+# and the reply buffer.
+SERIAL_BUFFER_SYMBOLS = ("g_line", "g_out_buf")
 
 # Sections written by older versions (one section for whichever model ran last).
 MD_BEGIN = "<!-- reds bench: cortex-m4 begin -->"
@@ -249,6 +257,108 @@ def memory_use(sections: dict[str, int], stack_used: int) -> dict[str, int]:
         "stack_bytes": stack_used,
         "flash_bytes": sum(sections.get(s, 0) for s in flash_secs),
         "ram_bytes": sections.get(".data", 0) + sections.get(".bss", 0) + stack_used,
+    }
+
+
+def static_ram_bytes(objects: list[Path]) -> int:
+    """.data + .bss of object files (``arm-none-eabi-size -B``): their static RAM."""
+    if not objects:
+        return 0
+    out = _run(
+        [_tool("arm-none-eabi-size"), "-B", "-d", *map(str, objects)], "reading object sizes"
+    ).stdout
+    total = 0
+    for line in out.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3 and parts[1].isdigit() and parts[2].isdigit():
+            total += int(parts[1]) + int(parts[2])
+    return total
+
+
+def data_symbol_sizes(obj: Path) -> dict[str, int]:
+    """Size of every data/bss symbol of an object file, by its demangled name
+    without namespace (``(anonymous namespace)::g_line`` -> ``g_line``)."""
+    out = _run(
+        [_tool("arm-none-eabi-nm"), "-S", "-C", str(obj)], f"reading symbols of {obj.name}"
+    ).stdout
+    sizes = {}
+    for line in out.splitlines():
+        parts = line.split(None, 3)
+        if len(parts) == 4 and parts[2] in "bBdD" and len(parts[2]) == 1:
+            sizes[parts[3].rsplit("::", 1)[-1]] = int(parts[1], 16)
+    return sizes
+
+
+def build_fw_core(src_dir: Path, build_dir: Path) -> list[Path]:
+    """Compile the serial firmware's portable core (``firmware/src/*.cpp``: the
+    protocol, its line and reply buffers) against the export's ``reds_model.h``
+    with the Nano 33 BLE's flags; returns the object files (not linked)."""
+    gcc = _tool("arm-none-eabi-gcc")
+    obj_dir = build_dir / "obj_fw_core"
+    obj_dir.mkdir(parents=True, exist_ok=True)
+    objs = []
+    for s in sorted(FW_CORE_DIR.glob("*.cpp")):
+        obj = obj_dir / (s.name + ".o")
+        flags = compile_flags("c++")
+        cmd = [gcc, *flags, f"-I{src_dir}", f"-I{FW_CORE_DIR}", "-c", str(s), "-o", str(obj)]
+        _run(cmd, f"compiling the firmware core's {s.name}")
+        objs.append(obj)
+    return objs
+
+
+def submodel_arena_bytes(manifest: dict[str, Any]) -> list[int]:
+    """Our activation arena per submodel: the submodel entry's ``arena_bytes``
+    when the export records one (an int, or a list whose maximum is taken),
+    else the manifest's top-level ``arena_bytes`` (one arena sized for the
+    largest submodel; older exports)."""
+    top = int(manifest.get("arena_bytes") or 0)
+    out = []
+    for sm in manifest["submodels"]:
+        v = sm.get("arena_bytes") if isinstance(sm, dict) else None
+        if isinstance(v, list) and v and all(isinstance(x, int) for x in v):
+            v = max(v)
+        out.append(int(v) if isinstance(v, int) and not isinstance(v, bool) and v > 0 else top)
+    return out
+
+
+def tflm_arenas(run_dir: Path, manifest: dict[str, Any]) -> tuple[list[dict | None], str | None]:
+    """TensorFlow Lite Micro's arena report (head, tail, total) for every
+    submodel's ``.tflite`` (:mod:`reds_tf.tflm_arena`), and None; on failure a
+    list of None and the reason (the bench goes on without the comparison)."""
+    subs = manifest["submodels"]
+    try:
+        models = [(run_dir / rundir.EXPORT / sm["tflite"]).read_bytes() for sm in subs]
+        return list(tflm_allocations(models)), None
+    except (OSError, RedsError) as e:
+        return [None] * len(subs), str(e).splitlines()[0][:300]
+
+
+def nano_ram(
+    arena_bytes: int,
+    runtime_static_bytes: int,
+    firmware_static_bytes: int,
+    serial_buffer_bytes: int,
+    stack_high_water_bytes: int,
+) -> dict[str, int]:
+    """The Nano 33 BLE build's RAM: the runtime's static RAM (.data + .bss, the
+    arena included) and the firmware core's (serial buffers, input, output,
+    latency table), both from objects compiled with the Nano's flags; the
+    Arduino mbed core's allowance (``NANO33BLE.core_ram_bytes``, which holds the
+    32 KB main-thread stack that the stack high-water mark lives in); and what
+    is left of the 256 KB for the user's own code."""
+    used = runtime_static_bytes + firmware_static_bytes + NANO33BLE.core_ram_bytes
+    return {
+        "ram_bytes": NANO33BLE_RAM_BYTES,
+        "arena_bytes": arena_bytes,
+        "runtime_static_bytes": runtime_static_bytes,
+        "firmware_static_bytes": firmware_static_bytes,
+        "serial_buffer_bytes": serial_buffer_bytes,
+        "stack_high_water_bytes": stack_high_water_bytes,
+        "main_stack_bytes": NANO33BLE_MAIN_STACK_BYTES,
+        "main_stack_left_bytes": NANO33BLE_MAIN_STACK_BYTES - stack_high_water_bytes,
+        "core_ram_bytes": NANO33BLE.core_ram_bytes,
+        "used_bytes": used,
+        "left_bytes": NANO33BLE_RAM_BYTES - used,
     }
 
 
@@ -452,13 +562,18 @@ def summarise(
     memory: dict[str, dict[str, int]],
     kind: str = "dense",
     layers: list[tuple[str, str]] | None = None,
+    tflm: list[dict[str, int] | None] | None = None,
 ) -> dict[str, Any]:
     """Per-submodel table and acceptance checks from the measured counts.
 
     ``kind`` (``dense`` or ``conv``) selects the instructions-per-MAC target;
     ``layers`` ((name, kind) in execution order) names the per-layer counts
-    (``counts[variant]["layers"]``), when measured."""
+    (``counts[variant]["layers"]``), when measured. Every row gets our arena
+    (:func:`submodel_arena_bytes`) and, from ``tflm`` (one TFLite Micro arena
+    report per submodel, or None), TFLite Micro's activation arena ("head")
+    and its whole arena ("total") for the same ``.tflite``."""
     subs = manifest["submodels"]
+    arenas = submodel_arena_bytes(manifest)
     macs = [int(s["macs"]) for s in subs]
     dsp, ref = counts["dsp"], counts["portable"]
     o2 = counts["dsp_o2"]
@@ -499,6 +614,13 @@ def summarise(
                 "cycles_proportionality_error": round(cycle_frac / mac_frac - 1.0, 4),
             }
         )
+        rows[-1]["arena_bytes"] = arenas[k]
+        rep = tflm[k] if tflm is not None and k < len(tflm) else None
+        if rep is not None:
+            rows[-1]["tflm_arena_bytes"] = int(rep["head"])
+            rows[-1]["tflm_arena_total_bytes"] = int(rep["total"])
+            if rep["head"] > 0:
+                rows[-1]["arena_over_tflm"] = round(arenas[k] / rep["head"], 4)
         predicted = s.get("predicted_cycles")
         if predicted is not None:
             rows[-1]["predicted_cycles"] = int(predicted)
@@ -641,9 +763,73 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"BLE fit (flash < {NANO33BLE_FLASH_BYTES // 1024} KB, RAM < "
         f"{NANO33BLE_RAM_BYTES // 1024} KB, both builds): "
         f"{'yes' if c['fits_nano33ble'] else 'NO'}.",
-        end,
     ]
+    lines += _ram_section(result)
+    lines.append(end)
     return "\n".join(lines) + "\n"
+
+
+def _ram_section(result: dict[str, Any]) -> list[str]:
+    """Arena per submodel against TFLite Micro's, and the Nano 33 BLE's RAM
+    budget (results of older versions have neither: nothing)."""
+    rows = result["submodels"]
+    out: list[str] = []
+    if rows and all("arena_bytes" in r for r in rows):
+        out += [
+            "",
+            "Activation arena per submodel: ours (`manifest.json`) against TensorFlow Lite "
+            'Micro\'s for the same `submodel_k.tflite` (`reds_tf/tflm_arena.py`: the "head" of '
+            "its interpreter's `print_allocations()`, i.e. activation tensors and kernel scratch "
+            'buffers; "whole" adds its persistent tail of interpreter structs):',
+            "",
+            "| k | our arena | TFLite Micro arena (head) | ours / TFLite Micro "
+            "| TFLite Micro whole arena |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            head = r.get("tflm_arena_bytes")
+            ratio = r.get("arena_over_tflm")
+            out.append(
+                f"| {r['index']} | {r['arena_bytes']:,} B "
+                + (f"| {head:,} B " if head is not None else "| - ")
+                + (f"| {ratio:.2f} " if ratio is not None else "| - ")
+                + (
+                    f"| {r['tflm_arena_total_bytes']:,} B |"
+                    if r.get("tflm_arena_total_bytes") is not None
+                    else "| - |"
+                )
+            )
+        if result.get("tflm_error"):
+            out += ["", f"TFLite Micro's arena could not be read: {result['tflm_error']}"]
+    ram = result.get("ram_nano33ble")
+    if ram:
+        kb = ram["ram_bytes"] // 1024
+        out += [
+            "",
+            f"RAM of the Arduino Nano 33 BLE build ({kb} KB), from objects compiled with the "
+            "Nano's flags:",
+            "",
+            "| | bytes |",
+            "|---|---:|",
+            f"| runtime static RAM (.data + .bss; the arena, {ram['arena_bytes']:,} B, included) "
+            f"| {ram['runtime_static_bytes']:,} |",
+            "| firmware core static RAM (`firmware/src`: serial line and reply buffers "
+            f"{ram['serial_buffer_bytes']:,} B, input, output, latency table) "
+            f"| {ram['firmware_static_bytes']:,} |",
+            "| Arduino mbed core allowance (`reds_tf/boards.py`, from published figures, not "
+            f"measured here; includes its {ram['main_stack_bytes'] // 1024} KB main-thread "
+            f"stack) | {ram['core_ram_bytes']:,} |",
+            f"| used | {ram['used_bytes']:,} |",
+            f"| **left for your own code** | **{ram['left_bytes']:,}** "
+            f"({ram['left_bytes'] / ram['ram_bytes']:.1%}) |",
+            "",
+            f"Stack high-water mark of the runtime (QEMU, dsp build, every submodel): "
+            f"{ram['stack_high_water_bytes']:,} B of the {ram['main_stack_bytes'] // 1024} KB "
+            f"main-thread stack that `loop()` runs on ({ram['main_stack_left_bytes']:,} B "
+            "left there; the serial protocol's own frames come on top, `info` on the device "
+            "reports the whole mark).",
+        ]
+    return out
 
 
 def _layer_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -786,6 +972,23 @@ def _run_bench(
     if not repeatable:
         raise BenchError("two QEMU runs of the same ELF gave different instruction or cycle counts")
 
+    # The RAM picture of the Nano 33 BLE build: the runtime's objects as the dsp
+    # build compiled them (the Nano's flags), the serial firmware's core
+    # compiled the same way, and TFLite Micro's arena for the same .tflite files.
+    runtime_objs = [build_dir / "obj_dsp" / (s.name + ".o") for s in sorted(src_dir.glob("*.cpp"))]
+    fw_objs = build_fw_core(src_dir, build_dir)
+    fw_syms: dict[str, int] = {}
+    for obj in fw_objs:
+        fw_syms.update(data_symbol_sizes(obj))
+    tflm, tflm_error = tflm_arenas(run_dir, manifest)
+    ram = nano_ram(
+        arena_bytes=int(manifest.get("arena_bytes") or 0),
+        runtime_static_bytes=static_ram_bytes(runtime_objs),
+        firmware_static_bytes=static_ram_bytes(fw_objs),
+        serial_buffer_bytes=sum(fw_syms.get(n, 0) for n in SERIAL_BUFFER_SYMBOLS),
+        stack_high_water_bytes=memory["dsp"]["stack_bytes"],
+    )
+
     gcc_version = _run([_tool("arm-none-eabi-gcc"), "-dumpversion"], "gcc version").stdout
     result: dict[str, Any] = {
         "name": manifest.get("name", run_dir.name),
@@ -801,8 +1004,11 @@ def _run_bench(
         "weight_bytes": manifest.get("weight_bytes"),
         "arena_bytes": manifest.get("arena_bytes"),
         "counts": counts,
+        "ram_nano33ble": ram,
     }
-    result.update(summarise(manifest, counts, memory, kind, layers))
+    if tflm_error is not None:
+        result["tflm_error"] = tflm_error
+    result.update(summarise(manifest, counts, memory, kind, layers, tflm))
     result["seconds"] = round(time.monotonic() - t0, 1)
     write_json_atomic(out_path, result)
     if markdown is not None:
@@ -815,7 +1021,8 @@ def _run_bench(
         f"{c['full_width_cycles_per_mac_dsp']:.3f} est. cycles/MAC (DSP); switch <= "
         f"{c['max_switch_instructions']} instr; latency vs MACs within "
         f"{c['max_proportionality_error']:.1%}; fits the Nano 33 BLE: "
-        f"{'yes' if c['fits_nano33ble'] else 'NO'}; outputs identical; {result['seconds']} s "
+        f"{'yes' if c['fits_nano33ble'] else 'NO'} ({ram['left_bytes']:,} B of RAM left); "
+        f"outputs identical; {result['seconds']} s "
         f"-> {out_path}"
     )
     return result

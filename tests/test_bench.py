@@ -166,6 +166,46 @@ def test_conv_target_and_board_fit() -> None:
     assert not bench.summarise(_manifest(), counts, ram, kind="conv")["checks"]["fits_nano33ble"]
 
 
+def test_submodel_arena_bytes_old_and_new_manifests() -> None:
+    old = _manifest()  # one top-level arena for every submodel
+    assert bench.submodel_arena_bytes(old) == [20, 20]
+    subs = [{**old["submodels"][0], "arena_bytes": 12}, {**old["submodels"][1], "arena_bytes": 20}]
+    assert bench.submodel_arena_bytes({**old, "submodels": subs}) == [12, 20]
+    subs[0]["arena_bytes"] = [8, 12]  # a list per submodel: its peak
+    subs[1].pop("arena_bytes")  # missing on one entry: the top-level arena
+    assert bench.submodel_arena_bytes({**old, "submodels": subs}) == [12, 20]
+
+
+def test_ram_picture_and_tflm_columns() -> None:
+    ram = bench.nano_ram(3000, 3004, 2500, 2000, 300)
+    assert ram["used_bytes"] == 3004 + 2500 + bench.NANO33BLE.core_ram_bytes
+    assert ram["left_bytes"] == 256 * 1024 - ram["used_bytes"]
+    assert ram["main_stack_left_bytes"] == 32 * 1024 - 300
+    counts = {
+        "dsp": _cyc([8, 9], [660, 1200]),
+        "portable": _cyc([8, 9], [2600, 5000]),
+        "dsp_o2": _cyc([7, 8], [600, 1100]),
+    }
+    mem = {"dsp": bench.memory_use({".text": 10}, 4), "portable": bench.memory_use({}, 8)}
+    tflm = [{"head": 16, "tail": 100, "total": 116}, {"head": 40, "tail": 110, "total": 150}]
+    got = bench.summarise(_manifest(), counts, mem, tflm=tflm)["submodels"]
+    assert [r["arena_bytes"] for r in got] == [20, 20]
+    assert [r["tflm_arena_bytes"] for r in got] == [16, 40]
+    assert got[1]["tflm_arena_total_bytes"] == 150 and got[1]["arena_over_tflm"] == 0.5
+    # TFLite Micro unavailable: no columns, the bench goes on
+    plain = bench.summarise(_manifest(), counts, mem, tflm=[None, None])["submodels"]
+    assert "tflm_arena_bytes" not in plain[0] and plain[0]["arena_bytes"] == 20
+    r = _result(counts)
+    r["submodels"] = got
+    r["ram_nano33ble"] = ram
+    md = bench.render_markdown(r)
+    assert "| 1 | 20 B | 40 B | 0.50 | 150 B |" in md
+    assert f"**{ram['left_bytes']:,}**" in md and "serial line and reply buffers 2,000 B" in md
+    assert "300 B of the 32 KB main-thread stack" in md
+    # a result of an older version (no arena fields) still renders
+    assert "TensorFlow Lite Micro" not in bench.render_markdown(_result(counts)).split("|---|")[0]
+
+
 def test_missing_export_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(RedsError, match="reds export"):
         bench.run_bench(tmp_path, markdown=None)
@@ -209,6 +249,23 @@ def test_bench_default_model(bench_run_dir: Path, tmp_path: Path) -> None:
     assert mem["ram_bytes"] >= result["arena_bytes"] + mem["stack_bytes"]
     assert bench.md_markers(result["name"])[0] in md.read_text()
     assert c["fits_nano33ble"] and c["model_kind"] == "dense"
+    # arena per submodel, ours and TensorFlow Lite Micro's, and the Nano's RAM picture
+    assert "tflm_error" not in result, result.get("tflm_error")
+    for row in result["submodels"]:
+        assert 0 < row["arena_bytes"] <= result["arena_bytes"]
+        assert 784 <= row["tflm_arena_bytes"] < row["tflm_arena_total_bytes"]
+    ram = saved["ram_nano33ble"]
+    assert ram["arena_bytes"] == result["arena_bytes"]
+    assert ram["runtime_static_bytes"] >= ram["arena_bytes"]
+    # line buffer 2 * 784 + 32 and a reply buffer of at least 320 B
+    assert ram["serial_buffer_bytes"] >= 2 * 784 + 32 + 320
+    assert ram["firmware_static_bytes"] >= ram["serial_buffer_bytes"] + 784
+    assert ram["stack_high_water_bytes"] == mem["stack_bytes"]
+    assert ram["used_bytes"] == (
+        ram["runtime_static_bytes"] + ram["firmware_static_bytes"] + ram["core_ram_bytes"]
+    )
+    assert 0 < ram["left_bytes"] == 256 * 1024 - ram["used_bytes"]
+    assert f"**{ram['left_bytes']:,}**" in md.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +299,9 @@ def test_bench_dscnn(dscnn_run_dir: Path, tmp_path: Path) -> None:
     assert c["model_kind"] == "conv" and c["target_instr_per_mac"] == 2.0
     assert c["switch_ok"], c
     assert c["fits_nano33ble"], result["memory"]
+    assert 0 < result["ram_nano33ble"]["left_bytes"] < 256 * 1024
     for row in result["submodels"]:
+        assert row["tflm_arena_bytes"] > 0 and row["arena_bytes"] > 0, row
         assert row["instructions_dsp"] < row["instructions_portable"], row
         assert row["cycles_dsp"] < row["cycles_portable"], row
         assert row["cycles_dsp"] - sum(ly["cycles_dsp"] for ly in row["layers"]) < 100
