@@ -94,7 +94,8 @@ def firmware_ram_bytes(input_size: int, num_classes: int, num_submodels: int, na
     buffer (kLineMax), the reply buffer (kOutMax), input, output and the
     latency table, plus :data:`FIRMWARE_RAM_SLACK_BYTES`."""
     line = 2 * input_size + 32
-    reply = 320 + 12 * (num_submodels + num_classes) + 6 * (len(name.encode()) + 1)
+    # kOutMax: + 6 bytes per character of the name and of the 16-digit fingerprint
+    reply = 416 + 12 * (num_submodels + num_classes) + 6 * (len(name.encode()) + 1) + 6 * 17
     return line + reply + input_size + num_classes + 4 * num_submodels + FIRMWARE_RAM_SLACK_BYTES
 
 

@@ -38,7 +38,8 @@ from reds_tf.serial_protocol import (
 )
 
 HELP = """commands (one per line, the firmware answers each with one JSON line):
-  info          model, submodels, MACs, input quantisation, memory
+  info          model, submodels, MACs, input quantisation, memory (arena, stack
+                high-water mark, serial buffers)
   use K         switch to submodel K (0 = smallest)
   infer HEX     run the active submodel; HEX = 2 hex digits per int8 input byte
   bench         measure every submodel's latency on the device
@@ -110,6 +111,22 @@ def run_fingerprint(run_dir: str | os.PathLike, manifest: dict) -> str:
             f"{source} has a malformed model fingerprint {fp!r}: re-run `reds export {run_dir}`"
         )
     return fp
+
+
+def ram_summary(info: dict) -> str:
+    """The RAM fields of an ``info`` reply that newer firmware adds, as text
+    (``""`` for older firmware without them): serial buffers, and the stack
+    high-water mark when the board measures it."""
+    parts = []
+    if "serial_buffer_bytes" in info:
+        parts.append(f"{info['serial_buffer_bytes']} serial buffer bytes")
+    stack, size = info.get("stack_bytes"), info.get("stack_size_bytes")
+    if isinstance(stack, int) and stack >= 0:
+        of = f" of {size}" if isinstance(size, int) and size > 0 else ""
+        parts.append(f"stack high-water {stack}{of} bytes")
+    elif "stack_bytes" in info:
+        parts.append("stack high-water unknown on this board")
+    return "".join(", " + p for p in parts)
 
 
 def check_firmware(info: dict, run_dir: str | os.PathLike, manifest: dict) -> None:
@@ -297,7 +314,8 @@ def run_monitor(
         check_firmware(info, demo, _run_manifest(demo))
         print(
             f"{info['model']} on {port}: {info['submodels']} submodels, "
-            f"{info['weight_bytes']} weight bytes, {info['arena_bytes']} arena bytes",
+            f"{info['weight_bytes']} weight bytes, {info['arena_bytes']} arena bytes"
+            + ram_summary(info),
             file=stdout,
             flush=True,
         )

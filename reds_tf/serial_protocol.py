@@ -61,6 +61,13 @@ REPLY_FIELDS: dict[str, dict[str, Any]] = {
     "budget": {"active": "int", "latency_us": "int"},
 }  # fmt: skip
 
+# Fields that newer firmware adds and older firmware lacks: checked only when
+# present. info's RAM picture: the stack high-water mark and the stack's size
+# (-1: the board cannot tell, e.g. native) and the serial buffers' bytes.
+OPTIONAL_FIELDS: dict[str, dict[str, Any]] = {
+    "info": {"stack_bytes": "int", "stack_size_bytes": "int", "serial_buffer_bytes": "int"},
+}
+
 
 def _is(value: Any, kind: Any) -> bool:
     def is_int(v: Any) -> bool:
@@ -85,7 +92,16 @@ def check_reply(command: str, reply: dict[str, Any]) -> dict[str, Any]:
                 f"the device's reply to {command!r} lacks a valid {name!r}: {text} "
                 "(is it REDS firmware?)"
             )
+    for name, kind in OPTIONAL_FIELDS.get(command, {}).items():
+        if name in reply and not _is(reply[name], kind):
+            raise ProtocolError(
+                f"the device's reply to {command!r} has an invalid {name!r}: {text}"
+            )
     if command == "info":
+        if any(reply.get(n, 0) < -1 for n in ("stack_bytes", "stack_size_bytes")) or (
+            reply.get("serial_buffer_bytes", 0) < 0
+        ):
+            raise ProtocolError(f"the device's info reply is inconsistent: {text}")
         k = reply["submodels"]
         if k < 1 or len(reply["macs"]) != k or reply["input_size"] < 1:
             raise ProtocolError(f"the device's info reply is inconsistent: {text}")

@@ -29,11 +29,20 @@ DEFAULT_INFO: dict[str, Any] = {
     "arena_bytes": 16,
     "fingerprint": "0123456789abcdef",
 }
+# What newer firmware adds to ``info`` (DEFAULT_INFO is an older firmware's
+# reply, without them): the stack high-water mark and size (-1 where the board
+# cannot tell) and the serial buffers' bytes.
+RAM_INFO: dict[str, Any] = {
+    "stack_bytes": 1234,
+    "stack_size_bytes": 16384,
+    "serial_buffer_bytes": 900,
+}
 
 
 def info_of_run(run: Path, **changes: Any) -> dict[str, Any]:
-    """An ``info`` reply describing an exported run, with ``changes`` applied
-    (a key set to None is left out)."""
+    """An ``info`` reply describing an exported run, newer firmware's RAM
+    fields included (:data:`RAM_INFO`), with ``changes`` applied (a key set to
+    None is left out)."""
     manifest = json.loads((run / "export" / "manifest.json").read_text())
     size = 1
     for d in manifest["input_shape"]:
@@ -50,6 +59,7 @@ def info_of_run(run: Path, **changes: Any) -> dict[str, Any]:
         "weight_bytes": manifest["weight_bytes"],
         "arena_bytes": manifest["arena_bytes"],
         "fingerprint": manifest["fingerprint"],
+        **RAM_INFO,
     }
     info.update(changes)
     return {k: v for k, v in info.items() if v is not None}

@@ -205,7 +205,8 @@ def test_unpacked_library_compiles_and_runs_on_host(library_zip: Path, tmp_path:
     assert len(lines) == 2
     assert lines[0].startswith('{"ok":true,"model":"tiny","submodels":3,"active":2')
     fingerprint = _tiny_fingerprint()
-    assert lines[0].endswith(f',"fingerprint":"{fingerprint}"}}')
+    assert f',"fingerprint":"{fingerprint}","stack_bytes":-1,"stack_size_bytes":-1,' in lines[0]
+    assert re.search(r',"serial_buffer_bytes":\d+}$', lines[0])
     assert lines[1].startswith('{"ok":true,"active":0,"switch_us":')
 
 

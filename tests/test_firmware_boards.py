@@ -5,6 +5,8 @@ and driven through setup()/loop()."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -78,9 +80,69 @@ def test_nano33ble_layer_compiles_and_runs_against_arduino_stub(tmp_path: Path) 
     lines = out.splitlines()
     assert len(lines) == 3
     assert lines[0].startswith('{"ok":true,"model":"stub_mlp","submodels":4,"active":3')
-    assert lines[0].endswith(',"fingerprint":"0123456789abcdef"}')
+    assert ',"fingerprint":"0123456789abcdef","stack_bytes":-1,"stack_size_bytes":-1,' in lines[0]
+    assert re.search(r',"serial_buffer_bytes":\d+}$', lines[0])
     assert lines[1].startswith('{"ok":true,"active":1,"switch_us":')
     assert lines[2].startswith('{"ok":false,"error":"submodel index out of range')
+
+
+# A stand-in for mbed OS's RTX header (rtx_os.h): only the thread control
+# block's fields the nano33ble layer reads; the harness points it at the host
+# stack it runs on.
+FAKE_RTX = r"""
+#include <stdint.h>
+typedef void *osThreadId_t;
+typedef struct osRtxThread_s {
+    uint8_t id;
+    void *stack_mem;
+    uint32_t stack_size;
+    uint32_t sp;
+} osRtxThread_t;
+extern osRtxThread_t reds_test_thread;
+static inline osThreadId_t osThreadGetId(void) { return &reds_test_thread; }
+"""
+RTX_MAIN = r"""
+#include <rtx_os.h>
+osRtxThread_t reds_test_thread;
+int main() {
+    char *top = (char *)__builtin_frame_address(0);
+    reds_test_thread.stack_mem = top - 65536;
+    reds_test_thread.stack_size = 65536;
+    setup();
+"""
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+def test_nano33ble_layer_paints_the_rtx_thread_stack(tmp_path: Path) -> None:
+    """With RTX's header (here a stand-in describing 64 KB of the host stack
+    below main's frame), setup() has the core paint the thread's stack and
+    info reports a measured high-water mark that grows with the work done."""
+    (tmp_path / "rtx").mkdir()
+    (tmp_path / "rtx" / "rtx_os.h").write_text(FAKE_RTX)
+    harness = tmp_path / "harness.cpp"
+    harness.write_text(HARNESS.replace("int main() {\n    setup();\n", RTX_MAIN, 1))
+    sources = [
+        FIRMWARE_DIR / "boards" / "nano33ble" / "board.cpp",
+        *sorted((FIRMWARE_DIR / "src").glob("*.cpp")),
+        STUB_RUNTIME / "reds_model.cpp",
+        harness,
+    ]
+    exe = tmp_path / "nano_host_rtx"
+    cmd = [
+        "g++", "-std=gnu++14", "-funsigned-char", "-Wall", "-Wextra", "-Wvla", "-Werror", "-O1",
+        "-I", str(FIRMWARE_DIR / "boards" / "nano33ble" / "test_stub"),
+        "-I", str(tmp_path / "rtx"),
+        "-I", str(FIRMWARE_DIR / "src"), "-I", str(STUB_RUNTIME),
+        *map(str, sources), "-o", str(exe),
+    ]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = subprocess.run(
+        [str(exe)], input=b"info\nbench\ninfo\n", capture_output=True, timeout=30
+    ).stdout.decode()
+    first, _, second = (json.loads(line) for line in out.splitlines())
+    assert first["stack_size_bytes"] == 65536 - 8  # RTX's magic word stays unpainted
+    assert 0 < first["stack_bytes"] <= second["stack_bytes"] < 65536 - 8
 
 
 @needs_arm
@@ -95,7 +157,15 @@ def test_core_and_nano33ble_layer_compile_with_the_nano_flags(tmp_path: Path) ->
     objs = nano_compile(sources, [ARDUINO_STUB, FIRMWARE_DIR / "src", STUB_RUNTIME], tmp_path)
     board = defined_functions(objs["board.cpp"])
     assert {"setup", "loop", "reds_board_write", "reds_board_micros"} <= board
-    assert "reds_fw_feed" in defined_functions(objs["reds_fw.cpp"])
+    assert {"reds_fw_feed", "reds_fw_stack_paint"} <= defined_functions(objs["reds_fw.cpp"])
+    # the RTX branch (mbed OS's thread stack) too, against the stand-in header
+    (tmp_path / "rtx").mkdir()
+    (tmp_path / "rtx" / "rtx_os.h").write_text(FAKE_RTX)
+    rtx_dir = tmp_path / "with_rtx"
+    rtx_dir.mkdir()
+    includes = [ARDUINO_STUB, tmp_path / "rtx", FIRMWARE_DIR / "src", STUB_RUNTIME]
+    objs = nano_compile(sources[:1], includes, rtx_dir)
+    assert "setup" in defined_functions(objs["board.cpp"])
 
 
 FMT_HARNESS = r"""

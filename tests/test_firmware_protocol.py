@@ -112,7 +112,37 @@ def test_info_matches_the_export(client, exported_run: Path) -> None:
     assert list(info) == [
         "ok", "model", "submodels", "active", "macs", "input_size", "input_scale",
         "input_zero_point", "weight_bytes", "arena_bytes", "fingerprint",
+        "stack_bytes", "stack_size_bytes", "serial_buffer_bytes",
     ]  # fmt: skip
+
+
+def test_info_ram_picture(client, exported_run: Path) -> None:
+    """info's RAM fields: the serial buffers (line buffer 2 bytes per input byte
+    + 32, reply buffer 416 + 12 per submodel and output + 6 per byte of the
+    model name and fingerprint strings), and the stack high-water mark: unknown
+    (-1) on native, measured on qemu's 16 KB stack, and never lower after more
+    work (an inference of every submodel and a bench)."""
+    board, c = client
+    info = c.info()
+    n, k = info["input_size"], info["submodels"]
+    name = len(info["model"].encode()) + 1
+    out_size = len(c.infer(np.zeros(n, np.int8))["output"])
+    reply = 416 + 12 * (k + out_size) + 6 * name + 6 * (len(info["fingerprint"]) + 1)
+    assert info["serial_buffer_bytes"] == 2 * n + 32 + reply
+    if board == "native":
+        assert info["stack_bytes"] == -1 and info["stack_size_bytes"] == -1
+        return
+    assert info["stack_size_bytes"] == 16 * 1024
+    first = info["stack_bytes"]
+    assert 0 < first < info["stack_size_bytes"]
+    for j in range(k):
+        c.use(j)
+        c.infer(np.zeros(n, np.int8))
+    c.bench()
+    later = c.info()["stack_bytes"]
+    # the runtime alone needs ~200 B for the default model (reds bench); the
+    # protocol's frames come on top, far below the 16 KB
+    assert 200 < first <= later < 8 * 1024, (first, later)
 
 
 def test_use_every_submodel(client) -> None:

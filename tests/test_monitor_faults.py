@@ -18,8 +18,14 @@ from fake_device import FakeDevice
 
 from reds_tf.cli import main
 from reds_tf.errors import RedsError
-from reds_tf.monitor import check_arguments, check_firmware, run_fingerprint, run_monitor
-from reds_tf.serial_protocol import DisconnectedError, ProtocolError, RedsClient
+from reds_tf.monitor import (
+    check_arguments,
+    check_firmware,
+    ram_summary,
+    run_fingerprint,
+    run_monitor,
+)
+from reds_tf.serial_protocol import DisconnectedError, ProtocolError, RedsClient, check_reply
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -166,6 +172,11 @@ def test_open_errors_say_what_to_do(code: int, hint: str) -> None:
         {"model": None},
         {"fingerprint": 7},
         {"input_size": 0},
+        {"stack_bytes": "12"},
+        {"stack_bytes": -2},
+        {"stack_size_bytes": 1.5},
+        {"serial_buffer_bytes": True},
+        {"serial_buffer_bytes": -1},
     ],
 )
 def test_info_reply_of_something_else_is_refused(
@@ -176,6 +187,26 @@ def test_info_reply_of_something_else_is_refused(
     with FakeDevice(info) as dev:
         err = _one_line_error(capsys, ["monitor", "--port", dev.port, "--timeout", "5"])
         assert "the device's" in err and "info" in err
+
+
+def test_info_ram_fields_are_optional() -> None:
+    """Older firmware's info (no RAM fields) and newer firmware's (with them,
+    the stack unknown or measured) are all accepted; the monitor shows what
+    there is."""
+    from fake_device import RAM_INFO
+
+    old = FakeDevice().info
+    assert not set(RAM_INFO) & set(old)
+    unknown = {**RAM_INFO, "stack_bytes": -1, "stack_size_bytes": -1}
+    for extra, shown in [
+        ({}, ""),
+        (RAM_INFO, ", 900 serial buffer bytes, stack high-water 1234 of 16384 bytes"),
+        (unknown, ", 900 serial buffer bytes, stack high-water unknown on this board"),
+    ]:
+        with FakeDevice({**old, **extra}) as dev, RedsClient(dev.port, timeout=5) as c:
+            info = c.info()
+            assert {k: info[k] for k in extra} == extra and check_reply("info", info) == info
+            assert ram_summary(info) == shown
 
 
 def test_fingerprint_of_a_run(tmp_path: Path) -> None:

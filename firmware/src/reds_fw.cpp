@@ -13,7 +13,7 @@ namespace {
  * input byte, plus slack for extra spaces. */
 constexpr size_t kLineMax = 2u * REDS_INPUT_SIZE + 32u;
 /* Enough for the longest reply: info's macs list or infer's output list. */
-constexpr size_t kOutMax = 320u + 12u * (REDS_NUM_SUBMODELS + REDS_OUTPUT_SIZE) +
+constexpr size_t kOutMax = 416u + 12u * (REDS_NUM_SUBMODELS + REDS_OUTPUT_SIZE) +
                            6u * sizeof(REDS_MODEL_NAME) + 6u * sizeof(REDS_MODEL_FINGERPRINT);
 /* bench: each submodel runs this many times and keeps the fastest, which
  * filters out interrupts and (under emulation) host scheduling noise. */
@@ -30,6 +30,26 @@ int8_t g_output[REDS_OUTPUT_SIZE];
 /* Latency table of the budget policy, refreshed by every `bench`. */
 uint32_t g_latency_us[REDS_NUM_SUBMODELS];
 uint32_t g_switch_us = 0;
+
+/* The painted stack (reds_fw_stack_paint): [g_stack_lo, g_stack_hi), words;
+ * null when the board did not call it. */
+constexpr uint32_t kStackPattern = 0x5AA5C33Cu;
+/* Left unpainted below the painting function's own frame. */
+constexpr uintptr_t kStackPaintMargin = 128u;
+uint32_t *g_stack_lo = nullptr;
+uint32_t *g_stack_hi = nullptr;
+
+/* Bytes of the stack used at most since it was painted, or -1 (not painted). */
+int32_t stack_high_water() {
+    if (g_stack_lo == nullptr) {
+        return -1;
+    }
+    const volatile uint32_t *p = g_stack_lo;
+    while (p < g_stack_hi && *p == kStackPattern) {
+        ++p;
+    }
+    return (int32_t)((uintptr_t)g_stack_hi - (uintptr_t)p);
+}
 
 void send(reds_out *o) {
     /* the buffer is sized for every reply; a cut reply would be invalid JSON,
@@ -175,6 +195,12 @@ void cmd_info() {
     reds_out_u32(&o, reds_arena_bytes());
     key(&o, "fingerprint");
     reds_out_json_str(&o, reds_model_fingerprint());
+    key(&o, "stack_bytes");
+    reds_out_i32(&o, stack_high_water());
+    key(&o, "stack_size_bytes");
+    reds_out_i32(&o, g_stack_lo ? (int32_t)((uintptr_t)g_stack_hi - (uintptr_t)g_stack_lo) : -1);
+    key(&o, "serial_buffer_bytes");
+    reds_out_u32(&o, (uint32_t)(sizeof(g_line) + sizeof(g_out_buf)));
     reds_out_char(&o, '}');
     send(&o);
 }
@@ -379,6 +405,26 @@ extern "C" void reds_fw_feed(uint8_t byte) {
     } else {
         g_line_overflow = true;
     }
+}
+
+extern "C" void reds_fw_stack_paint(void *lo, void *hi) {
+    /* whole words inside [lo, hi); nothing at or below this frame's margin */
+    uintptr_t a = ((uintptr_t)lo + 3u) & ~(uintptr_t)3u;
+    uintptr_t b = (uintptr_t)hi & ~(uintptr_t)3u;
+    const uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+    if (a >= b || here < a || here > b) {
+        return;  // not the stack we run on: leave it unknown
+    }
+    const uintptr_t end = (here - kStackPaintMargin) & ~(uintptr_t)3u;
+    if (here < a + kStackPaintMargin || end <= a) {
+        return;  // no room below this frame
+    }
+    volatile uint32_t *p = (volatile uint32_t *)a;
+    while ((uintptr_t)p < end) {
+        *p++ = kStackPattern;
+    }
+    g_stack_lo = (uint32_t *)a;
+    g_stack_hi = (uint32_t *)b;
 }
 
 extern "C" void reds_fw_init(void) {

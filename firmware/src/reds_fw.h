@@ -11,7 +11,13 @@
  * empty or blank line gets no reply; every other line gets exactly one:
  *   info        -> {"ok":true,"model":..,"submodels":K,"active":k,"macs":[..],
  *                   "input_size":N,"input_scale":s,"input_zero_point":z,
- *                   "weight_bytes":..,"arena_bytes":..,"fingerprint":"16 hex"}
+ *                   "weight_bytes":..,"arena_bytes":..,"fingerprint":"16 hex",
+ *                   "stack_bytes":..,"stack_size_bytes":..,"serial_buffer_bytes":..}
+ *                  stack_bytes: the stack high-water mark since start-up (bytes
+ *                  used at most, interrupts included), stack_size_bytes: the
+ *                  stack's size, both -1 on boards that cannot tell (see
+ *                  reds_fw_stack_paint); serial_buffer_bytes: the core's line and
+ *                  reply buffers. Firmware before these three fields lacks them.
  *   use K       -> {"ok":true,"active":K,"switch_us":t}
  *   infer HEX   -> {"ok":true,"active":k,"class":c,"output":[..],"latency_us":t}
  *   bench       -> {"ok":true,"latency_us":[..one per submodel..],"switch_us":t}
@@ -45,6 +51,13 @@ void reds_fw_feed(uint8_t byte);
 /* Answer one complete line (without its line ending; a trailing '\r' is
  * dropped); used by reds_fw_feed and by tests. */
 void reds_fw_handle_line(const char *line, size_t len);
+/* Optional, for `info`'s stack high-water mark: a board layer that knows its
+ * stack's bounds calls this once at start-up, before reds_fw_init(), from the
+ * stack it describes: [lo, hi) with hi its top (the stack grows down). The
+ * core fills the part below the caller's frame with a pattern and later finds
+ * the lowest word that no longer holds it. Boards that do not call it report
+ * -1 (unknown). */
+void reds_fw_stack_paint(void *lo, void *hi);
 
 #ifdef __cplusplus
 }

@@ -13,6 +13,10 @@
  *   with `-icount shift=N` (reds_tf.firmware does): the clock then follows
  *   executed instructions (2^N ns each) and latencies are deterministic.
  *
+ * - Stack: the linker script's .stack section, [__stack_bottom, __stack_top),
+ *   the one stack (main and interrupts); main() has the core paint it so that
+ *   `info` reports its high-water mark.
+ *
  * Adding a bench mode: build with an extra flag (e.g. -DREDS_QEMU_BENCH), and
  * in main() call reds_set_submodel()/reds_invoke() between calls to two
  * noinline marker functions that a TCG plugin recognises by address; stop
@@ -60,6 +64,10 @@ volatile uint32_t g_tail = 0; /* written by the main loop */
 
 }  // namespace
 
+/* Bounds of the main stack (mps2_an386.ld). */
+extern "C" uint32_t __stack_bottom[];
+extern "C" uint32_t __stack_top[];
+
 extern "C" void SysTick_Handler(void) { g_ms = g_ms + 1u; }
 
 extern "C" void UART0RX_Handler(void) {
@@ -97,6 +105,7 @@ extern "C" uint32_t reds_board_micros(void) {
 }
 
 int main(void) {
+    reds_fw_stack_paint(__stack_bottom, __stack_top);
     kUart0->bauddiv = kSysclkHz / 115200u;
     kUart0->ctrl = kUartCtrlTxEn | kUartCtrlRxEn | kUartCtrlRxIntEn;
     *kNvicIser0 = 1u << kUart0RxIrq;
