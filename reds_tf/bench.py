@@ -615,6 +615,7 @@ def summarise(
             }
         )
         rows[-1]["arena_bytes"] = arenas[k]
+        rows[-1]["arena_shared"] = not isinstance(s.get("arena_bytes"), (int, list))
         rep = tflm[k] if tflm is not None and k < len(tflm) else None
         if rep is not None:
             rows[-1]["tflm_arena_bytes"] = int(rep["head"])
@@ -799,6 +800,12 @@ def _ram_section(result: dict[str, Any]) -> list[str]:
                     else "| - |"
                 )
             )
+        if all(r.get("arena_shared") for r in rows):
+            out += [
+                "",
+                "(This export records one arena for all submodels, sized for the largest: "
+                "`manifest.json` has no per-submodel `arena_bytes`.)",
+            ]
         if result.get("tflm_error"):
             out += ["", f"TFLite Micro's arena could not be read: {result['tflm_error']}"]
     ram = result.get("ram_nano33ble")

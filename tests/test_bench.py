@@ -189,7 +189,7 @@ def test_ram_picture_and_tflm_columns() -> None:
     mem = {"dsp": bench.memory_use({".text": 10}, 4), "portable": bench.memory_use({}, 8)}
     tflm = [{"head": 16, "tail": 100, "total": 116}, {"head": 40, "tail": 110, "total": 150}]
     got = bench.summarise(_manifest(), counts, mem, tflm=tflm)["submodels"]
-    assert [r["arena_bytes"] for r in got] == [20, 20]
+    assert [r["arena_bytes"] for r in got] == [20, 20] and got[0]["arena_shared"]
     assert [r["tflm_arena_bytes"] for r in got] == [16, 40]
     assert got[1]["tflm_arena_total_bytes"] == 150 and got[1]["arena_over_tflm"] == 0.5
     # TFLite Micro unavailable: no columns, the bench goes on
@@ -202,6 +202,7 @@ def test_ram_picture_and_tflm_columns() -> None:
     assert "| 1 | 20 B | 40 B | 0.50 | 150 B |" in md
     assert f"**{ram['left_bytes']:,}**" in md and "serial line and reply buffers 2,000 B" in md
     assert "300 B of the 32 KB main-thread stack" in md
+    assert "one arena for all submodels" in md  # _manifest() has no per-submodel arenas
     # a result of an older version (no arena fields) still renders
     assert "TensorFlow Lite Micro" not in bench.render_markdown(_result(counts)).split("|---|")[0]
 
