@@ -386,6 +386,8 @@ def _export_locked(
                     "budget": s.get("budget"),
                     "widths": s["widths"],
                     "macs": plan.macs(k),
+                    # the bytes of the arena this submodel uses (reds_tf/memory.py)
+                    "arena_bytes": plan.arena["per_submodel"][k],
                     "tflite": name,
                     "float_accuracy": float_acc,
                     "int8_accuracy": int8_acc,

@@ -448,7 +448,8 @@ def check_manifest(
     Optional (absent in older exports): ``per_submodel_qparam_bytes``,
     ``bn_stats``, ``num_submodels`` (must equal the number of submodels),
     ``qat``, ``eval_samples``, ``runtime_check``, ``fingerprint``,
-    ``sources_sha256`` (required by :func:`verify_sources`)."""
+    ``sources_sha256`` (required by :func:`verify_sources`), a submodel's
+    ``arena_bytes`` (at most the top-level one)."""
     s = _Schema(Path(path), fix)
     doc = s.obj(doc, "")
     s.str(s.has(doc, "name"), "name")
@@ -490,6 +491,8 @@ def check_manifest(
         for name, w in widths.items():
             s.int(w, f"{key}.widths.{name}", 1, _MAX_DIM)
         s.int(s.has(sm, "macs", key + "."), f"{key}.macs", 1)
+        if "arena_bytes" in sm:  # absent in older exports
+            s.int(sm["arena_bytes"], f"{key}.arena_bytes", 0, doc["arena_bytes"])
         s.str(
             s.has(sm, "tflite", key + "."),
             f"{key}.tflite",

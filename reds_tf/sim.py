@@ -135,6 +135,12 @@ class Runtime:
         self.input_zero_point = int(lib.reds_input_zero_point())
         self.weight_bytes = int(lib.reds_weight_bytes())
         self.arena_bytes = int(lib.reds_arena_bytes())
+        # per submodel (runtimes exported before per-submodel plans lack it)
+        self.submodel_arena_bytes: list[int] | None = None
+        if hasattr(lib, "reds_submodel_arena_bytes"):
+            fn = lib.reds_submodel_arena_bytes
+            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_uint32
+            self.submodel_arena_bytes = [int(fn(k)) for k in range(self.num_submodels)]
         self.input_shape = tuple(input_shape) if input_shape else (self.input_size,)
         if int(np.prod(self.input_shape)) != self.input_size:
             raise RunDirError(f"input shape {self.input_shape} != runtime size {self.input_size}")

@@ -11,7 +11,7 @@ map), ``pointwise`` (1x1, stride 1), ``depthwise``, ``avgpool``, ``maxpool`` and
 operators one by one through :data:`LOWER` (a small function per operator),
 matching the width-carrying ones with the network's graph (:mod:`reds_tf.ir`),
 and checks that the plan's MACs are the graph's. Memory planning happens in
-ONE place: :func:`_assign_buffers`.
+ONE place, :mod:`reds_tf.memory`, through :func:`_assign_buffers`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from reds_tf import costs, ir
+from reds_tf import costs, ir, memory
 from reds_tf.errors import RedsError, RunDirError
 from reds_tf.quant import numerics, slicer
 
@@ -40,7 +40,7 @@ _COST_KINDS = {
 POOL_KINDS = {"AVERAGE_POOL_2D": "avgpool", "MAX_POOL_2D": "maxpool"}
 _ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}
 ROW_GROUP = 4  # rows per group in the nested layout
-ADD_SCRATCH_BYTES = 2048  # REDS_ADD_SCRATCH_BYTES: the DSP kernel's two 256-entry tables
+ADD_SCRATCH_BYTES = memory.ADD_SCRATCH_BYTES  # REDS_ADD_SCRATCH_BYTES (DSP tables)
 COL_CHUNK = 4  # columns per chunk
 
 
@@ -170,6 +170,7 @@ class LayerPlan:
     src: str = "input"
     dst: str = "output"
     src2: str = ""  # add: the second input's buffer
+    slot: int = -1  # row of the per-submodel placement table (compute layers)
     add: numerics.AddQuant | None = None  # add: TFLite's rescaling of both inputs
     # .tflite tensor indices of the activation inputs and the output (the DAG)
     inputs: tuple[int, ...] = ()
@@ -224,9 +225,9 @@ class LayerPlan:
         per = 1 if kind == ir.DENSE else costs.conv_macs_per_pair(self.kernel, self.out_hw)
         return costs.macs(kind, per, self.in_widths[k], self.out_widths[k])
 
-    def scratch_bytes(self) -> int:
-        """Kernel scratch for the largest submodel (REDS_*_SCRATCH_BYTES)."""
-        i, o = self.in_widths[-1], self.out_widths[-1]
+    def scratch_bytes(self, k: int = -1) -> int:
+        """Kernel scratch of submodel k, by default the largest (REDS_*_SCRATCH_BYTES)."""
+        i, o = self.in_widths[k], self.out_widths[k]
         if self.kind == "fully_connected":
             return 4 * o + 2 * i + 4
         if self.kind in ("conv", "pointwise"):
@@ -291,7 +292,8 @@ class ModelPlan:
     output_zero_point: int
     layers: list[LayerPlan]
     submodels: list[dict[str, Any]] = field(default_factory=list)
-    arena: dict[str, int] = field(default_factory=dict)
+    arena: dict[str, Any] = field(default_factory=dict)
+    placements: list[memory.Placement] = field(default_factory=list)
 
     @property
     def num_submodels(self) -> int:
@@ -821,107 +823,63 @@ def build_plan(
 COMPUTE_KINDS = ("fully_connected", "conv", "pointwise", "depthwise", "avgpool", "maxpool", "add")
 
 
-def _assign_buffers(plan: ModelPlan) -> None:
-    """THE memory plan: one static arena = activations | kernel scratch, sized
-    for the largest submodel (widths only grow with k, so it fits every k).
+def memory_steps(plan: ModelPlan, k: int) -> list[memory.Step]:
+    """Submodel k's compute layers as the memory planner sees them (a RESHAPE is
+    the same bytes as its input; the model input is :data:`memory.EXTERNAL`)."""
+    alias: dict[int, int] = {}
+    steps: list[memory.Step] = []
+    first_input = plan.layers[0].inputs[0] if plan.layers else memory.EXTERNAL
 
-    The first compute layer reads the caller's input, the last writes the
-    caller's output. In between, activations alternate between the two ENDS
-    of an activation region of S bytes: a layer whose input sits at offset 0
-    writes its output at S - out_bytes and the next one writes back at 0, with
-    S = the largest (input + output) bytes of any layer, so a layer's input
-    and output never overlap while no byte is reserved twice. A RESHAPE is in
-    place (same bytes). Scratch (im2col / accumulators) follows S. A network
-    with joins (ADD) keeps tensors alive across layers: :func:`_assign_buffers_dag`.
-    """
-    if any(ly.kind == "add" for ly in plan.layers):
-        _assign_buffers_dag(plan)
-        return
-    compute = [ly for ly in plan.layers if ly.kind in COMPUTE_KINDS]
-    last = compute[-1]
-    K = plan.num_submodels
-    # Pass 1: which end each arena-resident output goes to, and S.
-    in_arena = False
-    low = True  # the end the NEXT arena output goes to
-    need = 0
-    ends: dict[int, bool] = {}
-    for ly in compute:
-        in_b = ly.in_bytes(K - 1) if in_arena else 0
-        out_b = 0 if ly is last else ly.out_bytes(K - 1)
-        need = max(need, in_b + out_b)
-        if ly is not last:
-            ends[id(ly)] = low
-            low = not low
-            in_arena = True
-    act = _align4(need)
-    # Pass 2: C expressions of every layer's source and destination.
-    src = "input"
-    for ly in plan.layers:
-        ly.src = src
-        if ly.kind == "reshape":
-            ly.dst = src  # same bytes, different shape: no copy
-            continue
-        if ly is last:
-            ly.dst = "output"
-        else:
-            off = 0 if ends[id(ly)] else act - ly.out_bytes(K - 1)
-            ly.dst = f"act + {off}"
-        src = ly.dst
-    scratch = max([ly.scratch_bytes() for ly in compute] + [0])
-    plan.arena = {"activations": act, "scratch_offset": act, "total": act + _align4(scratch)}
-
-
-def _assign_buffers_dag(plan: ModelPlan) -> None:
-    """The memory plan of a network with joins (ADD): an activation lives from the
-    layer that writes it to the last layer that reads it (a skip tensor across
-    its whole residual block). Buffers are placed largest first, each at the
-    lowest offset free of every buffer alive at the same time (first fit, as
-    TFLM's greedy planner does), sized for the largest submodel: a smaller
-    submodel uses a prefix of each, so nothing alive at once ever overlaps. A
-    RESHAPE is in place; the model input and output are the caller's. Scratch
-    follows the activations."""
-    compute = [ly for ly in plan.layers if ly.kind in COMPUTE_KINDS]
-    last = compute[-1]
-    K = plan.num_submodels
-    alias: dict[int, int] = {}  # a RESHAPE's output -> the tensor whose bytes it is
-
-    def root(t: int) -> int:
+    def tensor(t: int) -> int:
         while t in alias:
             t = alias[t]
-        return t
+        return memory.EXTERNAL if t == first_input else t
 
-    first: dict[int, int] = {}
-    until: dict[int, int] = {}
-    size: dict[int, int] = {}
-    for i, ly in enumerate(plan.layers):
-        for t in ly.inputs:
-            until[root(t)] = i
+    for ly in plan.layers:
         if ly.kind == "reshape":
             alias[ly.output] = ly.inputs[0]
-        elif ly is not last:
-            first[ly.output] = until[ly.output] = i
-            size[ly.output] = _align4(ly.out_bytes(K - 1))
-    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last layer)
-    offset: dict[int, int] = {}
-    for t in sorted(size, key=lambda t: (-size[t], first[t])):
-        lo, hi = first[t], until[t]
-        off = 0
-        for o, e, _, _ in sorted(p for p in placed if p[2] <= hi and lo <= p[3]):
-            if off + size[t] <= o:
-                break
-            off = max(off, e)
-        placed.append((off, off + size[t], lo, hi))
-        offset[t] = off
-    act = max([p[1] for p in placed] + [0])
-    expr: dict[int, str] = {}  # tensor -> C expression; unknown: the model input
-    for ly in plan.layers:
-        ly.src = expr.get(ly.inputs[0], "input")
-        if ly.kind == "add":
-            ly.src2 = expr.get(ly.inputs[1], "input")
+            continue
+        vector = ly.kind == "fully_connected"
+        steps.append(
+            memory.Step(
+                name=ly.name,
+                kind=ly.kind,
+                inputs=tuple(tensor(t) for t in ly.inputs),
+                output=ly.output,
+                in_hw=(1, 1) if vector else tuple(ly.in_hw),
+                out_hw=(1, 1) if vector else tuple(ly.out_hw),
+                kernel_h=1 if vector else ly.kernel[0],
+                stride_h=1 if vector else ly.stride[0],
+                pad_top=0 if vector else ly.padding[0],
+                in_width=ly.in_widths[k],
+                out_width=ly.out_widths[k],
+                scratch=ly.scratch_bytes(k),
+            )
+        )
+    return steps
+
+
+def _assign_buffers(plan: ModelPlan) -> None:
+    """THE memory plan (:mod:`reds_tf.memory`): one placement per submodel, the
+    arena sized for the largest. Each compute layer gets a slot index into the
+    generated per-submodel placement table; the first layer reads the caller's
+    input, the last writes the caller's output."""
+    K = plan.num_submodels
+    plan.placements = [memory.plan(memory_steps(plan, k)) for k in range(K)]
+    per = [p.arena_bytes for p in plan.placements]
+    plan.arena = {"total": max(per + [4]), "per_submodel": per}
+    compute = [ly for ly in plan.layers if ly.kind != "reshape"]
+    by_tensor: dict[int, str] = {}
+    for j, ly in enumerate(compute):
+        ly.slot = j
+        s = plan.placements[-1].slots[j]
+        ly.src = "input" if s.src == memory.EXTERNAL else f"act + s[{j}].src"
+        ly.src2 = "" if ly.kind != "add" else (
+            "input" if s.src2 == memory.EXTERNAL else f"act + s[{j}].src2"
+        )
+        ly.dst = "output" if s.dst == memory.EXTERNAL else f"act + s[{j}].dst"
+        by_tensor[ly.output] = ly.dst
+    for ly in plan.layers:  # a RESHAPE names the same bytes as its input
         if ly.kind == "reshape":
-            ly.dst = ly.src
-        else:
-            ly.dst = "output" if ly is last else f"act + {offset[ly.output]}"
-        expr[ly.output] = ly.dst
-    scratch = max([ly.scratch_bytes() for ly in compute] + [0])
-    plan.arena = {"activations": act, "scratch_offset": act, "total": act + _align4(scratch)}
+            ly.src = ly.dst = by_tensor.get(ly.inputs[0], "input")
+            by_tensor[ly.output] = ly.dst

@@ -68,6 +68,7 @@ def environment(templates_dir: str | os.PathLike | None = None) -> jinja2.Enviro
     )
     env.filters["carray"] = carray
     env.filters["cfloat"] = cfloat
+    env.filters["offset"] = lambda v: max(int(v), 0)  # memory.EXTERNAL -> 0 (never read)
     return env
 
 
@@ -91,6 +92,7 @@ def render_sources(
     ctx = {
         "plan": plan,
         "fc_layers": fc_layers,
+        "compute_layers": [ly for ly in plan.layers if ly.kind != "reshape"],
         "conv_layers": conv_layers,
         # Average and max pools share one table of reds_pool_layer.
         "pool_layers": [ly for ly in plan.layers if ly.kind in ("avgpool", "maxpool")],

@@ -246,6 +246,29 @@ void reds_add_dsp(const reds_add_layer *layer, int k, const int8_t *input1, cons
 #define REDS_ADD reds_add_ref
 #endif
 
+/* ------------------------------------------------------------------------
+ * Row-by-row execution (rows.cpp): what lets a layer's output overlap its input.
+ *
+ * delay < 0: the kernel is called once, output written directly (it must not
+ * overlap the input). delay >= 0: output row oy is computed by the same kernel
+ * on a one-row geometry into `ring` (delay + 1 output rows, disjoint from input
+ * and output) and copied to the output after row oy + delay was computed; the
+ * memory planner (reds_tf/memory.py) places the output so that no copy covers
+ * input bytes a later row reads. Results are bit-identical to one call.
+ * ------------------------------------------------------------------------ */
+#define REDS_OP_CONV 0
+#define REDS_OP_POINTWISE 1
+#define REDS_OP_DEPTHWISE 2
+#define REDS_OP_AVGPOOL 3
+#define REDS_OP_MAXPOOL 4
+
+void reds_run_conv(int op, const reds_conv_layer *layer, int k, const int8_t *input,
+                   int8_t *output, int8_t *ring, int delay, int32_t *scratch);
+void reds_run_pool(int op, const reds_pool_layer *layer, int k, const int8_t *input,
+                   int8_t *output, int8_t *ring, int delay);
+void reds_run_fc(const reds_fc_layer *layer, int k, const int8_t *input, int8_t *output,
+                 int8_t *ring, int delay, int32_t *scratch);
+
 /* TFLite's MultiplyByQuantizedMultiplier with double rounding; shared by
  * every kernel so that all of them round identically. */
 static inline int32_t reds_srdhm(int32_t a, int32_t b) {

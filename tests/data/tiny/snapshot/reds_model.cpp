@@ -33,8 +33,37 @@ static const reds_fc_layer reds_fc_layers[3] = {
      128, -3, -128, 127},
 };
 
-/* The one static arena, sized for the largest submodel (plan.py, _assign_buffers):
- * [0, 24) activations, alternating between its two ends | [24, 128) kernel scratch. */
+/* Where every compute layer of submodel k reads, writes, keeps its ring of
+ * output rows and its scratch: byte offsets in the arena, one row per submodel
+ * (reds_tf/memory.py). delay < 0: one kernel call, output written directly;
+ * delay >= 0: row by row through the ring, the output overlapping the input
+ * where that is exact (reds_run_* in rows.cpp). */
+typedef struct reds_slot {
+    uint32_t src, src2, dst, ring, scratch;
+    int32_t delay;
+} reds_slot;
+static const reds_slot reds_slots[REDS_NUM_SUBMODELS][3] = {
+    { /* submodel 0: 84 arena bytes */
+     {0, 0, 0, 0, 8, -1}, /* fc1 */
+     {0, 0, 52, 0, 56, -1}, /* fc2 */
+     {52, 0, 0, 0, 0, -1} /* logits */
+    },
+    { /* submodel 1: 104 arena bytes */
+     {0, 0, 0, 0, 12, -1}, /* fc1 */
+     {0, 0, 44, 0, 52, -1}, /* fc2 */
+     {44, 0, 0, 0, 64, -1} /* logits */
+    },
+    { /* submodel 2: 116 arena bytes */
+     {0, 0, 0, 0, 12, -1}, /* fc1 */
+     {0, 0, 36, 0, 48, -1}, /* fc2 */
+     {36, 0, 0, 0, 72, -1} /* logits */
+    },
+};
+
+/* Arena bytes each submodel uses (the arena below is the largest of them). */
+static const uint32_t reds_submodel_arena[REDS_NUM_SUBMODELS] = {84u, 104u, 116u};
+
+/* The one static arena, sized for the largest submodel. */
 static int32_t reds_arena[REDS_ARENA_BYTES / 4];
 
 /* The whole submodel switch: one store. */
@@ -58,16 +87,16 @@ int reds_invoke(const int8_t *input, int8_t *output) {
     }
     const int k = reds_active;
     int8_t *const act = (int8_t *)reds_arena;
-    int32_t *const scratch = reds_arena + 6;
+    const reds_slot *const s = reds_slots[k];
     (void)act;
-    (void)scratch;
+    (void)s;
     /* reshape: same int8 bytes in a new shape, nothing to do */
-    /* fc1: input -> act + 0 */
-    REDS_FC(&reds_fc_layers[0], k, input, act + 0, scratch);
-    /* fc2: act + 0 -> act + 14 */
-    REDS_FC(&reds_fc_layers[1], k, act + 0, act + 14, scratch);
-    /* logits: act + 14 -> output */
-    REDS_FC(&reds_fc_layers[2], k, act + 14, output, scratch);
+    /* fc1: input -> act + s[0].dst */
+    reds_run_fc(&reds_fc_layers[0], k, input, act + s[0].dst, act + s[0].ring, s[0].delay, (int32_t *)(act + s[0].scratch));
+    /* fc2: act + s[1].src -> act + s[1].dst */
+    reds_run_fc(&reds_fc_layers[1], k, act + s[1].src, act + s[1].dst, act + s[1].ring, s[1].delay, (int32_t *)(act + s[1].scratch));
+    /* logits: act + s[2].src -> output */
+    reds_run_fc(&reds_fc_layers[2], k, act + s[2].src, output, act + s[2].ring, s[2].delay, (int32_t *)(act + s[2].scratch));
     return 0;
 }
 
@@ -84,3 +113,6 @@ uint32_t reds_macs(int k) {
 }
 uint32_t reds_weight_bytes(void) { return REDS_WEIGHT_BYTES; }
 uint32_t reds_arena_bytes(void) { return REDS_ARENA_BYTES; }
+uint32_t reds_submodel_arena_bytes(int k) {
+    return (k >= 0 && k < REDS_NUM_SUBMODELS) ? reds_submodel_arena[k] : 0u;
+}

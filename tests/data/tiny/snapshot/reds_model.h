@@ -24,7 +24,7 @@
 #define REDS_OUTPUT_SCALE 0.018634621053934097f
 #define REDS_OUTPUT_ZERO_POINT (-3)
 #define REDS_WEIGHT_BYTES 538u      /* all weight + bias bytes, stored once */
-#define REDS_ARENA_BYTES 128u        /* the one static activation arena */
+#define REDS_ARENA_BYTES 116u        /* the one static activation arena */
 
 #ifdef __cplusplus
 extern "C" {
@@ -53,6 +53,8 @@ int reds_output_zero_point(void);
 uint32_t reds_macs(int k);          /* 0 for a bad k */
 uint32_t reds_weight_bytes(void);
 uint32_t reds_arena_bytes(void);
+/* Arena bytes submodel k uses (<= reds_arena_bytes()); 0 for a k out of range. */
+uint32_t reds_submodel_arena_bytes(int k);
 
 #ifdef __cplusplus
 }

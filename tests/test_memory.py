@@ -1,0 +1,160 @@
+"""The activation-memory planner (reds_tf/memory.py).
+
+Placements are checked two ways: by the planner's own rule checker, and by
+running the row-by-row execution of rows.cpp in a NumPy byte arena with a
+stand-in kernel whose every output byte depends on every input row it reads:
+an in-place write that clobbered input still to be read would change the
+result, which is compared with separate buffers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reds_tf import memory
+from reds_tf.memory import EXTERNAL, Step
+
+
+def _conv_out(n: int, k: int, s: int, same: bool) -> tuple[int, int]:
+    if same:
+        out = -(-n // s)
+        return out, max((out - 1) * s + k - n, 0) // 2
+    return (n - k) // s + 1, 0
+
+
+def _chain(rng: np.random.Generator) -> list[Step]:
+    """A random chain: a first conv from the caller's input, then depthwise,
+    pointwise, conv and pool layers of random sizes, then a global pool and FC."""
+    h = int(rng.integers(4, 20))
+    c = int(rng.integers(1, 5))
+    steps: list[Step] = []
+    t = 0
+    kinds = ["conv"] + list(rng.choice(["depthwise", "pointwise", "conv", "avgpool", "maxpool"],
+                                       size=int(rng.integers(1, 7))))  # fmt: skip
+    for kind in kinds:
+        k = 1 if kind == "pointwise" else int(rng.choice([1, 2, 3, 5]))
+        s = 1 if kind == "pointwise" else int(rng.choice([1, 1, 2]))
+        k = min(k, h)
+        same = bool(rng.integers(0, 2))
+        oh, pt = _conv_out(h, k, s, same)
+        co = c if kind in ("depthwise", "avgpool", "maxpool") else int(rng.integers(1, 9))
+        src = EXTERNAL if not steps else t
+        t += 1
+        scratch = 4 * co + 2 * k * k * c + 4 if kind in ("conv", "pointwise") else 0
+        steps.append(Step(f"l{t}", kind, (src,), t, (h, h), (oh, oh), k, s, pt, c, co, scratch))
+        h, c = oh, co
+    steps.append(Step("gap", "avgpool", (t,), t + 1, (h, h), (1, 1), h, 1, 0, c, c))
+    steps.append(Step("fc", "fully_connected", (t + 1,), t + 2, (1, 1), (1, 1), 1, 1, 0, c, 3,
+                      4 * 3 + 2 * c + 4))  # fmt: skip
+    return steps
+
+
+def _row(s: Step, rows: list[np.ndarray], oy: int) -> np.ndarray:
+    """Stand-in kernel: output row oy from the input rows its window covers."""
+    lo = max(0, oy * s.stride_h - s.pad_top)
+    hi = min(s.in_hw[0], oy * s.stride_h - s.pad_top + s.kernel_h)
+    acc = np.arange(1, s.out_row + 1, dtype=np.int64) * (oy + 7)
+    for r in range(lo, hi):
+        v = rows[r].astype(np.int64)
+        acc = acc * 31 + int((v * np.arange(1, v.size + 1)).sum()) + r
+    return (acc % 251).astype(np.uint8)
+
+
+def _run(steps: list[Step], placement: memory.Placement | None, x: np.ndarray) -> np.ndarray:
+    """The chain on the caller's input x: in an arena per ``placement`` with the
+    row runner's ring and delay, or (None) with separate buffers."""
+    arena = np.zeros(placement.arena_bytes if placement else 0, np.uint8)
+    cur = x
+    for i, s in enumerate(steps):
+        sl = placement.slots[i] if placement else None
+
+        def in_rows(sl=sl, s=s, cur=cur):
+            if sl is None or sl.src == EXTERNAL:
+                return [cur[r * s.in_row : (r + 1) * s.in_row] for r in range(s.in_hw[0])]
+            return [arena[sl.src + r * s.in_row : sl.src + (r + 1) * s.in_row].copy()
+                    for r in range(s.in_hw[0])]  # fmt: skip
+
+        h, orow = s.out_hw[0], s.out_row
+        if sl is None or sl.dst == EXTERNAL:
+            out = np.concatenate([_row(s, in_rows(), oy) for oy in range(h)])
+            if sl is None:
+                cur = out
+                continue
+            return out
+        if sl.delay < 0:  # one call: reads all input, then writes
+            out = np.concatenate([_row(s, in_rows(), oy) for oy in range(h)])
+            arena[sl.dst : sl.dst + out.size] = out
+            continue
+        slots = sl.delay + 1
+        for oy in range(h):  # exactly the order of reds_run_conv
+            r = _row(s, in_rows(), oy)  # reads the arena as it is now
+            arena[sl.ring + (oy % slots) * orow : sl.ring + (oy % slots + 1) * orow] = r
+            if oy >= sl.delay:
+                j = oy - sl.delay
+                arena[sl.dst + j * orow : sl.dst + (j + 1) * orow] = arena[
+                    sl.ring + (j % slots) * orow : sl.ring + (j % slots + 1) * orow
+                ]
+        for j in range(max(h - sl.delay, 0), h):
+            arena[sl.dst + j * orow : sl.dst + (j + 1) * orow] = arena[
+                sl.ring + (j % slots) * orow : sl.ring + (j % slots + 1) * orow
+            ]
+    return cur
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_chains_in_place_equal_separate_buffers(seed):
+    rng = np.random.default_rng(seed)
+    steps = _chain(rng)
+    placement = memory.plan(steps)
+    assert memory.check(steps, placement) == []
+    x = rng.integers(0, 256, steps[0].in_bytes).astype(np.uint8)
+    np.testing.assert_array_equal(_run(steps, placement, x), _run(steps, None, x))
+    separate = max(s.in_bytes + s.out_bytes for s in steps[1:-1]) + max(
+        memory.align4(s.scratch) for s in steps
+    )
+    assert placement.arena_bytes <= separate + 8 * len(steps)
+
+
+def test_the_checker_catches_an_output_shifted_one_byte_too_far():
+    """Not vacuous: a depthwise layer run in place at its largest safe shift is
+    accepted and computes what separate buffers do; 4 bytes further the checker
+    reports it and the emulated run computes something else."""
+    s0 = Step("c", "conv", (EXTERNAL,), 1, (8, 8), (8, 8), 3, 1, 1, 1, 4, 64)
+    s1 = Step("dw", "depthwise", (1,), 2, (8, 8), (8, 8), 3, 1, 1, 4, 4)
+    s2 = Step("fc", "fully_connected", (2,), 3, (1, 1), (1, 1), 1, 1, 0, 256, 2, 524)
+    steps = [s0, s1, s2]
+    shift = int(memory.max_shift(s1, 1))
+    assert shift == 0  # a 3x3 stride-1 map may overwrite itself one row late
+    x = np.random.default_rng(0).integers(0, 256, 64).astype(np.uint8)
+    want = _run(steps, None, x)
+    for extra, ok in ((0, True), (4, False)):
+        dst = 8 + shift + extra
+        slots = [
+            memory.Slot(EXTERNAL, 8, scratch=1000),
+            memory.Slot(8, dst, ring=600, delay=1, scratch=1000),
+            memory.Slot(dst, EXTERNAL, scratch=1000),
+        ]
+        placement = memory.Placement(slots, 2000)
+        problems = memory.check(steps, placement)
+        assert (problems == []) == ok, problems
+        assert np.array_equal(_run(steps, placement, x), want) == ok
+
+
+def test_ds_cnn_and_mobilenet_shapes():
+    """DS-CNN-S on 32x32x3 (stride-2 first conv to 16x16x64, 4 blocks) and
+    MobileNetV1-0.25 on 96x96x3: the arena is the busiest layer's need."""
+
+    def step(name, kind, t, ih, oh, kh, sh, pt, ci, co, scr=0):
+        return Step(name, kind, (t - 1 if t > 1 else EXTERNAL,), t, (ih, ih), (oh, oh), kh, sh,
+                    pt, ci, co, scr)  # fmt: skip
+
+    ds = [step("c", "conv", 1, 32, 16, 3, 2, 0, 3, 64, 4 * 64 + 2 * 27 + 4)]
+    for b in range(4):
+        ds.append(step(f"dw{b}", "depthwise", len(ds) + 1, 16, 16, 3, 1, 1, 64, 64))
+        ds.append(step(f"pw{b}", "pointwise", len(ds) + 1, 16, 16, 1, 1, 0, 64, 64, 388))
+    ds.append(step("gap", "avgpool", len(ds) + 1, 16, 1, 16, 1, 0, 64, 64))
+    p = memory.plan(ds)
+    assert memory.check(ds, p) == []
+    # one 16x16x64 map + the depthwise's 2-row ring (16 x 64 bytes each)
+    assert p.arena_bytes == p.lower_bound == 16 * 16 * 64 + 2 * 16 * 64
