@@ -469,7 +469,11 @@ def parse_marks(marks: list[int], num_submodels: int) -> dict[str, Any]:
 
 
 # The kernel entry points reds_invoke calls, one per layer (reds_model.cpp.j2).
-_LAYER_CALL = re.compile(r"/\* (\w+): [^*]*\*/\s*\n\s*REDS_(\w+)\(")
+# A layer's comment, then its call: a kernel macro (``REDS_FC(``) or a row
+# driver with its operation (``reds_run_fc(``, ``reds_run_conv(REDS_OP_POINTWISE,``).
+_LAYER_CALL = re.compile(
+    r"/\* (\w+): [^*]*\*/\s*\n\s*(?:REDS_(\w+)\(|reds_run_(\w+)\((?:REDS_OP_(\w+))?)"
+)
 _BL_LINE = re.compile(r"^\s*([0-9a-f]+):\s+bl\s+[0-9a-f]+ <(reds_\w+)>")
 
 
@@ -478,7 +482,10 @@ def model_layers(src_dir: Path) -> list[tuple[str, str]]:
     ``reds_model.cpp`` (kind: the kernel macro, e.g. ``pointwise``)."""
     text = (src_dir / "reds_model.cpp").read_text(encoding="utf-8", errors="replace")
     body = text.split("int reds_invoke(", 1)[-1]
-    return [(m.group(1), m.group(2).lower()) for m in _LAYER_CALL.finditer(body)]
+    return [
+        (m.group(1), (m.group(2) or m.group(4) or m.group(3)).lower())
+        for m in _LAYER_CALL.finditer(body)
+    ]
 
 
 def layer_call_sites(elf: Path) -> list[int]:
