@@ -25,6 +25,13 @@ latency estimate is estimated cycles / 64 MHz. Per layer, the plugin records the
 counts at every kernel call in ``reds_invoke``. Results go to
 ``RUN_DIR/bench.json`` and to a section of ``BENCHMARKS.md`` delimited by HTML
 comments.
+
+RAM: per submodel, our activation arena (``manifest.json``) beside TensorFlow
+Lite Micro's for the same ``submodel_k.tflite`` (:mod:`reds_tf.tflm_arena`),
+and the Nano 33 BLE build's RAM (``ram_nano33ble``, :func:`nano_ram`): the
+runtime's and the serial firmware core's ``.data`` + ``.bss`` from objects
+compiled with the Nano's flags, the stack high-water mark of the dsp build,
+the Arduino core's allowance (``reds_tf.boards``) and what is left of 256 KB.
 """
 
 from __future__ import annotations
