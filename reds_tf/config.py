@@ -226,10 +226,20 @@ class Config:
     knapsack: KnapsackConfig = field(default_factory=KnapsackConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     baseline: str = "none"  # "scratch": also train each submodel architecture alone
-    # Optional: the largest per-layer activation (input + output, int8 bytes)
-    # every submodel must fit (MobileNetV1 on a 256 KB board).
-    memory_budget_bytes: int | None = None
+    # Optional bound on each submodel's activation arena (bytes, the exported
+    # runtime's, reds_tf/memory.py): one integer for every submodel, or a list
+    # with one entry (an integer or None: no bound) per budget, in the same
+    # order. Resolved per submodel by :meth:`memory_bounds`.
+    memory_budget_bytes: int | tuple[int | None, ...] | None = None
     source: str = field(default="", compare=False)  # file the config came from
+
+    def memory_bounds(self) -> tuple[int | None, ...]:
+        """The arena bound of each submodel (one per entry of ``budgets``, the
+        full model last); None: no bound."""
+        m = self.memory_budget_bytes
+        if m is None or isinstance(m, int):
+            return (m,) * len(self.budgets)
+        return tuple(m)
 
 
 _SCHEDULES = ("cosine", "constant")
@@ -458,6 +468,44 @@ def _budgets(r: _Reader) -> tuple[float, ...]:
     return budgets
 
 
+def _memory_budget(
+    r: _Reader, budgets: tuple[float, ...], given: Any
+) -> int | tuple[int | None, ...] | None:
+    """``memory_budget_bytes``: one integer (every submodel), or a list with one
+    entry per budget (an integer, or null for no bound). When ``budgets`` did
+    not end at 1 (the full model is appended), a list may also leave the full
+    model out: its bound is then null. Resolved to one entry per submodel."""
+    key = r.key("memory_budget_bytes")
+    top = LIMITS["memory_budget_bytes"]
+    v = r.data.get("memory_budget_bytes")
+    if not isinstance(v, list):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            r.fail(key, "must be a positive integer (bytes) or a list with one per budget", v)
+        return r.int("memory_budget_bytes", None, optional=True, maximum=top)
+    r.data.pop("memory_budget_bytes")
+    n_given = len(given) if isinstance(given, list) else len(budgets)
+    if len(v) not in (n_given, len(budgets)):
+        want = f"{len(budgets)}" if n_given == len(budgets) else f"{n_given} or {len(budgets)}"
+        r.fail(
+            key,
+            f"must have one entry per budget ({want} for budgets "
+            f"{[float(b) for b in budgets]}), got {len(v)} entries",
+        )
+    out: list[int | None] = []
+    for i, e in enumerate(v):
+        e = _whole(e)
+        if e is None:
+            out.append(None)
+            continue
+        if isinstance(e, bool) or not isinstance(e, int) or e < 1:
+            r.fail(f"{key}[{i}]", "must be a positive integer (bytes) or null (no bound)", e)
+        if e > top:
+            r.fail(f"{key}[{i}]", f"must be at most {top}", e)
+        out.append(e)
+    out += [None] * (len(budgets) - len(out))  # the appended full model: no bound
+    return tuple(out)
+
+
 def _scalar_or_list(v: Any) -> bool:
     if v is None or isinstance(v, (bool, int, float, str)):
         return not (isinstance(v, float) and not math.isfinite(v))
@@ -530,6 +578,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     seed = r.int("seed", 0, minimum=0, maximum=LIMITS["seed"])
     data_options = _data_options(r)
     model = _model(r.sub("model"))
+    given = r.data.get("budgets")
     budgets = _budgets(r)
     block = r.int("block", Config.block, maximum=LIMITS["block"])
 
@@ -592,9 +641,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     f.done()
 
     baseline = r.str("baseline", "none", _BASELINES)
-    memory = r.int(
-        "memory_budget_bytes", None, optional=True, maximum=LIMITS["memory_budget_bytes"]
-    )
+    memory = _memory_budget(r, budgets, given)
     r.done()
     return Config(
         name=name,

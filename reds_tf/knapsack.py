@@ -56,7 +56,7 @@ from typing import Protocol
 import numpy as np
 import pulp
 
-from reds_tf import ir
+from reds_tf import ir, memory
 from reds_tf.costs import (
     TIED_KINDS,
     CostLayer,
@@ -141,6 +141,11 @@ class KnapsackResult:
     cost: list[int] = field(default_factory=list)
     cost_fraction: list[float] = field(default_factory=list)
     full_cost: int = 0
+    # With the graph (a graph as ``layers``, or ``graph=``): each submodel's
+    # activation arena in bytes as the exported runtime plans it (reds_tf/memory.py).
+    arena_bytes: list[int] = field(default_factory=list)
+    # The arena bound of each submodel (``memory_bytes``; None: no bound).
+    memory_bytes: list[int | None] = field(default_factory=list)
 
     @property
     def total_seconds(self) -> float:
@@ -185,7 +190,11 @@ class _Instance:
     budgets: list[float]
     # Per layer: activation elements = const + sum coef * width(free layer).
     act: list[tuple[str, int, dict[str, int]]]
-    max_act: int | None
+    max_act: int | None  # the bound of the submodel being solved
+    # Per submodel (budget order): the bound on ``act`` (None: none), for memory
+    # bounds in bytes; None when one ``max_act`` holds for every submodel.
+    act_bounds: list[int | None] | None = None
+    act_unit: str = "elements"
     # The cost the budgets constrain, for the submodel being solved (set_costs):
     const: int = 0  # independent of chosen widths
     lin: dict[str, np.ndarray] = field(default_factory=dict)  # per level of one chosen width
@@ -340,7 +349,17 @@ def _set_costs(inst: _Instance, cost: SubmodelCost, history: Sequence[Mapping[st
 
 def _check_feasible(inst: _Instance, block: int) -> None:
     smallest = inst.budgets[0]
-    if inst.max_act is not None:
+    if inst.act_bounds is not None:
+        low = {n: 0 for n in inst.free}
+        need = _act_at(inst, low)
+        for budget, bound in zip(inst.budgets, inst.act_bounds, strict=True):
+            if bound is not None and budget < 1.0 and need > bound:
+                raise InfeasibleBudgetError(
+                    f"memory bound {bound:,} bytes of the submodel for budget {budget:g} is "
+                    f"infeasible: with every prunable layer at one block of {block} units the "
+                    f"linear arena bound is {need:,} bytes. Raise that bound or lower `block`."
+                )
+    elif inst.max_act is not None:
         low = {n: 0 for n in inst.free}
         need = _act_at(inst, low)
         if need > inst.max_act:
@@ -432,6 +451,8 @@ def solve_nested(
     max_activation_elems: int | None = None,
     method: str = "auto",
     cost: SubmodelCost | None = None,
+    memory_bytes: int | Sequence[int | None] | None = None,
+    graph: ir.Graph | None = None,
 ) -> KnapsackResult:
     """Choose nested per-layer widths for each MAC budget with a MILP (PuLP + CBC).
 
@@ -462,6 +483,14 @@ def solve_nested(
             rebuilt for every submodel from the ones before it and the budgets
             are fractions of the full model's cost after all of them (see
             :func:`_nested`); None for MACs.
+        memory_bytes: optional bound on each submodel's activation arena in
+            bytes, as the exported runtime plans it (:func:`reds_tf.memory.plan`):
+            one integer for every submodel, or one entry per budget (in the
+            order of ``budgets``; None: no bound). Needs the graph (as
+            ``layers`` or ``graph``). See :func:`_with_memory`.
+        graph: the network graph (:func:`reds_tf.ir.from_keras`) when ``layers``
+            is the cost model; with a graph every submodel's planned
+            ``arena_bytes`` is recorded.
 
     Returns:
         A :class:`KnapsackResult`, smallest budget first. Widths are nested:
@@ -469,7 +498,7 @@ def solve_nested(
 
     Raises:
         InfeasibleBudgetError: the smallest budget is below
-            :func:`min_macs_fraction`.
+            :func:`min_macs_fraction`, or a memory bound cannot be met.
     """
     if method not in ("auto", "milp"):
         raise ConfigError(f"knapsack method must be 'auto' or 'milp', got {method!r}")
@@ -490,7 +519,173 @@ def solve_nested(
                 return chosen, "optimal"
             return _solve_one(inst, budget, prev, time_limit, tmp)
 
-        return _nested(inst, block, cost, solve, log)
+        return _with_memory(inst, block, cost, solve, log, memory_bytes, graph or layers, budgets)
+
+
+# Rounds of re-solving when a submodel's exact arena (the greedy placement)
+# exceeds its bound although the linear terms met it.
+_MEMORY_ROUNDS = 6
+
+
+def _memory_bounds(inst: _Instance, memory_bytes, budgets_given: Sequence[float]) -> list:
+    """``memory_bytes`` as one bound per budget in the instance's (sorted) order."""
+    if memory_bytes is None or isinstance(memory_bytes, (int, np.integer)):
+        bounds = [memory_bytes] * len(budgets_given)
+    else:
+        bounds = list(memory_bytes)
+        if len(bounds) != len(budgets_given):
+            raise ConfigError(
+                f"memory_bytes has {len(bounds)} entries for {len(budgets_given)} budgets; "
+                "give one per budget (or one number for every submodel)"
+            )
+    for b in bounds:
+        if b is not None and (isinstance(b, bool) or int(b) != b or b < 1):
+            raise ConfigError(f"a memory bound must be a positive whole number of bytes, got {b!r}")
+    order = sorted(range(len(bounds)), key=lambda i: float(budgets_given[i]))
+    return [None if bounds[i] is None else int(bounds[i]) for i in order]
+
+
+def _memory_terms(inst: _Instance, graph: ir.Graph) -> list[tuple[str, int, dict[str, int]]]:
+    """The planner's linear arena terms (:func:`reds_tf.memory.linear_terms`,
+    bytes) over the instance's chosen widths."""
+    out = []
+    for t in memory.linear_terms(graph):
+        const, lin = t.const, {}
+        for name, per in t.coef.items():
+            src = inst.source.get(name, name)
+            if isinstance(src, str):
+                if src not in inst.levels:
+                    raise ValueError(f"memory term of {t.step!r} names {name!r}, no chosen width")
+                lin[src] = lin.get(src, 0) + per
+            else:
+                const += per * int(src)
+        out.append((t.step, const, lin))
+    return out
+
+
+def arena_bytes(graph: ir.Graph, widths: Mapping[str, int]) -> int:
+    """The exact activation arena (bytes) of the submodel with these widths
+    (every prunable width-carrying node named; others at full width), as the
+    export plans it."""
+    chosen = {
+        n.name: int(widths[n.name])
+        for n in graph.nodes
+        if n.kind in ir.CHOSEN_KINDS and n.tied is None and n.name in widths
+    }
+    return memory.plan(memory.steps_from_graph(graph, chosen)).arena_bytes
+
+
+def _suffix_min(bounds: Sequence[int | None]) -> list[int | None]:
+    """Submodel k's widths are at most every later submodel's, so it meets the
+    smallest bound of itself and every later one (the linear terms grow with
+    every width): what its own solve must respect."""
+    out: list[int | None] = []
+    cur: int | None = None
+    for b in reversed(bounds):
+        if b is not None:
+            cur = b if cur is None else min(cur, b)
+        out.append(cur)
+    return out[::-1]
+
+
+def _with_memory(
+    inst: _Instance,
+    block: int,
+    cost: SubmodelCost | None,
+    solve: Callable[..., tuple[dict[str, int], str]],
+    log: Callable[[str], None] | None,
+    memory_bytes,
+    graph,
+    budgets_given: Sequence[float],
+) -> KnapsackResult:
+    """:func:`_nested` under per-submodel arena bounds.
+
+    Submodel k's arena, as :func:`reds_tf.memory.plan` places it, must not exceed
+    its bound. The solvers bound the planner's linear terms
+    (:func:`reds_tf.memory.linear_terms`: their maximum is the bytes some layer
+    needs at once; bytes, one per int8 element) by the smallest bound of
+    submodel k and every later one (nesting: a later submodel is no narrower),
+    plus the terms' alignment excess at the smallest widths.
+    The greedy placement usually reaches that maximum exactly but not always,
+    so every submodel is then planned exactly; one above its bound has its
+    linear bound tightened by the excess and all submodels are solved again
+    (at most :data:`_MEMORY_ROUNDS` rounds). ``budgets_given``: the budgets in
+    the caller's order (that of a list of bounds)."""
+    has_graph = isinstance(graph, ir.Graph)
+    if memory_bytes is not None and inst.max_act is not None:
+        raise ConfigError("give either max_activation_elems or memory_bytes, not both")
+    bounds = _memory_bounds(inst, memory_bytes, budgets_given)
+    if memory_bytes is not None and not has_graph:
+        raise ValueError("memory_bytes needs the graph: pass it as layers or graph=")
+    bounded = any(b is not None for b in bounds)
+    if not bounded:
+        res = _nested(inst, block, cost, solve, log)
+        if has_graph:
+            res.arena_bytes = [arena_bytes(graph, w) for w in res.widths]
+            res.memory_bytes = list(bounds)
+        return res
+    inst.act = _memory_terms(inst, graph)
+    inst.act_unit = "bytes"
+    low = {n: inst.levels[n][0] for n in inst.free}
+    low_arena = arena_bytes(graph, low)
+    full_arena = arena_bytes(graph, {n: inst.levels[n][-1] for n in inst.free})
+    for k, (budget, bound) in enumerate(zip(inst.budgets, bounds, strict=True)):
+        if bound is None:
+            continue
+        if budget >= 1.0 and full_arena > bound:
+            raise InfeasibleBudgetError(
+                f"memory bound {bound:,} bytes of the full model (budget {budget:g}) is "
+                f"below its arena of {full_arena:,} bytes; raise it to at least {full_arena:,}"
+            )
+        if low_arena > bound:
+            raise InfeasibleBudgetError(
+                f"memory bound {bound:,} bytes of submodel {k} (budget {budget:g}) is below "
+                f"the smallest submodel's arena of {low_arena:,} bytes (every prunable layer "
+                f"at one block of {block} units); raise it to at least {low_arena:,} or "
+                "lower `block`"
+            )
+    # The terms count up to 3 bytes of alignment per buffer that widths in whole
+    # blocks rarely need: start from the bound plus the terms' excess over the
+    # exact arena at the smallest widths (the exact re-check below is the rule).
+    slack = max(0, _act_at(inst, {n: 0 for n in inst.free}) - low_arena)
+    tight = [None if b is None else b + slack for b in bounds]
+    over: list[int] = []
+    rounds = 0
+    while rounds < _MEMORY_ROUNDS:
+        rounds += 1
+        inst.act_bounds = _suffix_min(tight)
+        lines: list[str] = []
+        try:
+            res = _nested(inst, block, cost, solve, lines.append)
+        except InfeasibleBudgetError:
+            if not over:
+                raise  # the bounds as given, not a tightened one
+            break  # tightened below what the terms allow: the placement cannot meet it
+        arenas = [arena_bytes(graph, w) for w in res.widths]
+        over = [
+            k
+            for k, (a, b) in enumerate(zip(arenas, bounds, strict=True))
+            if b is not None and a > b
+        ]
+        if not over:
+            res.arena_bytes, res.memory_bytes = arenas, list(bounds)
+            if log is not None:
+                for line in lines:
+                    log(line)
+                shown = ", ".join(
+                    f"{a:,}" + ("" if b is None else f" (<= {b:,})")
+                    for a, b in zip(arenas, bounds, strict=True)
+                )
+                log(f"knapsack: activation arenas {shown} bytes")
+            return res
+        for k in over:
+            tight[k] = int(tight[k]) - (arenas[k] - int(bounds[k]))
+    k = over[0]
+    raise InfeasibleBudgetError(
+        f"memory bound {bounds[k]:,} bytes of submodel {k} (budget {inst.budgets[k]:g}) not "
+        f"met: after {rounds} rounds its planned arena is still {arenas[k]:,} bytes (the "
+        "placement needs more than the linear terms allow for); raise the bound"
+    )
 
 
 # Rounds of the fixed point between the submodels and the full model's cost
@@ -527,8 +722,10 @@ def _nested(
         res = KnapsackResult()
         prev = {n: inst.levels[n][0] for n in inst.free}
         history: list[dict[str, int]] = []
-        for budget in inst.budgets:
+        for k, budget in enumerate(inst.budgets):
             t0 = time.perf_counter()
+            if inst.act_bounds is not None:
+                inst.max_act = inst.act_bounds[k]
             if cost is not None:
                 _set_costs(inst, cost, history)
             if budget >= 1.0:
@@ -846,10 +1043,14 @@ def _cost_at(inst: _Instance, level_index: Mapping[str, int]) -> int:
 
 
 def _act_at(inst: _Instance, level_index: Mapping[str, int]) -> int:
-    """Largest per-layer input+output activation elements at the given levels."""
+    """Largest activation term at the given levels: per-layer input+output
+    elements, or with memory bounds the arena's linear bound in bytes."""
     return max(
-        c + sum(per * inst.levels[n][level_index[n]] for n, per in lin.items())
-        for _name, c, lin in inst.act
+        (
+            c + sum(per * inst.levels[n][level_index[n]] for n, per in lin.items())
+            for _name, c, lin in inst.act
+        ),
+        default=0,
     )
 
 
@@ -902,15 +1103,25 @@ def solve_bruteforce(
     *,
     max_activation_elems: int | None = None,
     cost: SubmodelCost | None = None,
+    memory_bytes: int | Sequence[int | None] | None = None,
+    graph: ir.Graph | None = None,
 ) -> KnapsackResult:
     """Exhaustive search with the same nesting rule as :func:`solve_nested`; small instances only.
 
     Each budget takes the highest-value admissible widths (ties: lower cost,
     then the first in enumeration order); the next budget starts from them.
     Costs are evaluated directly (MACs from the cost model, a ``cost``'s terms
-    at the widths), not from the solvers' tables.
+    at the widths, :func:`reds_tf.memory.linear_terms` at the widths), not
+    from the solvers' tables; memory bounds go through the same exact re-check
+    as :func:`solve_nested`.
     """
     inst = _prepare(layers, scores, budgets, block, max_activation_elems)
+    the_graph = graph or layers
+    mem_terms = (
+        memory.linear_terms(the_graph)
+        if memory_bytes is not None and isinstance(the_graph, ir.Graph)
+        else []
+    )
     n_comb = math.prod(len(inst.levels[n]) for n in inst.free)
     if n_comb > _BRUTEFORCE_LIMIT:
         raise ValueError(f"{n_comb} width combinations is too many for brute force")
@@ -931,13 +1142,17 @@ def solve_bruteforce(
                 max(model_activation_elems(inst.layers, w).values()) > max_activation_elems
             ):
                 continue
+            if mem_terms and inst.max_act is not None:
+                full_w = resolve_widths(inst.layers, w)
+                if max(t.value(full_w) for t in mem_terms) > inst.max_act:
+                    continue
             key = (_value(inst, w), -c)
             if best is None or key > best:
                 best, best_w = key, w
         assert best is not None  # prev fits (checked by _nested)
         return best_w, "optimal"
 
-    return _nested(inst, block, cost, solve, None)
+    return _with_memory(inst, block, cost, solve, None, memory_bytes, the_graph, budgets)
 
 
 def _direct_cost(inst: _Instance, terms: Sequence[CostTerm], chosen: Mapping[str, int]) -> int:

@@ -84,7 +84,6 @@ from reds_tf.costs import (
     cost_layers,
     cost_layers_from_keras,
     full_widths,
-    model_activation_elems,
     model_macs,
     model_params,
 )
@@ -97,7 +96,7 @@ from reds_tf.errors import (
 )
 from reds_tf.fsutil import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
 from reds_tf.importance import fold_tied_scores, taylor_scores
-from reds_tf.knapsack import min_widths, solve_nested
+from reds_tf.knapsack import arena_bytes, min_widths, solve_nested
 from reds_tf.models import (
     build_model,
     canonical_base,
@@ -581,23 +580,44 @@ def _check_budgets(ctx: _Ctx, resume: bool) -> None:
             f"block of {block} units); raise the smallest budget to at least "
             f"{math.ceil(frac * 1e4) / 1e4:.4f} or lower `block`"
         )
-    limit = ctx.cfg.memory_budget_bytes
-    if limit is not None:
-        # int8: one byte per element; the same bound the knapsack enforces.
-        low = max(model_activation_elems(layers, min_widths(layers, block)).values())
-        top = max(model_activation_elems(layers, full_widths(layers)).values())
-        if low > limit:
+    if ctx.cfg.memory_budget_bytes is not None:
+        _check_memory(ctx.cfg, ir.from_keras(model), min_widths(layers, block))
+
+
+def _check_memory(cfg: Config, graph: ir.Graph, smallest: dict[str, int]) -> None:
+    """Each submodel's arena bound against what the architecture needs, in the
+    exported runtime's exact bytes (:func:`reds_tf.memory.plan`): the full model
+    (always the last submodel) against the last bound, the smallest achievable
+    submodel (every prunable layer at one block) against every bound."""
+    limit = cfg.memory_budget_bytes
+    bounds = cfg.memory_bounds()
+    one = not isinstance(limit, tuple)
+    full = arena_bytes(graph, {})
+    low = arena_bytes(graph, smallest)
+    src, key = cfg.source, "memory_budget_bytes"
+    last = bounds[-1]
+    if last is not None and full > last:
+        if one:
             raise InfeasibleBudgetError(
-                f"{ctx.cfg.source}: memory_budget_bytes: {limit:,} is below the smallest "
-                f"submodel's need: with every prunable layer at one block of {block} units "
-                f"some layer's input + output takes {low:,} bytes; raise it or lower `block`"
+                f"{src}: {key}: {last:,} bytes is below the full model's activation arena "
+                f"({full:,} bytes; the full model is always the last submodel); raise it to at "
+                f"least {full:,}, or give a list with one bound per budget whose last entry is "
+                f">= {full:,} (e.g. [{max(last, low):,}, ..., {full:,}] for budgets "
+                f"{list(cfg.budgets)}), or use a smaller model"
             )
-        if top > limit:
+        raise InfeasibleBudgetError(
+            f"{src}: {key}[{len(bounds) - 1}]: {last:,} bytes (the full model, budget 1) is "
+            f"below the full model's activation arena ({full:,} bytes); raise it to at least "
+            f"{full:,} (or null: no bound), or use a smaller model"
+        )
+    for k, b in enumerate(bounds):
+        if b is not None and low > b:
+            where = key if one else f"{key}[{k}]"
             raise InfeasibleBudgetError(
-                f"{ctx.cfg.source}: memory_budget_bytes: {limit:,} is below the full model's "
-                f"need ({top:,} bytes of input + output in its largest layer; the full model "
-                "is always the last submodel); raise it to at least "
-                f"{top:,} or use a smaller model"
+                f"{src}: {where}: {b:,} bytes (budget {cfg.budgets[k]:g}) is below the smallest "
+                f"achievable submodel's activation arena ({low:,} bytes with every prunable "
+                f"layer at one block of {cfg.block} units); raise it to at least {low:,}, or "
+                "lower `block` or use a smaller model"
             )
 
 
@@ -713,24 +733,25 @@ def _stage_permute(ctx: _Ctx) -> str:
 
 def _stage_select(ctx: _Ctx) -> str:
     model = _load_model(ctx, STAGE_FILES["permute"])
-    layers = cost_layers_from_keras(model)
+    graph = ir.from_keras(model)
     raw = _scores(ctx)
     perms = sort_permutations(raw)
     scores = {n: raw[n][p] for n, p in perms.items()}
     cost = None
     if ctx.cfg.knapsack.cost == "latency":
         # Budgets are fractions of the full model's estimated Cortex-M4 cycles.
-        model_cycles = latency.model_for_graph(ir.from_keras(model), ctx.cfg.block, log=ctx.log)
+        model_cycles = latency.model_for_graph(graph, ctx.cfg.block, log=ctx.log)
         cost = latency.LatencyCost(model_cycles)
+    memory_bytes = ctx.cfg.memory_bounds() if ctx.cfg.memory_budget_bytes is not None else None
     res = solve_nested(
-        layers,
+        graph,
         scores,
         list(ctx.cfg.budgets),
         ctx.cfg.block,
         time_limit=ctx.cfg.knapsack.time_limit,
         method=ctx.cfg.knapsack.method,
         log=ctx.log,
-        max_activation_elems=ctx.cfg.memory_budget_bytes,  # int8: one byte per element
+        memory_bytes=memory_bytes,  # each submodel's planned arena (reds_tf/memory.py)
         cost=cost,
     )
     out = {
@@ -744,7 +765,11 @@ def _stage_select(ctx: _Ctx) -> str:
         "total_seconds": res.total_seconds,
         "cost": ctx.cfg.knapsack.cost,
         "cost_fraction": res.cost_fraction,
+        # Each submodel's activation arena as the export plans it (bytes).
+        "arena_bytes": res.arena_bytes,
     }
+    if memory_bytes is not None:
+        out["memory_budget_bytes"] = res.memory_bytes
     if cost is not None:
         out["predicted_cycles"] = res.cost
     write_json_atomic(ctx.run / STAGE_FILES["select"], out)
@@ -849,6 +874,10 @@ def _stage_evaluate(ctx: _Ctx) -> str:
             extra.update(accuracy_shared_bn=acc_shared[k], accuracy_per_submodel_bn=acc_sub[k])
         if "predicted_cycles" in ks:
             extra["predicted_cycles"] = int(ks["predicted_cycles"][k])
+        if "arena_bytes" in ks:  # knapsack.json of runs before the planner lack it
+            extra["arena_bytes"] = int(ks["arena_bytes"][k])
+        if (ks.get("memory_budget_bytes") or [None] * (k + 1))[k] is not None:
+            extra["memory_budget_bytes"] = int(ks["memory_budget_bytes"][k])
         subs.append(
             ir.Submodel(
                 widths={c.name: int(widths[k][c.name]) for c in layers},
