@@ -212,7 +212,8 @@ def check_submodels(
     with ``record=True``, as training writes them): ``index`` (= position),
     ``budget``, ``macs``, ``macs_fraction``, ``params``, ``accuracy``;
     optional: ``accuracy_before_finetune``, ``predicted_cycles`` (the latency
-    model's estimate, ``knapsack: {cost: latency}``), ``block``, ``bn_stats``,
+    model's estimate, ``knapsack: {cost: latency}``), ``arena_bytes`` (the
+    planned activation arena) and ``memory_budget_bytes`` (its bound), ``block``, ``bn_stats``,
     ``data_options`` (an object), ``format_version`` (absent: 1; newer than
     :data:`reds_tf.ir.FORMAT_VERSION` is refused), per layer ``producer`` (null
     or an earlier layer; a depthwise layer as wide as it), ``tied`` (format 2:
@@ -314,6 +315,10 @@ def check_submodels(
             s.int(sm["params"], f"{key}.params", 0, 1 << 62)
         if "predicted_cycles" in sm:
             s.int(sm["predicted_cycles"], f"{key}.predicted_cycles", 1, 1 << 62)
+        if "arena_bytes" in sm:
+            s.int(sm["arena_bytes"], f"{key}.arena_bytes", 0, 1 << 62)
+        if "memory_budget_bytes" in sm:
+            s.int(sm["memory_budget_bytes"], f"{key}.memory_budget_bytes", 1, 1 << 62)
         for name in ("macs_fraction", "accuracy", "accuracy_before_finetune"):
             if name in sm:
                 s.num(sm[name], f"{key}.{name}", 0.0, 1.0)

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from conftest import DEFAULT_CONFIG
 
-from reds_tf import ir, knapsack, memory
+from reds_tf import ir, knapsack, memory, rundir
 from reds_tf.config import config_to_dict, load_config, parse_config
 from reds_tf.costs import cost_layers, full_widths, model_macs
-from reds_tf.errors import ConfigError, InfeasibleBudgetError
+from reds_tf.errors import ConfigError, InfeasibleBudgetError, RunDirError
 from reds_tf.knapsack import (
     arena_bytes,
     free_layers,
@@ -361,6 +361,11 @@ def test_end_to_end_bounded_submodel_exports_within_its_bound(tmp_path):
     assert [s["arena_bytes"] for s in subs] == ks["arena_bytes"]
     assert subs[0]["memory_budget_bytes"] == bound and "memory_budget_bytes" not in subs[1]
     assert load_config(run / "config.yaml").memory_bounds() == (bound, None)
+    doc = json.loads((run / "submodels.json").read_text())
+    rundir.check_submodels(doc, record=True)
+    doc["submodels"][0]["arena_bytes"] = -1
+    with pytest.raises(RunDirError, match=r"submodels\[0\]\.arena_bytes"):
+        rundir.check_submodels(doc)
     export = run_export(run, limit=200, log=lambda _m: None)
     manifest = json.loads((export / "manifest.json").read_text())
     arenas = [s["arena_bytes"] for s in manifest["submodels"]]
