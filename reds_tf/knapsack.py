@@ -40,6 +40,13 @@ level below the width a layer had in the previous submodel; that submodel is
 also CBC's warm start, so a time limit still leaves a valid nested answer.
 When the optimum leaves budget unused only because the next units are worth
 nothing (dead units score 0), the widths are grown into it (value unchanged).
+
+Memory (``memory_bytes``, :func:`_with_memory`): each submodel's activation
+arena as the export plans it (:mod:`reds_tf.memory`) stays within its own
+bound. The planner's linear terms (bytes; per chain step a neighbour pair of
+widths, so chains keep the DP) are constraints of both solvers, and every
+solution is planned exactly afterwards: a submodel the greedy placement puts
+above its bound has its bound tightened by the excess and all are solved again.
 """
 
 from __future__ import annotations

@@ -164,11 +164,18 @@ def test_bounds_follow_the_order_of_budgets():
 
 
 def _random_case(rng):
-    """A small CNN or DS-CNN (few width levels) with random scores, budgets and
-    per-submodel bounds between the smallest and the full model's arena."""
+    """A small CNN, DS-CNN or ResNet (few width levels) with random scores, budgets
+    and per-submodel bounds between the smallest and the full model's arena."""
     block = int(rng.integers(2, 5))
     f = [int(rng.integers(1, 4)) * block + int(rng.integers(0, 2)) for _ in range(3)]
-    if rng.random() < 0.5:
+    kind = rng.random()
+    if kind < 0.25:  # joins: the lifetime plan, the MILP
+        model = {
+            "type": "resnet",
+            "first": {"filters": f[0]},
+            "blocks": [{"filters": f[0]}, {"filters": f[1], "strides": 2}],
+        }
+    elif kind < 0.6:
         model = {
             "type": "dscnn",
             "first": {"filters": f[0], "kernel": 3, "strides": int(rng.integers(1, 3))},
@@ -195,7 +202,7 @@ def _random_case(rng):
     return graph, block, budgets, scores, bounds
 
 
-@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("seed", range(12))
 def test_memory_terms_match_bruteforce(seed):
     rng = np.random.default_rng(500 + seed)
     graph, block, budgets, scores, bounds = _random_case(rng)
