@@ -161,29 +161,29 @@ def _options(s: Step, first: bool, last: bool, cur: tuple[int, int] | None, size
     src = EXTERNAL if first else cur[0]
     ip = None if first or last else in_place(s)
     out = align4(s.out_bytes)
-    for top in (True, False):
-        ring = align4((ip[0] + 1) * s.out_row) if ip else 0
-        for delay in ([ip[0]] if ip else []) + [NO_RING]:
-            r = ring if delay != NO_RING else 0
-            trans = r + scratch
-            t0 = size - trans if top else 0  # transient block [t0, t0 + trans)
-            lo, hi = (0, size - trans) if top else (trans, size)  # room for tensors
-            if hi < lo or (cur is not None and (cur[0] < lo or cur[1] > hi)):
-                continue
-            if last:
-                yield Slot(src, EXTERNAL, scratch=t0 + r)
-                continue
-            if delay != NO_RING:
-                cands = [min(cur[0] + ip[1], hi - out) & ~3]
-            elif cur is None:
-                cands = [hi - out, lo]
-            else:
-                cands = [o for o in (hi - out, lo) if o + out <= cur[0] or o >= cur[1]]
-            for o in cands:
-                if lo <= o and o + out <= hi:
-                    yield Slot(
-                        src, o, ring=t0 if delay != NO_RING else 0, delay=delay, scratch=t0 + r
-                    )
+    ring = align4((ip[0] + 1) * s.out_row) if ip else 0
+    # Direct calls first: a layer runs row by row (more kernel calls) only
+    # where the arena's size needs it.
+    options = [(d, t) for d in [NO_RING] + ([ip[0]] if ip else []) for t in (True, False)]
+    for delay, top in options:
+        r = ring if delay != NO_RING else 0
+        trans = r + scratch
+        t0 = size - trans if top else 0  # transient block [t0, t0 + trans)
+        lo, hi = (0, size - trans) if top else (trans, size)  # room for tensors
+        if hi < lo or (cur is not None and (cur[0] < lo or cur[1] > hi)):
+            continue
+        if last:
+            yield Slot(src, EXTERNAL, scratch=t0 + r)
+            continue
+        if delay != NO_RING:
+            cands = [min(cur[0] + ip[1], hi - out) & ~3]
+        elif cur is None:
+            cands = [hi - out, lo]
+        else:
+            cands = [o for o in (hi - out, lo) if o + out <= cur[0] or o >= cur[1]]
+        for o in cands:
+            if lo <= o and o + out <= hi:
+                yield Slot(src, o, ring=t0 if delay != NO_RING else 0, delay=delay, scratch=t0 + r)
 
 
 def _try_chain(steps: Sequence[Step], size: int) -> list[Slot] | None:
