@@ -1,0 +1,168 @@
+/* In-place row runner check for QEMU (tests/test_rows_qemu.py): runs
+ * reds_run_conv / reds_run_pool (reds_tf/kernels/rows.cpp, with the kernels
+ * REDS_CONV, REDS_POINTWISE, REDS_DEPTHWISE, REDS_AVGPOOL, REDS_MAXPOOL: the
+ * DSP ones on the Cortex-M4) with the output placed INSIDE the input's bytes,
+ * output = input + shift, for layers described in a blob that QEMU's loader
+ * puts at reds_bench_io, and prints on UART0 one line per run:
+ *     "L K R CLEAN OUT_HEX"
+ * (layer, submodel, run index, 1 when no arena byte outside the output and no
+ * byte after the ring's delay + rows rows changed, the output bytes). Links
+ * with firmware/bench/bench_startup.c.
+ *
+ * Blob (little-endian 32-bit words): magic "ROWS", number of layers, then per
+ * layer the layer of tests/dsp_check/conv_check.cpp (kind 0 standard,
+ * 1 pointwise, 2 depthwise, 3 average pool, 4 max pool; pools: kernel =
+ * filter, no weights, multiplier/shift ignored, width = in_width) up to and
+ * including its input, then for every submodel k: the number of runs R, then
+ * R triples (delay, rows, shift) (shift signed: output start - input start,
+ * bytes, a multiple of 4).
+ *
+ * The input (in_h * in_w * i_k bytes) is copied into a static arena GUARD bytes
+ * plus max(0, -shift) (rounded up to 4) from its start; the rest of the arena
+ * and the ring are poisoned first.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "bench_io.h"
+#include "check_io.h"
+#include "reds_kernels.h"
+
+#define ARENA_BYTES 65536
+#define RING_BYTES 16384
+#define GUARD 64
+#define ARENA_POISON 0x5A
+#define RING_POISON 0xA5
+
+static uint32_t arena_words[ARENA_BYTES / 4];
+static uint32_t ring_words[(RING_BYTES + GUARD) / 4];
+
+/* 1 when bytes [a, b) of buf all equal v. */
+static int all_equal(const int8_t *buf, int32_t a, int32_t b, int v) {
+    for (int32_t i = a; i < b; i++) {
+        if ((uint8_t)buf[i] != (uint8_t)v) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int main(void) {
+    uint32_t layers;
+    const uint32_t *p = check_blob(0x53574F52u /* "ROWS" */, &layers);
+    int8_t *arena = (int8_t *)arena_words;
+    int8_t *ring = (int8_t *)ring_words;
+    for (uint32_t l = 0; l < layers; l++) {
+        const uint32_t kind = p[0], K = p[1], max_in = p[2], max_out = p[3];
+        reds_conv_layer layer;
+        layer.in_h = (uint16_t)p[4];
+        layer.in_w = (uint16_t)p[5];
+        layer.out_h = (uint16_t)p[6];
+        layer.out_w = (uint16_t)p[7];
+        layer.kernel_h = (uint16_t)p[8];
+        layer.kernel_w = (uint16_t)p[9];
+        layer.stride_h = (uint16_t)p[10];
+        layer.stride_w = (uint16_t)p[11];
+        layer.pad_top = (uint16_t)p[12];
+        layer.pad_left = (uint16_t)p[13];
+        const uint32_t has_bias = p[14];
+        layer.qparam_stride = (int32_t)p[15];
+        layer.input_offset = (int32_t)p[16];
+        layer.output_offset = (int32_t)p[17];
+        layer.act_min = (int32_t)p[18];
+        layer.act_max = (int32_t)p[19];
+        p += 20;
+        if (K == 0 || K > MAX_K ||
+            (kind <= 1 && REDS_CONV_SCRATCH_BYTES(layer.kernel_h, layer.kernel_w, max_in,
+                                                  max_out) > sizeof scratch)) {
+            reds_bench_write("error: layer too large\n");
+            return 4;
+        }
+        p = check_widths(p, K, &layer);
+        const uint32_t weight_bytes = p[0];
+        p += 1;
+        layer.weights = (const int8_t *)p;
+        p += (weight_bytes + 3u) / 4u;
+        const uint32_t nq = layer.qparam_stride ? K * (uint32_t)layer.qparam_stride : max_out;
+        p = check_qparams(p, has_bias, nq, &layer);
+        reds_pool_layer pool;
+        pool.width = in_width;
+        pool.in_h = layer.in_h;
+        pool.in_w = layer.in_w;
+        pool.out_h = layer.out_h;
+        pool.out_w = layer.out_w;
+        pool.filter_h = layer.kernel_h;
+        pool.filter_w = layer.kernel_w;
+        pool.stride_h = layer.stride_h;
+        pool.stride_w = layer.stride_w;
+        pool.pad_top = layer.pad_top;
+        pool.pad_left = layer.pad_left;
+        pool.act_min = layer.act_min;
+        pool.act_max = layer.act_max;
+        const int8_t *input = (const int8_t *)p;
+        p += ((uint32_t)layer.in_h * layer.in_w * max_in + 3u) / 4u;
+        for (uint32_t k = 0; k < K; k++) {
+            const uint32_t runs = p[0];
+            p += 1;
+            const int32_t in_bytes = (int32_t)layer.in_h * layer.in_w * in_width[k];
+            const int32_t out_row = (int32_t)layer.out_w * out_width[k];
+            const int32_t out_bytes = (int32_t)layer.out_h * out_row;
+            for (uint32_t r = 0; r < runs; r++, p += 3) {
+                const int delay = (int)(int32_t)p[0], rows = (int)p[1];
+                const int32_t shift = (int32_t)p[2];
+                const int32_t in_off = GUARD + (shift < 0 ? ((-shift + 3) & ~3) : 0);
+                const int32_t out_off = in_off + shift;
+                const int32_t end_in = in_off + in_bytes, end_out = out_off + out_bytes;
+                const int32_t end = end_in > end_out ? end_in : end_out;
+                const int32_t ring_bytes = (delay + rows) * out_row;
+                if (rows < 1 || delay < 0 || (shift & 3) != 0 || end + GUARD > ARENA_BYTES ||
+                    ring_bytes > RING_BYTES) {
+                    reds_bench_write("error: run does not fit\n");
+                    return 4;
+                }
+                memset(arena, ARENA_POISON, ARENA_BYTES);
+                memcpy(arena + in_off, input, (size_t)in_bytes);
+                memset(ring, RING_POISON, RING_BYTES + GUARD);
+                memset(scratch, 0xA7, sizeof scratch); /* stale scratch must not matter */
+                int8_t *output = arena + out_off;
+                if (kind >= 3) {
+                    reds_run_pool(kind == 4 ? REDS_OP_MAXPOOL : REDS_OP_AVGPOOL, &pool, (int)k,
+                                  arena + in_off, output, ring, delay, rows);
+                } else {
+                    const int op = kind == 2   ? REDS_OP_DEPTHWISE
+                                   : kind == 1 ? REDS_OP_POINTWISE
+                                               : REDS_OP_CONV;
+                    reds_run_conv(op, &layer, (int)k, arena + in_off, output, ring, delay, rows,
+                                  scratch);
+                }
+                /* Nothing written outside the output: the input bytes it does
+                 * not cover are still the input's, the rest still poison. */
+                int clean = all_equal(ring, ring_bytes, RING_BYTES + GUARD, RING_POISON);
+                const int32_t lo = out_off < in_off ? out_off : in_off;
+                clean &= all_equal(arena, 0, lo, ARENA_POISON);
+                clean &= all_equal(arena, end, ARENA_BYTES, ARENA_POISON);
+                for (int32_t i = lo; i < end; i++) {
+                    if (i >= out_off && i < end_out) {
+                        continue;
+                    }
+                    if (i >= in_off && i < end_in) {
+                        clean &= arena[i] == input[i - in_off];
+                    } else {
+                        clean &= (uint8_t)arena[i] == ARENA_POISON;
+                    }
+                }
+                reds_bench_write_u32(l);
+                reds_bench_write(" ");
+                reds_bench_write_u32(k);
+                reds_bench_write(" ");
+                reds_bench_write_u32(r);
+                reds_bench_write(clean ? " 1 " : " 0 ");
+                reds_bench_write_hex(output, (uint32_t)out_bytes);
+                reds_bench_write("\n");
+            }
+        }
+    }
+    reds_bench_write("done\n");
+    return 0;
+}
