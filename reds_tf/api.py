@@ -109,15 +109,19 @@ class Run:
         qat: bool = False,
         qat_epochs: int = 2,
         limit: int | None = None,
+        arena: str | int = "smallest",
         log: Callable[[str], None] | None = print,
     ) -> Path:
         """``reds export``: int8 ``.tflite`` per submodel, the generated C++
         runtime (checked bit-exact against TensorFlow Lite Micro) and
         ``export/manifest.json``; returns the ``export/`` folder. ``limit``:
-        evaluate on at most this many test samples."""
+        evaluate on at most this many test samples. ``arena``: "smallest"
+        (least RAM), "fastest" (no in-place rows) or bytes per submodel."""
         from reds_tf.export import run_export
 
-        return run_export(self.path, qat=qat, qat_epochs=qat_epochs, limit=limit, log=log or _quiet)
+        return run_export(
+            self.path, qat=qat, qat_epochs=qat_epochs, limit=limit, arena=arena, log=log or _quiet
+        )
 
     def runtime(self, *, trust: bool = False) -> Any:
         """The exported C++ runtime compiled for this machine and loaded through

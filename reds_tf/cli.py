@@ -38,6 +38,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _arena_mode(text: str) -> str | int:
+    if text in ("smallest", "fastest"):
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither 'smallest', 'fastest' nor a positive number of bytes"
+        )
+    return n
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     # Bad input is reported before TensorFlow loads (reds_tf.export imports it).
     from reds_tf.rundir import check_export_inputs
@@ -51,6 +65,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         qat_epochs=args.qat_epochs,
         limit=args.limit,
         bn_stats=args.bn_stats,
+        arena=args.arena,
     )
     return 0
 
@@ -162,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--bn-stats",
         choices=["shared", "per_submodel"],
         help="BatchNorm statistics to fold (default: the run's submodels.json 'bn_stats')",
+    )
+    p.add_argument(
+        "--arena",
+        type=_arena_mode,
+        default="smallest",
+        metavar="smallest|fastest|BYTES",
+        help="activation memory of the runtime: 'smallest' (default: each submodel in the "
+        "least RAM, layers run in place row by row where needed), 'fastest' (no in-place "
+        "rows, more RAM), or a number of bytes every submodel may use (faster with more "
+        "room; at least the full model's smallest arena)",
     )
     p.set_defaults(func=_cmd_export)
 

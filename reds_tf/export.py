@@ -199,11 +199,14 @@ def run_export(
     qat_epochs: int = 2,
     limit: int | None = None,
     bn_stats: str | None = None,
+    arena: str | int = "smallest",
     log: Callable[[str], None] = print,
 ) -> Path:
     """Export ``run_dir`` (see module doc); returns the ``export/`` path.
 
     ``limit``: evaluate accuracies on at most this many test samples.
+    ``arena``: the runtime's activation memory, "smallest", "fastest" or a
+    number of bytes (:func:`reds_tf.codegen.plan.build_plan`).
     ``bn_stats``: 'shared' or 'per_submodel' BatchNorm statistics (default:
     ``submodels.json``'s ``bn_stats``). Per-submodel: the full model is
     converted with the full submodel's statistics and every submodel gets its
@@ -222,7 +225,7 @@ def run_export(
     with run_lock(run), rundir.output_errors(str(run)):
         clean_stale(run, started, log)
         fault_point("export:start")
-        return _export_locked(run, sub, qat, qat_epochs, limit, bn_stats, log)
+        return _export_locked(run, sub, qat, qat_epochs, limit, bn_stats, arena, log)
 
 
 @contextlib.contextmanager
@@ -302,6 +305,7 @@ def _export_locked(
     qat_epochs: int,
     limit: int | None,
     bn_stats: str | None,
+    arena: str | int,
     log: Callable[[str], None],
 ) -> Path:
     model = load_model(run)
@@ -348,7 +352,7 @@ def _export_locked(
     if stats is not None:
         qparams = bnfold.per_submodel_qparams(full, model, sub, stats)
     # build_plan rejects unsupported ops before anything is written
-    plan = build_plan(full, sub, qparams)
+    plan = build_plan(full, sub, qparams, arena)
     K = plan.num_submodels
 
     n_test = len(data.x_test) if limit is None else min(limit, len(data.x_test))
@@ -413,6 +417,7 @@ def _export_locked(
             "per_submodel_qparam_bytes": plan.extra_qparam_bytes,
             "bn_stats": bn_mode,
             "arena_bytes": plan.arena_bytes,
+            "arena_mode": arena,  # reds export --arena
             "num_submodels": K,
             "qat": qat,
             "eval_samples": n_test,

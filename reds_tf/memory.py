@@ -92,6 +92,7 @@ class Slot:
     delay: int = NO_RING
     scratch: int = 0
     src2: int = EXTERNAL
+    rows: int = 1  # output rows per kernel call when running through the ring
 
 
 @dataclass
@@ -152,16 +153,24 @@ def _chain_need(s: Step, first: bool, last: bool) -> int:
     return align4(max(s.in_bytes, s.out_bytes)) + align4((delay + 1) * s.out_row) + scratch
 
 
-def _options(s: Step, first: bool, last: bool, cur: tuple[int, int] | None, size: int):
+def _options(
+    s: Step,
+    first: bool,
+    last: bool,
+    cur: tuple[int, int] | None,
+    size: int,
+    rows: int = 1,
+    direct: bool = False,
+):
     """Placements of step s in ``size`` bytes given its input at ``cur``: the
     transient block (ring + scratch) at the top or the bottom of the arena, the
     output in place as high as the rules allow, or in a free gap beside the
     input (directly written, no ring)."""
     scratch = align4(s.scratch)
     src = EXTERNAL if first else cur[0]
-    ip = None if first or last else in_place(s)
+    ip = None if first or last or direct else in_place(s)
     out = align4(s.out_bytes)
-    ring = align4((ip[0] + 1) * s.out_row) if ip else 0
+    ring = align4((ip[0] + rows) * s.out_row) if ip else 0
     # Direct calls first: a layer runs row by row (more kernel calls) only
     # where the arena's size needs it.
     options = [(d, t) for d in [NO_RING] + ([ip[0]] if ip else []) for t in (True, False)]
@@ -183,12 +192,17 @@ def _options(s: Step, first: bool, last: bool, cur: tuple[int, int] | None, size
             cands = [o for o in (hi - out, lo) if o + out <= cur[0] or o >= cur[1]]
         for o in cands:
             if lo <= o and o + out <= hi:
-                yield Slot(src, o, ring=t0 if delay != NO_RING else 0, delay=delay, scratch=t0 + r)
+                ring_at = t0 if delay != NO_RING else 0
+                yield Slot(src, o, ring=ring_at, delay=delay, scratch=t0 + r, rows=rows)
 
 
-def _try_chain(steps: Sequence[Step], size: int) -> list[Slot] | None:
+def _try_chain(
+    steps: Sequence[Step], size: int, bands: Sequence[int] | None = None, direct: bool = False
+) -> list[Slot] | None:
     """A placement of the chain in ``size`` bytes (depth-first over each step's
-    :func:`_options`, remembering input positions that failed), or None."""
+    :func:`_options`, remembering input positions that failed), or None.
+    ``bands``: output rows per kernel call of each step run through its ring;
+    ``direct``: every layer one kernel call (no in-place rows)."""
     n = len(steps)
     failed: set[tuple[int, int]] = set()
 
@@ -199,7 +213,8 @@ def _try_chain(steps: Sequence[Step], size: int) -> list[Slot] | None:
         if key in failed:
             return None
         s = steps[i]
-        for sl in _options(s, i == 0, i == n - 1, cur, size):
+        band = bands[i] if bands else 1
+        for sl in _options(s, i == 0, i == n - 1, cur, size, band, direct):
             nxt = None if sl.dst == EXTERNAL else (sl.dst, sl.dst + align4(s.out_bytes))
             rest = place(i + 1, nxt)
             if rest is not None:
@@ -210,28 +225,48 @@ def _try_chain(steps: Sequence[Step], size: int) -> list[Slot] | None:
     return place(0, None)
 
 
-def plan_chain(steps: Sequence[Step]) -> Placement:
-    """The smallest arena the greedy placement fits a chain into (binary search
-    from the lower bound up to separate buffers for every layer)."""
+def plan_chain(
+    steps: Sequence[Step], arena_bytes: int | None = None, fastest: bool = False
+) -> Placement:
+    """The chain's placement: the smallest arena the placement search fits it
+    into (binary search from the lower bound up to separate buffers for every
+    layer), or ``arena_bytes`` when given and at least that. Within that size,
+    layers are called directly wherever they fit, and the others compute as
+    many rows per kernel call (bands of 2, 4, 8 ... rows) as still fit: fewer,
+    larger calls cost fewer instructions. ``fastest``: every layer one kernel
+    call, in the smallest arena that allows it."""
     n = len(steps)
     lower = max(_chain_need(s, i == 0, i == n - 1) for i, s in enumerate(steps))
     upper = max(align4(s.in_bytes) + align4(s.out_bytes) for s in steps) + max(
         align4(s.scratch) + align4(s.out_hw[0] * s.out_row) for s in steps
     )
     upper = max(upper, lower)
-    best = _try_chain(steps, upper)
+    best = _try_chain(steps, upper, direct=fastest)
     if best is None:  # cannot happen: separate buffers always fit
         raise AssertionError("memory plan: no placement at the upper bound")
     lo, hi = align4(lower), upper
     while lo < hi:
         mid = max(lo, ((lo + hi) // 2) & ~3)
-        got = _try_chain(steps, mid)
+        got = _try_chain(steps, mid, direct=fastest)
         if got is not None:
             best, hi = got, mid
         else:
             lo = mid + 4
-    used = hi
-    return Placement(best, used, lower_bound=lower)
+    size = hi
+    if arena_bytes is not None and arena_bytes > size:
+        size = arena_bytes & ~3
+        best = _try_chain(steps, size) or best
+    bands = [1] * n
+    for i, sl in enumerate(best):
+        if sl.delay < 0:
+            continue
+        while bands[i] * 2 < steps[i].out_hw[0]:
+            trial = [*bands[:i], bands[i] * 2, *bands[i + 1 :]]
+            got = _try_chain(steps, size, trial)
+            if got is None:
+                break
+            bands, best = trial, got
+    return Placement(best, size, lower_bound=lower)
 
 
 def plan_dag(steps: Sequence[Step]) -> Placement:
@@ -270,14 +305,15 @@ def plan_dag(steps: Sequence[Step]) -> Placement:
     return Placement(slots, act + scratch, lower_bound=act + scratch)
 
 
-def plan(steps: Sequence[Step]) -> Placement:
-    """The placement of one submodel: :func:`plan_chain` for a chain,
-    :func:`plan_dag` when some layer has two inputs."""
+def plan(steps: Sequence[Step], arena_bytes: int | None = None, fastest: bool = False) -> Placement:
+    """The placement of one submodel: :func:`plan_chain` for a chain (in
+    ``arena_bytes`` if given and enough, faster with more room; ``fastest``:
+    no in-place rows), :func:`plan_dag` when some layer has two inputs."""
     if not steps:
         return Placement([], 0)
     if any(len(s.inputs) > 1 for s in steps):
         return plan_dag(steps)
-    return plan_chain(steps)
+    return plan_chain(steps, arena_bytes, fastest)
 
 
 def check(steps: Sequence[Step], placement: Placement) -> list[str]:
@@ -308,7 +344,7 @@ def check(steps: Sequence[Step], placement: Placement) -> list[str]:
         if sl.dst != EXTERNAL:
             writes.append(("output", (sl.dst, sl.dst + s.out_bytes)))
         if sl.delay >= 0:
-            writes.append(("ring", (sl.ring, sl.ring + (sl.delay + 1) * s.out_row)))
+            writes.append(("ring", (sl.ring, sl.ring + (sl.delay + sl.rows) * s.out_row)))
         if s.scratch:
             writes.append(("scratch", (sl.scratch, sl.scratch + s.scratch)))
         for what, (a, b) in writes:

@@ -86,19 +86,23 @@ def _run(steps: list[Step], placement: memory.Placement | None, x: np.ndarray) -
             out = np.concatenate([_row(s, in_rows(), oy) for oy in range(h)])
             arena[sl.dst : sl.dst + out.size] = out
             continue
-        slots = sl.delay + 1
-        for oy in range(h):  # exactly the order of reds_run_conv
-            r = _row(s, in_rows(), oy)  # reads the arena as it is now
-            arena[sl.ring + (oy % slots) * orow : sl.ring + (oy % slots + 1) * orow] = r
-            if oy >= sl.delay:
-                j = oy - sl.delay
-                arena[sl.dst + j * orow : sl.dst + (j + 1) * orow] = arena[
-                    sl.ring + (j % slots) * orow : sl.ring + (j % slots + 1) * orow
+        held = flushed = 0  # exactly the order of reds_run_conv
+        for oy in range(0, h, sl.rows):
+            count = min(sl.rows, h - oy)
+            band = np.concatenate([_row(s, in_rows(), y) for y in range(oy, oy + count)])
+            at = sl.ring + held * orow  # the kernel reads the arena as it is now
+            arena[at : at + band.size] = band
+            held += count
+            keep = sl.delay if oy + count < h else 0
+            if held > keep:
+                n = held - keep
+                arena[sl.dst + flushed * orow : sl.dst + (flushed + n) * orow] = arena[
+                    sl.ring : sl.ring + n * orow
                 ]
-        for j in range(max(h - sl.delay, 0), h):
-            arena[sl.dst + j * orow : sl.dst + (j + 1) * orow] = arena[
-                sl.ring + (j % slots) * orow : sl.ring + (j % slots + 1) * orow
-            ]
+                arena[sl.ring : sl.ring + keep * orow] = arena[
+                    sl.ring + n * orow : sl.ring + (n + keep) * orow
+                ].copy()
+                flushed, held = flushed + n, keep
     return cur
 
 
@@ -106,10 +110,16 @@ def _run(steps: list[Step], placement: memory.Placement | None, x: np.ndarray) -
 def test_random_chains_in_place_equal_separate_buffers(seed):
     rng = np.random.default_rng(seed)
     steps = _chain(rng)
+    x = rng.integers(0, 256, steps[0].in_bytes).astype(np.uint8)
+    want = _run(steps, None, x)
     placement = memory.plan(steps)
     assert memory.check(steps, placement) == []
-    x = rng.integers(0, 256, steps[0].in_bytes).astype(np.uint8)
-    np.testing.assert_array_equal(_run(steps, placement, x), _run(steps, None, x))
+    np.testing.assert_array_equal(_run(steps, placement, x), want)
+    # With room to spare, bands of several rows per call: still the same bytes.
+    roomy = memory.plan(steps, arena_bytes=placement.arena_bytes * 5 // 4)
+    assert roomy.arena_bytes >= placement.arena_bytes
+    assert memory.check(steps, roomy) == []
+    np.testing.assert_array_equal(_run(steps, roomy, x), want)
     separate = max(s.in_bytes + s.out_bytes for s in steps[1:-1]) + max(
         memory.align4(s.scratch) for s in steps
     )
@@ -158,3 +168,16 @@ def test_ds_cnn_and_mobilenet_shapes():
     assert memory.check(ds, p) == []
     # one 16x16x64 map + the depthwise's 2-row ring (16 x 64 bytes each)
     assert p.arena_bytes == p.lower_bound == 16 * 16 * 64 + 2 * 16 * 64
+
+
+def test_the_random_chains_exercise_rings_and_bands():
+    """Not vacuous: most random chains run some layer in place, and with room to
+    spare many compute several rows per kernel call."""
+    in_place = bands = 0
+    for seed in range(60):
+        steps = _chain(np.random.default_rng(seed))
+        tight = memory.plan(steps)
+        roomy = memory.plan(steps, arena_bytes=tight.arena_bytes * 5 // 4)
+        in_place += any(sl.delay >= 0 for sl in tight.slots)
+        bands += any(sl.delay >= 0 and sl.rows > 1 for sl in roomy.slots)
+    assert in_place >= 30 and bands >= 15, (in_place, bands)

@@ -722,10 +722,14 @@ LOWER: dict[str, Callable[[_Lowering, Any, str], LayerPlan]] = {
 SUPPORTED_OPS = tuple(LOWER)
 
 
+ARENA_MODES = ("smallest", "fastest")
+
+
 def build_plan(
     full_tflite: bytes,
     submodels: ir.Graph | dict[str, Any],
     qparams: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    arena: str | int = "smallest",
 ) -> ModelPlan:
     """The runtime plan for the int8 full model and the network's graph (or the
     ``submodels.json`` document, read with :func:`reds_tf.ir.from_doc`).
@@ -742,6 +746,10 @@ def build_plan(
     layer name -> (weight scales (K, O) float32, bias (K, O) int32); those
     layers get one row of bias / multiplier / shift per submodel
     (``qparam_stride``), the int8 weights stay the full model's.
+
+    ``arena`` (:func:`_assign_buffers`): "smallest" (each submodel in the least
+    memory, rows in place where needed), "fastest" (no in-place rows), or a
+    number of bytes every submodel may use (faster with more room).
     """
     graph = submodels if isinstance(submodels, ir.Graph) else ir.from_doc(submodels)
     model = slicer.read_model(full_tflite)
@@ -816,7 +824,7 @@ def build_plan(
                 f"submodel {k}: submodels.json / the model count {want:,} MACs, the int8 model "
                 f"{plan.macs(k):,}; re-run `reds train`"
             )
-    _assign_buffers(plan)
+    _assign_buffers(plan, arena)
     return plan
 
 
@@ -859,13 +867,33 @@ def memory_steps(plan: ModelPlan, k: int) -> list[memory.Step]:
     return steps
 
 
-def _assign_buffers(plan: ModelPlan) -> None:
+def _assign_buffers(plan: ModelPlan, arena: str | int = "smallest") -> None:
     """THE memory plan (:mod:`reds_tf.memory`): one placement per submodel, the
     arena sized for the largest. Each compute layer gets a slot index into the
     generated per-submodel placement table; the first layer reads the caller's
-    input, the last writes the caller's output."""
+    input, the last writes the caller's output. A submodel's ``memory_budget_bytes``
+    (``submodels.json``) caps what "fastest" or a byte count give it."""
     K = plan.num_submodels
-    plan.placements = [memory.plan(memory_steps(plan, k)) for k in range(K)]
+    if not (arena in ARENA_MODES or (isinstance(arena, int) and not isinstance(arena, bool))):
+        raise RedsError(f"arena must be one of {', '.join(ARENA_MODES)} or a number of bytes")
+    plan.placements = []
+    for k in range(K):
+        steps = memory_steps(plan, k)
+        smallest = memory.plan(steps)
+        placement = smallest
+        cap = plan.submodels[k].get("memory_budget_bytes")
+        if arena == "fastest":
+            placement = memory.plan(steps, fastest=True)
+        elif isinstance(arena, int):
+            if k == K - 1 and arena < smallest.arena_bytes:
+                raise RedsError(
+                    f"arena: {arena:,} bytes is below the full model's smallest arena "
+                    f"({smallest.arena_bytes:,} bytes); give at least that, or 'smallest'"
+                )
+            placement = memory.plan(steps, arena_bytes=arena)
+        if cap is not None and placement.arena_bytes > cap:
+            placement = memory.plan(steps, arena_bytes=max(int(cap), smallest.arena_bytes))
+        plan.placements.append(placement)
     per = [p.arena_bytes for p in plan.placements]
     plan.arena = {"total": max(per + [4]), "per_submodel": per}
     compute = [ly for ly in plan.layers if ly.kind != "reshape"]
@@ -874,8 +902,10 @@ def _assign_buffers(plan: ModelPlan) -> None:
         ly.slot = j
         s = plan.placements[-1].slots[j]
         ly.src = "input" if s.src == memory.EXTERNAL else f"act + s[{j}].src"
-        ly.src2 = "" if ly.kind != "add" else (
-            "input" if s.src2 == memory.EXTERNAL else f"act + s[{j}].src2"
+        ly.src2 = (
+            ""
+            if ly.kind != "add"
+            else ("input" if s.src2 == memory.EXTERNAL else f"act + s[{j}].src2")
         )
         ly.dst = "output" if s.dst == memory.EXTERNAL else f"act + s[{j}].dst"
         by_tensor[ly.output] = ly.dst

@@ -250,11 +250,12 @@ void reds_add_dsp(const reds_add_layer *layer, int k, const int8_t *input1, cons
  * Row-by-row execution (rows.cpp): what lets a layer's output overlap its input.
  *
  * delay < 0: the kernel is called once, output written directly (it must not
- * overlap the input). delay >= 0: output row oy is computed by the same kernel
- * on a one-row geometry into `ring` (delay + 1 output rows, disjoint from input
- * and output) and copied to the output after row oy + delay was computed; the
- * memory planner (reds_tf/memory.py) places the output so that no copy covers
- * input bytes a later row reads. Results are bit-identical to one call.
+ * overlap the input). delay >= 0: bands of `rows` output rows are computed by
+ * the same kernel on the band's geometry into `ring` (delay + rows output
+ * rows, disjoint from input and output); output row oy is copied out once row
+ * oy + delay was computed. The memory planner (reds_tf/memory.py) places the
+ * output so that no copy covers input bytes a later row reads. Results are
+ * bit-identical to one call.
  * ------------------------------------------------------------------------ */
 #define REDS_OP_CONV 0
 #define REDS_OP_POINTWISE 1
@@ -263,9 +264,9 @@ void reds_add_dsp(const reds_add_layer *layer, int k, const int8_t *input1, cons
 #define REDS_OP_MAXPOOL 4
 
 void reds_run_conv(int op, const reds_conv_layer *layer, int k, const int8_t *input,
-                   int8_t *output, int8_t *ring, int delay, int32_t *scratch);
+                   int8_t *output, int8_t *ring, int delay, int rows, int32_t *scratch);
 void reds_run_pool(int op, const reds_pool_layer *layer, int k, const int8_t *input,
-                   int8_t *output, int8_t *ring, int delay);
+                   int8_t *output, int8_t *ring, int delay, int rows);
 void reds_run_fc(const reds_fc_layer *layer, int k, const int8_t *input, int8_t *output,
                  int8_t *ring, int delay, int32_t *scratch);
 

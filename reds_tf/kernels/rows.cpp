@@ -1,9 +1,10 @@
 /* rows.cpp: runs a layer row by row so that its output may overlap its input
  * (reds_run_conv, reds_run_pool, reds_run_fc; see reds_kernels.h).
  *
- * Each output row is computed by the layer's own kernel, called on a one-row
- * geometry (the input rows its window covers, the padding above them), into a
- * RING of delay + 1 rows, and copied to the output tensor `delay` rows later.
+ * Each band of `rows` output rows is computed by the layer's own kernel, called
+ * on the band's geometry (the input rows its windows cover, the padding above
+ * them), into a RING of delay + rows output rows; every row is copied to the
+ * output tensor once `delay` more rows have been computed.
  * The memory planner (reds_tf/memory.py) places the output so that no copy
  * ever covers input bytes a later row still reads; the numbers are the
  * kernel's own, only where they are written changes.
@@ -34,50 +35,61 @@ static void reds_conv_call(int op, const reds_conv_layer *layer, int k, const in
     }
 }
 
-/* Input rows [*lo, *lo + *rows) that output row oy's window covers, and the
+/* Input rows [*lo, *lo + *n) that output rows [oy, oy + count) read, and the
  * padding rows above them. */
-static inline void reds_row_window(int oy, int stride, int pad, int kernel, int in_h, int *lo,
-                                   int *rows, int *pad_top) {
+static inline void reds_band_window(int oy, int count, int stride, int pad, int kernel, int in_h,
+                                    int *lo, int *n, int *pad_top) {
     const int iy0 = oy * stride - pad;
-    const int end = iy0 + kernel < in_h ? iy0 + kernel : in_h;
+    const int last = (oy + count - 1) * stride - pad + kernel;
+    const int end = last < in_h ? last : in_h;
     *lo = iy0 < 0 ? 0 : iy0;
-    *rows = end - *lo;
+    *n = end - *lo;
     *pad_top = *lo - iy0;
 }
 
+/* After a band was computed into the ring (`*held` rows, oldest first): copy
+ * all but the newest `keep` rows to the output and move those to the front. */
+static inline void reds_ring_flush(int8_t *output, int8_t *ring, int32_t out_row, int *held,
+                                   int *flushed, int keep) {
+    if (*held <= keep) {
+        return;
+    }
+    const int n = *held - keep;
+    memcpy(output + *flushed * out_row, ring, (size_t)n * (size_t)out_row);
+    if (keep > 0) {
+        memmove(ring, ring + n * out_row, (size_t)keep * (size_t)out_row);
+    }
+    *flushed += n;
+    *held = keep;
+}
+
 void reds_run_conv(int op, const reds_conv_layer *layer, int k, const int8_t *input,
-                   int8_t *output, int8_t *ring, int delay, int32_t *scratch) {
+                   int8_t *output, int8_t *ring, int delay, int rows, int32_t *scratch) {
     if (delay < 0) {
         reds_conv_call(op, layer, k, input, output, scratch);
         return;
     }
     const int32_t in_row = (int32_t)layer->in_w * layer->in_width[k];
     const int32_t out_row = (int32_t)layer->out_w * layer->out_width[k];
-    const int slots = delay + 1, out_h = layer->out_h;
-    reds_conv_layer row = *layer;
-    row.out_h = 1;
-    int slot = 0;
-    for (int oy = 0; oy < out_h; ++oy) {
-        int lo, rows, pad_top;
-        reds_row_window(oy, layer->stride_h, layer->pad_top, layer->kernel_h, layer->in_h, &lo,
-                        &rows, &pad_top);
-        row.in_h = (uint16_t)rows;
-        row.pad_top = (uint16_t)pad_top;
-        reds_conv_call(op, &row, k, input + lo * in_row, ring + slot * out_row, scratch);
-        slot = slot + 1 == slots ? 0 : slot + 1;
-        if (oy >= delay) { /* the oldest row in the ring is the slot written next */
-            memcpy(output + (oy - delay) * out_row, ring + slot * out_row, (size_t)out_row);
-        }
-    }
-    for (int oy = out_h - delay; oy < out_h; ++oy) {
-        if (oy >= 0) {
-            memcpy(output + oy * out_row, ring + (oy % slots) * out_row, (size_t)out_row);
-        }
+    const int out_h = layer->out_h;
+    reds_conv_layer band = *layer;
+    int held = 0, flushed = 0;
+    for (int oy = 0; oy < out_h; oy += rows) {
+        const int count = out_h - oy < rows ? out_h - oy : rows;
+        int lo, n, pad_top;
+        reds_band_window(oy, count, layer->stride_h, layer->pad_top, layer->kernel_h,
+                         layer->in_h, &lo, &n, &pad_top);
+        band.out_h = (uint16_t)count;
+        band.in_h = (uint16_t)n;
+        band.pad_top = (uint16_t)pad_top;
+        reds_conv_call(op, &band, k, input + lo * in_row, ring + held * out_row, scratch);
+        held += count;
+        reds_ring_flush(output, ring, out_row, &held, &flushed, oy + count < out_h ? delay : 0);
     }
 }
 
 void reds_run_pool(int op, const reds_pool_layer *layer, int k, const int8_t *input,
-                   int8_t *output, int8_t *ring, int delay) {
+                   int8_t *output, int8_t *ring, int delay, int rows) {
     if (delay < 0) {
         if (op == REDS_OP_MAXPOOL) {
             REDS_MAXPOOL(layer, k, input, output);
@@ -88,30 +100,24 @@ void reds_run_pool(int op, const reds_pool_layer *layer, int k, const int8_t *in
     }
     const int32_t in_row = (int32_t)layer->in_w * layer->width[k];
     const int32_t out_row = (int32_t)layer->out_w * layer->width[k];
-    const int slots = delay + 1, out_h = layer->out_h;
-    reds_pool_layer row = *layer;
-    row.out_h = 1;
-    int slot = 0;
-    for (int oy = 0; oy < out_h; ++oy) {
-        int lo, rows, pad_top;
-        reds_row_window(oy, layer->stride_h, layer->pad_top, layer->filter_h, layer->in_h, &lo,
-                        &rows, &pad_top);
-        row.in_h = (uint16_t)rows;
-        row.pad_top = (uint16_t)pad_top;
+    const int out_h = layer->out_h;
+    reds_pool_layer band = *layer;
+    int held = 0, flushed = 0;
+    for (int oy = 0; oy < out_h; oy += rows) {
+        const int count = out_h - oy < rows ? out_h - oy : rows;
+        int lo, n, pad_top;
+        reds_band_window(oy, count, layer->stride_h, layer->pad_top, layer->filter_h,
+                         layer->in_h, &lo, &n, &pad_top);
+        band.out_h = (uint16_t)count;
+        band.in_h = (uint16_t)n;
+        band.pad_top = (uint16_t)pad_top;
         if (op == REDS_OP_MAXPOOL) {
-            REDS_MAXPOOL(&row, k, input + lo * in_row, ring + slot * out_row);
+            REDS_MAXPOOL(&band, k, input + lo * in_row, ring + held * out_row);
         } else {
-            REDS_AVGPOOL(&row, k, input + lo * in_row, ring + slot * out_row);
+            REDS_AVGPOOL(&band, k, input + lo * in_row, ring + held * out_row);
         }
-        slot = slot + 1 == slots ? 0 : slot + 1;
-        if (oy >= delay) {
-            memcpy(output + (oy - delay) * out_row, ring + slot * out_row, (size_t)out_row);
-        }
-    }
-    for (int oy = out_h - delay; oy < out_h; ++oy) {
-        if (oy >= 0) {
-            memcpy(output + oy * out_row, ring + (oy % slots) * out_row, (size_t)out_row);
-        }
+        held += count;
+        reds_ring_flush(output, ring, out_row, &held, &flushed, oy + count < out_h ? delay : 0);
     }
 }
 
