@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 
 EXTERNAL = -1  # the caller's model input, or the caller's output buffer
 # Kinds the row wrapper runs in place; other kinds (add) never overlap.
-ROW_KINDS = ("fully_connected", "conv", "pointwise", "depthwise", "avgpool", "maxpool")
+ROW_KINDS = ("fully_connected", "conv", "pointwise", "depthwise", "avgpool", "maxpool", "pw_dw")
+FUSED = "pw_dw"  # a pointwise layer and the depthwise layer reading it, run as one step
 NO_RING = -1  # delay of a layer called once on the whole map (no ring)
 
 
@@ -78,6 +79,11 @@ class Step:
     def out_row(self) -> int:
         return self.out_hw[1] * self.out_width
 
+    @property
+    def window(self) -> int:
+        """A fused step's sliding window: kernel_h rows of the pointwise output."""
+        return self.kernel_h * self.in_hw[1] * self.out_width if self.kind == FUSED else 0
+
 
 @dataclass
 class Slot:
@@ -93,6 +99,7 @@ class Slot:
     scratch: int = 0
     src2: int = EXTERNAL
     rows: int = 1  # output rows per kernel call when running through the ring
+    window: int = 0  # a fused step's window of pointwise rows
 
 
 @dataclass
@@ -138,8 +145,8 @@ def in_place(s: Step) -> tuple[int, int] | None:
 
 
 def _chain_need(s: Step, first: bool, last: bool) -> int:
-    """Bytes step s needs at once: its arena tensors, ring and scratch."""
-    scratch = align4(s.scratch)
+    """Bytes step s needs at once: its arena tensors, ring, window and scratch."""
+    scratch = align4(s.scratch) + align4(s.window)
     if first and last:
         return scratch
     if first:
@@ -167,6 +174,7 @@ def _options(
     output in place as high as the rules allow, or in a free gap beside the
     input (directly written, no ring)."""
     scratch = align4(s.scratch)
+    window = align4(s.window)
     src = EXTERNAL if first else cur[0]
     ip = None if first or last or direct else in_place(s)
     out = align4(s.out_bytes)
@@ -176,13 +184,13 @@ def _options(
     options = [(d, t) for d in [NO_RING] + ([ip[0]] if ip else []) for t in (True, False)]
     for delay, top in options:
         r = ring if delay != NO_RING else 0
-        trans = r + scratch
+        trans = r + window + scratch
         t0 = size - trans if top else 0  # transient block [t0, t0 + trans)
         lo, hi = (0, size - trans) if top else (trans, size)  # room for tensors
         if hi < lo or (cur is not None and (cur[0] < lo or cur[1] > hi)):
             continue
         if last:
-            yield Slot(src, EXTERNAL, scratch=t0 + r)
+            yield Slot(src, EXTERNAL, scratch=t0 + window, window=t0)
             continue
         if delay != NO_RING:
             cands = [min(cur[0] + ip[1], hi - out) & ~3]
@@ -193,7 +201,8 @@ def _options(
         for o in cands:
             if lo <= o and o + out <= hi:
                 ring_at = t0 if delay != NO_RING else 0
-                yield Slot(src, o, ring=ring_at, delay=delay, scratch=t0 + r, rows=rows)
+                yield Slot(src, o, ring=ring_at, delay=delay, scratch=t0 + r + window,
+                           rows=rows, window=t0 + r)  # fmt: skip
 
 
 def _try_chain(
@@ -258,7 +267,7 @@ def plan_chain(
         best = _try_chain(steps, size) or best
     bands = [1] * n
     for i, sl in enumerate(best):
-        if sl.delay < 0:
+        if sl.delay < 0 or steps[i].kind == FUSED:  # a fused step runs one row per call
             continue
         while bands[i] * 2 < steps[i].out_hw[0]:
             trial = [*bands[:i], bands[i] * 2, *bands[i + 1 :]]
@@ -316,6 +325,72 @@ def plan(steps: Sequence[Step], arena_bytes: int | None = None, fastest: bool = 
     return plan_chain(steps, arena_bytes, fastest)
 
 
+def fusable(steps: Sequence[Step]) -> list[str]:
+    """Names of the pointwise steps whose output only the next step, a
+    depthwise layer, reads: candidates for a fused step."""
+    readers: dict[int, int] = {}
+    for s in steps:
+        for t in s.inputs:
+            readers[t] = readers.get(t, 0) + 1
+    return [
+        a.name
+        for a, b in zip(steps, steps[1:], strict=False)
+        if a.kind == "pointwise" and b.kind == "depthwise" and b.inputs == (a.output,)
+        and readers.get(a.output) == 1
+    ]  # fmt: skip
+
+
+def fuse(steps: Sequence[Step], pointwise: set[str] | frozenset[str]) -> list[Step]:
+    """``steps`` with each named pointwise step and the depthwise step after it
+    merged into one :data:`FUSED` step (the depthwise geometry, the pointwise
+    input and scratch, named after the pointwise layer)."""
+    out: list[Step] = []
+    skip = False
+    for i, s in enumerate(steps):
+        if skip:
+            skip = False
+            continue
+        if s.name in pointwise:
+            d = steps[i + 1]
+            out.append(Step(s.name, FUSED, s.inputs, d.output, s.in_hw, d.out_hw, d.kernel_h,
+                            d.stride_h, d.pad_top, s.in_width, d.out_width, s.scratch))  # fmt: skip
+            skip = True
+        else:
+            out.append(s)
+    return out
+
+
+def plan_submodels(
+    steps_by_k: Sequence[Sequence[Step]],
+    arena_bytes: int | None = None,
+    fastest: bool = False,
+    caps: Sequence[int | None] | None = None,
+) -> tuple[frozenset[str], list[Placement]]:
+    """Every submodel's placement, and the pointwise layers fused with their
+    depthwise reader (the same for every submodel: the runtime's code is one).
+    A pair is fused when that lowers the largest arena (then the sum) and keeps
+    every submodel within its cap; fastest and budgeted arenas fuse nothing
+    (fused layers always run row by row)."""
+    placements = [plan(s, arena_bytes, fastest) for s in steps_by_k]
+    chosen: frozenset[str] = frozenset()
+    if fastest or arena_bytes is not None or not steps_by_k:
+        return chosen, placements
+
+    def score(pls: list[Placement]) -> tuple[int, int]:
+        return max(p.arena_bytes for p in pls), sum(p.arena_bytes for p in pls)
+
+    for name in fusable(steps_by_k[-1]):
+        trial = chosen | {name}
+        pls = [plan(fuse(s, trial)) for s in steps_by_k]
+        if caps and any(
+            c is not None and p.arena_bytes > c for p, c in zip(pls, caps, strict=True)
+        ):
+            continue
+        if score(pls) < score(placements):
+            chosen, placements = trial, pls
+    return chosen, placements
+
+
 def check(steps: Sequence[Step], placement: Placement) -> list[str]:
     """Every rule the runtime relies on, checked on one submodel's placement;
     returns the violations (none for a correct plan). Each step reads its inputs
@@ -347,6 +422,8 @@ def check(steps: Sequence[Step], placement: Placement) -> list[str]:
             writes.append(("ring", (sl.ring, sl.ring + (sl.delay + sl.rows) * s.out_row)))
         if s.scratch:
             writes.append(("scratch", (sl.scratch, sl.scratch + s.scratch)))
+        if s.window:
+            writes.append(("window", (sl.window, sl.window + s.window)))
         for what, (a, b) in writes:
             if a < 0 or b > size:
                 problems.append(f"{s.name}: {what} [{a}, {b}) outside the {size}-byte arena")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 from nano_build import defined_functions, nano_compile, needs_arm, undefined_symbols
 
 from reds_tf import ir, memory
-from reds_tf.codegen.plan import build_plan, memory_steps
+from reds_tf.codegen.plan import build_plan, fused_steps, memory_steps
 from reds_tf.codegen.render import render_sources
 from reds_tf.errors import RedsError
 from reds_tf.quant import numerics, slicer
@@ -241,31 +242,37 @@ def _geometry(s: memory.Step) -> tuple:
 
 def test_arena_placement_is_safe_and_in_place(case):
     """For every submodel the placement passes every rule of the memory planner
-    (each layer reads where its producer wrote; outputs, rings and scratch stay
-    inside the arena and off every tensor still to be read; an output overlaps
-    its input only through the ring, within the safe shift), the runtime's
-    arena is the largest submodel's, and the in-place layers make it smaller
-    than separate input and output buffers would."""
-    _, model, sub, _, plan, rt, _ = case
+    (each layer reads where its producer wrote; outputs, rings, windows and
+    scratch stay inside the arena and off every tensor still to be read; an
+    output overlaps its input only through the ring, within the safe shift),
+    the runtime's arena is the largest submodel's, and the in-place layers make
+    it smaller than separate input and output buffers would. The planner on the
+    Keras graph, before training, sees the same layers and makes the same plan
+    (fusions included)."""
+    name, model, sub, _, plan, rt, _ = case
+    K = len(sub["submodels"])
     assert rt.arena_bytes == plan.arena_bytes == max(plan.arena["per_submodel"])
     assert rt.submodel_arena_bytes == plan.arena["per_submodel"]
     graph = ir.from_keras(model)
-    for k in range(len(sub["submodels"])):
-        steps = memory_steps(plan, k)
+    before = [memory.steps_from_graph(graph, s["widths"]) for s in sub["submodels"]]
+    fused, placements = memory.plan_submodels(before)
+    assert fused == plan.fused
+    for k in range(K):
+        steps = fused_steps(plan, k)
         placement = plan.placements[k]
         assert memory.check(steps, placement) == [], k
-        # Known before training: the planner on the Keras graph gives the same arena.
-        before = memory.steps_from_graph(graph, sub["submodels"][k]["widths"])
-        assert [_geometry(s) for s in before] == [_geometry(s) for s in steps]
-        assert memory.plan(before).arena_bytes == placement.arena_bytes
-        separate = max(s.in_bytes + s.out_bytes for s in steps[1:-1])
+        assert [_geometry(s) for s in before[k]] == [_geometry(s) for s in memory_steps(plan, k)]
+        assert placements[k].arena_bytes == placement.arena_bytes
+        separate = max(s.in_bytes + s.out_bytes for s in memory_steps(plan, k)[1:-1])
         assert placement.arena_bytes < separate + max(s.scratch for s in steps) + 8
     assert any(
         sl.delay >= 0 and sl.dst < sl.src + s.in_bytes and sl.src < sl.dst + s.out_bytes
-        for s, sl in zip(
-            memory_steps(plan, len(sub["submodels"]) - 1), plan.placements[-1].slots, strict=True
-        )
+        for s, sl in zip(fused_steps(plan, K - 1), plan.placements[-1].slots, strict=True)
     )
+    if name == "mobilenet_v1":  # 96x96: the 48x48x16 pointwise map is never whole
+        assert plan.fused
+        unfused = max(memory.plan(s).arena_bytes for s in before)
+        assert plan.arena_bytes < unfused
 
 
 def test_sliced_conv_weights_are_shared_prefixes(case):
@@ -524,3 +531,31 @@ def test_conv_runtime_compiles_with_the_nano_flags_and_gcc7_headers(case, tmp_pa
     for kind in ("conv", "pointwise", "depthwise"):
         if kind in used:
             assert f"reds_{kind}_dsp" in called, kind
+
+
+@pytest.mark.skipif(
+    any(shutil.which(t) is None for t in ("arm-none-eabi-gcc", "qemu-system-arm")),
+    reason="needs gcc-arm-none-eabi and qemu-system-arm (make setup installs them)",
+)
+def test_dsp_runtime_in_qemu_equals_the_host_runtime(case, tmp_path):
+    """The generated runtime with the Cortex-M4 DSP kernels, built with the
+    Nano's flags and run in QEMU (in-place rows, bands and, for MobileNetV1, the
+    fused pointwise + depthwise step all on the DSP path), computes exactly what
+    the host runtime (== TFLM, above) does on every submodel."""
+    from reds_tf import bench
+
+    _, _, sub, _, plan, rt, xq = case
+    src = tmp_path / "src"
+    src.mkdir()
+    for fname, text in render_sources(plan).items():
+        (src / fname).write_text(text)
+    elf = bench.build_elf(src, tmp_path, "dsp")
+    x = xq[:3].reshape(3, -1)
+    blob = tmp_path / "inputs.bin"
+    blob.write_bytes(bench.inputs_blob(x))
+    _, uart = bench.run_qemu(elf, bench.build_plugin(), blob, tmp_path / "qemu")
+    K = len(sub["submodels"])
+    got = bench.parse_uart(uart, len(x), K, sub["num_classes"])
+    assert got["variant"] == "dsp"
+    for k in range(K):
+        np.testing.assert_array_equal(got["outputs"][:, k], rt.predict(xq[:3], k), err_msg=str(k))

@@ -61,6 +61,26 @@ def _row(s: Step, rows: list[np.ndarray], oy: int) -> np.ndarray:
     return (acc % 251).astype(np.uint8)
 
 
+def _fused_rows(s: Step, in_rows):
+    """A fused step's rows as reds_run_pw_dw computes them: each pointwise row
+    from the input as it is when that row is first needed, then the depthwise
+    row from the pointwise rows."""
+    pw = Step("pw", "pointwise", s.inputs, 0, s.in_hw, s.in_hw, 1, 1, 0, s.in_width, s.out_width)
+    dw = Step("dw", "depthwise", (0,), s.output, s.in_hw, s.out_hw, s.kernel_h, s.stride_h,
+              s.pad_top, s.out_width, s.out_width)  # fmt: skip
+    mid: dict[int, np.ndarray] = {}
+
+    def row(oy: int) -> np.ndarray:
+        lo = max(0, oy * s.stride_h - s.pad_top)
+        hi = min(s.in_hw[0], oy * s.stride_h - s.pad_top + s.kernel_h)
+        for r in range(lo, hi):
+            if r not in mid:
+                mid[r] = _row(pw, in_rows(), r)
+        return _row(dw, [mid.get(r) for r in range(s.in_hw[0])], oy)
+
+    return row
+
+
 def _run(steps: list[Step], placement: memory.Placement | None, x: np.ndarray) -> np.ndarray:
     """The chain on the caller's input x: in an arena per ``placement`` with the
     row runner's ring and delay, or (None) with separate buffers."""
@@ -76,20 +96,27 @@ def _run(steps: list[Step], placement: memory.Placement | None, x: np.ndarray) -
                     for r in range(s.in_hw[0])]  # fmt: skip
 
         h, orow = s.out_hw[0], s.out_row
+        row = _fused_rows(s, in_rows) if s.kind == memory.FUSED else (
+            lambda oy, s=s, in_rows=in_rows: _row(s, in_rows(), oy)
+        )  # fmt: skip
         if sl is None or sl.dst == EXTERNAL:
-            out = np.concatenate([_row(s, in_rows(), oy) for oy in range(h)])
+            out = np.concatenate([row(oy) for oy in range(h)])
             if sl is None:
                 cur = out
                 continue
             return out
+        if sl.delay < 0 and s.kind == memory.FUSED:  # row by row, written directly
+            for oy in range(h):
+                arena[sl.dst + oy * orow : sl.dst + (oy + 1) * orow] = row(oy)
+            continue
         if sl.delay < 0:  # one call: reads all input, then writes
-            out = np.concatenate([_row(s, in_rows(), oy) for oy in range(h)])
+            out = np.concatenate([row(oy) for oy in range(h)])
             arena[sl.dst : sl.dst + out.size] = out
             continue
         held = flushed = 0  # exactly the order of reds_run_conv
         for oy in range(0, h, sl.rows):
             count = min(sl.rows, h - oy)
-            band = np.concatenate([_row(s, in_rows(), y) for y in range(oy, oy + count)])
+            band = np.concatenate([row(y) for y in range(oy, oy + count)])
             at = sl.ring + held * orow  # the kernel reads the arena as it is now
             arena[at : at + band.size] = band
             held += count
@@ -181,3 +208,70 @@ def test_the_random_chains_exercise_rings_and_bands():
         in_place += any(sl.delay >= 0 for sl in tight.slots)
         bands += any(sl.delay >= 0 and sl.rows > 1 for sl in roomy.slots)
     assert in_place >= 30 and bands >= 15, (in_place, bands)
+
+
+def _mobile_chain(rng: np.random.Generator) -> list[Step]:
+    """A random MobileNet-like chain: first conv, then (depthwise, pointwise)
+    blocks of random stride and channel growth, global pool and FC."""
+    h, c = int(rng.integers(5, 17)), int(rng.integers(1, 5))
+    oh, pt = _conv_out(h, 3, 2, True)
+    co = int(rng.integers(2, 9))
+    steps = [Step("c", "conv", (EXTERNAL,), 1, (h, h), (oh, oh), 3, 2, pt, c, co, 64)]
+    h, c, t = oh, co, 1
+    for b in range(int(rng.integers(1, 4))):
+        s = int(rng.choice([1, 2]))
+        oh, pt = _conv_out(h, 3, s, bool(rng.integers(0, 2)) or s == 1 or h < 3)
+        steps.append(Step(f"dw{b}", "depthwise", (t,), t + 1, (h, h), (oh, oh), 3, s, pt, c, c))
+        co = int(rng.integers(1, 3 * c + 1))
+        steps.append(Step(f"pw{b}", "pointwise", (t + 1,), t + 2, (oh, oh), (oh, oh), 1, 1, 0,
+                          c, co, 4 * co + 2 * c + 4))  # fmt: skip
+        h, c, t = oh, co, t + 2
+    steps.append(Step("gap", "avgpool", (t,), t + 1, (h, h), (1, 1), h, 1, 0, c, c))
+    steps.append(Step("fc", "fully_connected", (t + 1,), t + 2, (1, 1), (1, 1), 1, 1, 0, c, 3,
+                      4 * 3 + 2 * c + 4))  # fmt: skip
+    return steps
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fused_pointwise_depthwise_equals_separate_layers(seed):
+    """Every fusable pointwise + depthwise pair fused (the planner's candidates),
+    placed and run in the byte arena as reds_run_pw_dw does: the same bytes as
+    the unfused chain with separate buffers; and the planner's own choice of
+    fusions never makes the arena larger."""
+    rng = np.random.default_rng(100 + seed)
+    steps = _mobile_chain(rng)
+    x = rng.integers(0, 256, steps[0].in_bytes).astype(np.uint8)
+    want = _run(steps, None, x)
+    names = set(memory.fusable(steps))
+    fused = memory.fuse(steps, names)
+    assert len(fused) == len(steps) - len(names)
+    placement = memory.plan(fused)
+    assert memory.check(fused, placement) == []
+    np.testing.assert_array_equal(_run(fused, placement, x), want)
+    chosen, placements = memory.plan_submodels([steps])
+    assert placements[0].arena_bytes <= memory.plan(steps).arena_bytes
+    assert memory.check(memory.fuse(steps, chosen), placements[0]) == []
+    np.testing.assert_array_equal(_run(memory.fuse(steps, chosen), placements[0], x), want)
+
+
+def test_fusion_lowers_mobilenet_peak():
+    """MobileNetV1-0.25 at 96x96: fusing the first pointwise layer (48x48,
+    8 -> 16 channels) with the stride-2 depthwise after it removes the
+    36,864-byte map from the peak."""
+
+    def step(name, kind, t, ih, oh, kh, sh, pt, ci, co, scr=0):
+        src = t - 1 if t > 1 else EXTERNAL
+        return Step(name, kind, (src,), t, (ih, ih), (oh, oh), kh, sh, pt, ci, co, scr)
+
+    st = [step("c", "conv", 1, 96, 48, 3, 2, 0, 3, 8, 4 * 8 + 2 * 27 + 4)]
+    h, c = 48, 8
+    for i, (co, s) in enumerate([(16, 1), (32, 2), (32, 1), (64, 2)]):
+        oh = -(-h // s)
+        st.append(step(f"dw{i}", "depthwise", len(st) + 1, h, oh, 3, s, 1 if s == 1 else 0, c, c))
+        st.append(step(f"pw{i}", "pointwise", len(st) + 1, oh, oh, 1, 1, 0, c, co,
+                       4 * co + 2 * c + 4))  # fmt: skip
+        h, c = oh, co
+    unfused = memory.plan(st)
+    chosen, placements = memory.plan_submodels([st])
+    assert "pw0" in chosen
+    assert unfused.arena_bytes >= 48 * 48 * 16 > placements[0].arena_bytes

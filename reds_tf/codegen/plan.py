@@ -294,6 +294,8 @@ class ModelPlan:
     submodels: list[dict[str, Any]] = field(default_factory=list)
     arena: dict[str, Any] = field(default_factory=dict)
     placements: list[memory.Placement] = field(default_factory=list)
+    # pointwise layers run fused with the depthwise layer that reads them
+    fused: frozenset[str] = frozenset()
 
     @property
     def num_submodels(self) -> int:
@@ -867,48 +869,67 @@ def memory_steps(plan: ModelPlan, k: int) -> list[memory.Step]:
     return steps
 
 
+def fused_steps(plan: ModelPlan, k: int) -> list[memory.Step]:
+    """Submodel k's steps as placed: :func:`memory_steps` with the plan's fused
+    pointwise + depthwise pairs merged (:func:`reds_tf.memory.fuse`)."""
+    return memory.fuse(memory_steps(plan, k), plan.fused)
+
+
 def _assign_buffers(plan: ModelPlan, arena: str | int = "smallest") -> None:
     """THE memory plan (:mod:`reds_tf.memory`): one placement per submodel, the
     arena sized for the largest. Each compute layer gets a slot index into the
-    generated per-submodel placement table; the first layer reads the caller's
-    input, the last writes the caller's output. A submodel's ``memory_budget_bytes``
-    (``submodels.json``) caps what "fastest" or a byte count give it."""
+    generated per-submodel placement table (a pointwise layer fused with its
+    depthwise reader shares one); the first layer reads the caller's input, the
+    last writes the caller's output. A submodel's ``memory_budget_bytes``
+    (``submodels.json``) caps the arena ("fastest" or a byte count give it at
+    most that) and keeps fusions that would exceed it out."""
     K = plan.num_submodels
     if not (arena in ARENA_MODES or (isinstance(arena, int) and not isinstance(arena, bool))):
         raise RedsError(f"arena must be one of {', '.join(ARENA_MODES)} or a number of bytes")
-    plan.placements = []
-    for k in range(K):
-        steps = memory_steps(plan, k)
-        smallest = memory.plan(steps)
-        placement = smallest
-        cap = plan.submodels[k].get("memory_budget_bytes")
-        if arena == "fastest":
-            placement = memory.plan(steps, fastest=True)
-        elif isinstance(arena, int):
-            if k == K - 1 and arena < smallest.arena_bytes:
-                raise RedsError(
-                    f"arena: {arena:,} bytes is below the full model's smallest arena "
-                    f"({smallest.arena_bytes:,} bytes); give at least that, or 'smallest'"
-                )
-            placement = memory.plan(steps, arena_bytes=arena)
-        if cap is not None and placement.arena_bytes > cap:
-            placement = memory.plan(steps, arena_bytes=max(int(cap), smallest.arena_bytes))
-        plan.placements.append(placement)
+    steps = [memory_steps(plan, k) for k in range(K)]
+    caps = [plan.submodels[k].get("memory_budget_bytes") for k in range(K)]
+    smallest = [memory.plan(s) for s in steps]
+    if isinstance(arena, int) and arena < smallest[-1].arena_bytes:
+        raise RedsError(
+            f"arena: {arena:,} bytes is below the full model's smallest arena "
+            f"({smallest[-1].arena_bytes:,} bytes); give at least that, or 'smallest'"
+        )
+    if arena == "smallest":
+        plan.fused, plan.placements = memory.plan_submodels(steps, caps=caps)
+    else:
+        plan.fused = frozenset()
+        plan.placements = []
+        for k in range(K):
+            placement = memory.plan(
+                steps[k],
+                arena_bytes=arena if isinstance(arena, int) else None,
+                fastest=arena == "fastest",
+            )
+            if caps[k] is not None and placement.arena_bytes > caps[k]:
+                room = max(int(caps[k]), smallest[k].arena_bytes)
+                placement = memory.plan(steps[k], arena_bytes=room)
+            plan.placements.append(placement)
     per = [p.arena_bytes for p in plan.placements]
     plan.arena = {"total": max(per + [4]), "per_submodel": per}
-    compute = [ly for ly in plan.layers if ly.kind != "reshape"]
+    slots = plan.placements[-1].slots
     by_tensor: dict[int, str] = {}
-    for j, ly in enumerate(compute):
+    j = 0
+    compute = [ly for ly in plan.layers if ly.kind != "reshape"]
+    for i, ly in enumerate(compute):
+        if i > 0 and compute[i - 1].name in plan.fused:
+            ly.slot = -1  # runs inside the fused step of the pointwise layer before it
+            ly.src = compute[i - 1].dst
+            ly.dst = compute[i - 1].dst
+            by_tensor[ly.output] = ly.dst
+            continue
         ly.slot = j
-        s = plan.placements[-1].slots[j]
-        ly.src = "input" if s.src == memory.EXTERNAL else f"act + s[{j}].src"
-        ly.src2 = (
-            ""
-            if ly.kind != "add"
-            else ("input" if s.src2 == memory.EXTERNAL else f"act + s[{j}].src2")
-        )
-        ly.dst = "output" if s.dst == memory.EXTERNAL else f"act + s[{j}].dst"
+        sl = slots[j]
+        ly.src = "input" if sl.src == memory.EXTERNAL else f"act + s[{j}].src"
+        if ly.kind == "add":
+            ly.src2 = "input" if sl.src2 == memory.EXTERNAL else f"act + s[{j}].src2"
+        ly.dst = "output" if sl.dst == memory.EXTERNAL else f"act + s[{j}].dst"
         by_tensor[ly.output] = ly.dst
+        j += 1
     for ly in plan.layers:  # a RESHAPE names the same bytes as its input
         if ly.kind == "reshape":
             ly.src = ly.dst = by_tensor.get(ly.inputs[0], "input")

@@ -86,13 +86,19 @@ def render_sources(
         raise ValueError(f"no template support for layer kind(s) {sorted(unknown)}")
     env = environment(templates_dir)
     fc_layers = [ly for ly in plan.layers if ly.kind == "fully_connected"]
+    compute = [ly for ly in plan.layers if ly.kind != "reshape"]
     conv_layers = [ly for ly in plan.layers if ly.kind in ("conv", "pointwise", "depthwise")]
     if any(ly.per_submodel for ly in fc_layers):
         raise ValueError("per-submodel requantisation is supported for convolutions only")
     ctx = {
         "plan": plan,
         "fc_layers": fc_layers,
-        "compute_layers": [ly for ly in plan.layers if ly.kind != "reshape"],
+        # pointwise layer name -> the depthwise layer fused into its step
+        "fused_dw": {
+            a.name: b for a, b in zip(compute, compute[1:], strict=False) if a.name in plan.fused
+        },
+        # one placement-table entry each (a fused depthwise layer has none)
+        "compute_layers": [ly for ly in plan.layers if ly.kind != "reshape" and ly.slot >= 0],
         "conv_layers": conv_layers,
         # Average and max pools share one table of reds_pool_layer.
         "pool_layers": [ly for ly in plan.layers if ly.kind in ("avgpool", "maxpool")],

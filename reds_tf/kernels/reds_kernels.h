@@ -269,6 +269,15 @@ void reds_run_pool(int op, const reds_pool_layer *layer, int k, const int8_t *in
                    int8_t *output, int8_t *ring, int delay, int rows);
 void reds_run_fc(const reds_fc_layer *layer, int k, const int8_t *input, int8_t *output,
                  int8_t *ring, int delay, int32_t *scratch);
+/* A pointwise layer and the depthwise layer that reads it, fused: the
+ * pointwise map never exists whole. For each depthwise output row, the
+ * pointwise rows its window covers are computed into `window` (kernel_h rows
+ * of the pointwise output, kept as they slide down), then the depthwise row
+ * from them; output rows go through `ring` as above (delay < 0: written
+ * directly). scratch: the pointwise kernel's. */
+void reds_run_pw_dw(const reds_conv_layer *pw, const reds_conv_layer *dw, int k,
+                    const int8_t *input, int8_t *output, int8_t *window, int8_t *ring, int delay,
+                    int32_t *scratch);
 
 /* TFLite's MultiplyByQuantizedMultiplier with double rounding; shared by
  * every kernel so that all of them round identically. */

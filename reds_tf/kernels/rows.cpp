@@ -121,6 +121,48 @@ void reds_run_pool(int op, const reds_pool_layer *layer, int k, const int8_t *in
     }
 }
 
+void reds_run_pw_dw(const reds_conv_layer *pw, const reds_conv_layer *dw, int k,
+                    const int8_t *input, int8_t *output, int8_t *window, int8_t *ring, int delay,
+                    int32_t *scratch) {
+    const int32_t in_row = (int32_t)pw->in_w * pw->in_width[k];
+    const int32_t mid_row = (int32_t)pw->out_w * pw->out_width[k];
+    const int32_t out_row = (int32_t)dw->out_w * dw->out_width[k];
+    const int out_h = dw->out_h;
+    reds_conv_layer pw_row = *pw;
+    pw_row.in_h = 1;
+    pw_row.out_h = 1;
+    reds_conv_layer dw_row = *dw;
+    dw_row.out_h = 1;
+    int have_lo = 0, have_n = 0; /* the window holds pointwise rows [have_lo, have_lo + have_n) */
+    int held = 0, flushed = 0;
+    for (int oy = 0; oy < out_h; ++oy) {
+        int lo, n, pad_top;
+        reds_band_window(oy, 1, dw->stride_h, dw->pad_top, dw->kernel_h, dw->in_h, &lo, &n,
+                         &pad_top);
+        if (lo > have_lo) { /* rows above the window are done with */
+            const int drop = lo - have_lo < have_n ? lo - have_lo : have_n;
+            memmove(window, window + drop * mid_row, (size_t)(have_n - drop) * (size_t)mid_row);
+            have_n -= drop;
+            have_lo = have_n > 0 ? have_lo + drop : lo;
+        }
+        while (have_lo + have_n < lo + n) { /* the pointwise rows this output row reads */
+            const int r = have_lo + have_n;
+            REDS_POINTWISE(&pw_row, k, input + r * in_row, window + have_n * mid_row, scratch);
+            have_n++;
+        }
+        dw_row.in_h = (uint16_t)n;
+        dw_row.pad_top = (uint16_t)pad_top;
+        const int8_t *rows = window + (lo - have_lo) * mid_row;
+        if (delay < 0) {
+            REDS_DEPTHWISE(&dw_row, k, rows, output + oy * out_row);
+            continue;
+        }
+        REDS_DEPTHWISE(&dw_row, k, rows, ring + held * out_row);
+        held++;
+        reds_ring_flush(output, ring, out_row, &held, &flushed, oy + 1 < out_h ? delay : 0);
+    }
+}
+
 void reds_run_fc(const reds_fc_layer *layer, int k, const int8_t *input, int8_t *output,
                  int8_t *ring, int delay, int32_t *scratch) {
     if (delay < 0) {

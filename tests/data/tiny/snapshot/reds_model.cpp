@@ -39,24 +39,24 @@ static const reds_fc_layer reds_fc_layers[3] = {
  * delay >= 0: bands of `rows` rows through the ring, the output overlapping
  * the input where that is exact (reds_run_* in rows.cpp). */
 typedef struct reds_slot {
-    uint32_t src, src2, dst, ring, scratch;
+    uint32_t src, src2, dst, ring, scratch, window;
     int16_t delay, rows;
 } reds_slot;
 static const reds_slot reds_slots[REDS_NUM_SUBMODELS][3] = {
     { /* submodel 0: 84 arena bytes */
-     {0, 0, 0, 0, 8, -1, 1}, /* fc1 */
-     {0, 0, 52, 0, 56, -1, 1}, /* fc2 */
-     {52, 0, 0, 0, 0, -1, 1} /* logits */
+     {0, 0, 0, 0, 8, 8, -1, 1}, /* fc1 */
+     {0, 0, 52, 0, 56, 56, -1, 1}, /* fc2 */
+     {52, 0, 0, 0, 0, 0, -1, 1} /* logits */
     },
     { /* submodel 1: 104 arena bytes */
-     {0, 0, 0, 0, 12, -1, 1}, /* fc1 */
-     {0, 0, 44, 0, 52, -1, 1}, /* fc2 */
-     {44, 0, 0, 0, 64, -1, 1} /* logits */
+     {0, 0, 0, 0, 12, 12, -1, 1}, /* fc1 */
+     {0, 0, 44, 0, 52, 52, -1, 1}, /* fc2 */
+     {44, 0, 0, 0, 64, 64, -1, 1} /* logits */
     },
     { /* submodel 2: 116 arena bytes */
-     {0, 0, 0, 0, 12, -1, 1}, /* fc1 */
-     {0, 0, 36, 0, 48, -1, 1}, /* fc2 */
-     {36, 0, 0, 0, 72, -1, 1} /* logits */
+     {0, 0, 0, 0, 12, 12, -1, 1}, /* fc1 */
+     {0, 0, 36, 0, 48, 48, -1, 1}, /* fc2 */
+     {36, 0, 0, 0, 72, 72, -1, 1} /* logits */
     },
 };
 
