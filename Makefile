@@ -14,7 +14,7 @@ PORT   ?=
 APT_PACKAGES := dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm \
                 g++ espeak-ng sox util-linux
 
-.PHONY: setup apt venv train export test lint bench bench-latency flash monitor clean
+.PHONY: setup apt venv train export test lint bench bench-latency bench-memory flash monitor clean
 
 setup: apt $(STAMP)
 
@@ -55,6 +55,12 @@ lint: setup
 bench: setup
 	@test -f $(RUN)/export/manifest.json || $(MAKE) train
 	$(BIN)/reds bench $(RUN) --markdown BENCHMARKS.md
+
+# Activation memory (BENCHMARKS.md, "Activation memory"): each submodel's arena
+# before/after the in-place planner against TensorFlow Lite Micro's, for the
+# default FC model, DS-CNN-S and MobileNetV1-0.25 (random weights); a few minutes.
+bench-memory: setup
+	$(BIN)/python examples/memory_bench.py --out runs/memory_bench.json --markdown
 
 # Latency budgets (BENCHMARKS.md): DS-CNN-S on CIFAR-10 trained briefly with MAC
 # budgets, then from the same base model with latency budgets (the knapsack on
