@@ -8,6 +8,7 @@ inputs; the NumPy reference is checked on a subset.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import shutil
@@ -559,3 +560,38 @@ def test_dsp_runtime_in_qemu_equals_the_host_runtime(case, tmp_path):
     assert got["variant"] == "dsp"
     for k in range(K):
         np.testing.assert_array_equal(got["outputs"][:, k], rt.predict(xq[:3], k), err_msg=str(k))
+
+
+def test_arena_modes(case, tmp_path):
+    """--arena fastest: no in-place rows, no fusion, every layer one kernel call,
+    never smaller than the default; a byte count: every submodel gets exactly
+    that room (and runs faster ways within it); below the full model's smallest
+    arena: a one-line error. The fastest runtime is bit-exact as well."""
+    name, _, sub, full, plan, _, xq = case
+    fast = build_plan(full, sub, arena="fastest")
+    assert not fast.fused
+    assert all(sl.delay < 0 for p in fast.placements for sl in p.slots)
+    assert fast.arena_bytes >= plan.arena_bytes
+    for k, p in enumerate(fast.placements):
+        assert memory.check(fused_steps(fast, k), p) == []
+    room = plan.arena_bytes + 1000
+    roomy = build_plan(full, sub, arena=room)
+    assert roomy.arena["per_submodel"] == [room & ~3] * len(sub["submodels"])
+    with pytest.raises(RedsError, match="below the full model's smallest arena"):
+        build_plan(full, sub, arena=plan.arena_bytes - 4)
+    # A submodel's memory budget (submodels.json) bounds what fastest gives it.
+    capped = copy.deepcopy(sub)
+    cap = plan.placements[0].arena_bytes
+    capped["submodels"][0]["memory_budget_bytes"] = cap
+    fast_capped = build_plan(full, capped, arena="fastest")
+    assert fast_capped.placements[0].arena_bytes <= cap
+    for k, p in enumerate(fast_capped.placements):
+        assert memory.check(fused_steps(fast_capped, k), p) == []
+    if name == "dscnn_s":
+        src = tmp_path / "src"
+        src.mkdir()
+        for fname, text in render_sources(fast).items():
+            (src / fname).write_text(text)
+        rt = Runtime(src, tuple(fast.input_shape))
+        for k in range(len(sub["submodels"])):
+            np.testing.assert_array_equal(rt.predict(xq[:50], k), case[5].predict(xq[:50], k))

@@ -888,27 +888,37 @@ def _assign_buffers(plan: ModelPlan, arena: str | int = "smallest") -> None:
         raise RedsError(f"arena must be one of {', '.join(ARENA_MODES)} or a number of bytes")
     steps = [memory_steps(plan, k) for k in range(K)]
     caps = [plan.submodels[k].get("memory_budget_bytes") for k in range(K)]
-    smallest = [memory.plan(s) for s in steps]
-    if isinstance(arena, int) and arena < smallest[-1].arena_bytes:
-        raise RedsError(
-            f"arena: {arena:,} bytes is below the full model's smallest arena "
-            f"({smallest[-1].arena_bytes:,} bytes); give at least that, or 'smallest'"
-        )
+    fused, smallest = memory.plan_submodels(steps, caps=caps)
     if arena == "smallest":
-        plan.fused, plan.placements = memory.plan_submodels(steps, caps=caps)
+        plan.fused, plan.placements = fused, smallest
     else:
-        plan.fused = frozenset()
-        plan.placements = []
-        for k in range(K):
-            placement = memory.plan(
-                steps[k],
-                arena_bytes=arena if isinstance(arena, int) else None,
-                fastest=arena == "fastest",
+        if isinstance(arena, int) and arena < smallest[-1].arena_bytes:
+            raise RedsError(
+                f"arena: {arena:,} bytes is below the full model's smallest arena "
+                f"({smallest[-1].arena_bytes:,} bytes); give at least that, or 'smallest'"
             )
-            if caps[k] is not None and placement.arena_bytes > caps[k]:
-                room = max(int(caps[k]), smallest[k].arena_bytes)
-                placement = memory.plan(steps[k], arena_bytes=room)
-            plan.placements.append(placement)
+        # A byte count fuses only when the unfused layers do not fit in it.
+        unfused = [memory.plan(s) for s in steps]
+        need_fusion = isinstance(arena, int) and arena < max(p.arena_bytes for p in unfused)
+        room = arena if isinstance(arena, int) else None
+        for pairs in [fused] if need_fusion else [frozenset(), fused]:
+            plan.fused = pairs
+            plan.placements = [
+                memory.plan(memory.fuse(s, pairs), arena_bytes=room, fastest=arena == "fastest")
+                for s in steps
+            ]
+
+            def over(k: int) -> bool:
+                return caps[k] is not None and plan.placements[k].arena_bytes > caps[k]
+
+            for k in filter(over, range(K)):  # a memory budget bounds what the mode gives
+                plan.placements[k] = memory.plan(
+                    memory.fuse(steps[k], pairs), arena_bytes=max(int(caps[k]), 4)
+                )
+            if not any(map(over, range(K))):
+                break
+        else:  # only the smallest plan keeps every submodel within its budget
+            plan.fused, plan.placements = fused, smallest
     per = [p.arena_bytes for p in plan.placements]
     plan.arena = {"total": max(per + [4]), "per_submodel": per}
     slots = plan.placements[-1].slots
