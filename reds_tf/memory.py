@@ -1,21 +1,29 @@
-"""The activation-memory planner: where every tensor, ring and scratch buffer of
-one submodel lives in the runtime's arena, and how many bytes that takes.
+"""The activation-memory planner: where every tensor, ring, window and scratch
+buffer of one submodel lives in the runtime's arena, and how many bytes that
+takes.
 
 ONE planner serves the export (the generated runtime's placement tables, see
-:mod:`reds_tf.codegen.plan`) and the knapsack's memory bound before training
-(:func:`steps_from_graph`), so a bound checked at selection time is the bound
-the exported arena meets.
+:mod:`reds_tf.codegen.plan`), the check before training and the knapsack's
+memory bounds (:func:`steps_from_graph`, :func:`linear_terms`), so a bound
+checked at selection time is the bound the exported arena meets.
 
-In-place layers. A layer runs row by row through the kernel wrapper of
-``reds_rows.cpp``: output row ``oy`` is computed into a small RING of
-``delay + 1`` output rows and copied into the output tensor ``delay`` rows
-later. The output tensor may then overlap the input tensor: it starts ``shift``
-bytes after the input's start, where ``shift`` is at most :func:`max_shift`, the
-largest offset at which no copied row ever covers input bytes a later row still
-reads. Numbers are unchanged (the kernels compute the same rows), only where
-they are written. A growing layer (output larger than input) ends where its
-input ends, a shrinking one starts where its input starts: the pair takes
-max(input, output) bytes instead of input + output, plus the ring.
+In-place layers. A layer runs row by row through the row runner
+(``reds_tf/kernels/rows.cpp``): bands of ``rows`` output rows are computed by
+the layer's own kernel into a small RING of ``delay + rows`` output rows, and
+each row is copied into the output tensor once ``delay`` more rows were
+computed. The output tensor may then overlap the input tensor: it starts
+``shift`` bytes after the input's start, where ``shift`` is at most
+:func:`max_shift`, the largest offset at which no copied row ever covers input
+bytes a later row still reads. Numbers are unchanged (the kernels compute the
+same rows), only where they are written. A growing layer (output larger than
+input) ends where its input ends, a shrinking one starts where its input
+starts: the pair takes max(input, output) bytes instead of input + output,
+plus the ring.
+
+Fused steps (:data:`FUSED`). A pointwise layer whose output only a depthwise
+layer reads can run as one step (:func:`fuse`): the pointwise rows each
+depthwise row needs are computed into a window of ``kernel_h`` rows, so the
+pointwise map never exists whole. :func:`plan_submodels` chooses the pairs.
 
 Layers with more than one input (ADD), and every layer of a network that has
 one, use the lifetime plan instead (:func:`plan_dag`): a tensor lives from the
@@ -26,7 +34,7 @@ fit, largest first, never in place.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 EXTERNAL = -1  # the caller's model input, or the caller's output buffer
 # Kinds the row wrapper runs in place; other kinds (add) never overlap.
@@ -109,7 +117,6 @@ class Placement:
     slots: list[Slot]
     arena_bytes: int
     lower_bound: int = 0  # max over steps of the bytes that step needs at once
-    notes: list[str] = field(default_factory=list)
 
 
 def _need_start(s: Step, oy: int) -> int:
