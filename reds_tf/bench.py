@@ -773,7 +773,9 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"Model share: {result['weight_bytes']:,} B of weights and biases (stored once for all "
-        f"submodels), a {result['arena_bytes']:,} B activation arena. The bench build is the "
+        f"submodels), a {result['arena_bytes']:,} B activation arena"
+        + (f" (`reds export --arena {result['arena_mode']}`)" if result.get("arena_mode") else "")
+        + ". The bench build is the "
         "runtime plus a minimal harness (`firmware/bench`), no serial protocol. Arduino Nano 33 "
         f"BLE fit (flash < {NANO33BLE_FLASH_BYTES // 1024} KB, RAM < "
         f"{NANO33BLE_RAM_BYTES // 1024} KB, both builds): "
@@ -1024,6 +1026,7 @@ def _run_bench(
         "outputs_identical": True,
         "weight_bytes": manifest.get("weight_bytes"),
         "arena_bytes": manifest.get("arena_bytes"),
+        "arena_mode": manifest.get("arena_mode"),  # reds export --arena (absent: before it)
         "counts": counts,
         "ram_nano33ble": ram,
     }
