@@ -63,62 +63,85 @@ static inline void reds_ring_flush(int8_t *output, int8_t *ring, int32_t out_row
     *held = keep;
 }
 
+/* One band: output rows [oy, oy + count) read input rows [lo, lo + rows_in),
+ * with pad_top padding rows above them. */
+typedef struct reds_band {
+    int count, lo, rows_in, pad_top;
+} reds_band;
+
+/* Runs a layer's kernel on one band's geometry (a copy of the layer struct). */
+typedef void (*reds_band_kernel)(const void *layer, int op, int k, const reds_band *band,
+                                 const int8_t *input, int8_t *output, int32_t *scratch);
+
+/* The band loop shared by every layer kind: bands into the ring, rows copied
+ * out `delay` rows after they were computed (all of them after the last band). */
+static void reds_run_bands(reds_band_kernel call, const void *layer, int op, int k, int out_h,
+                           int stride, int pad, int kernel, int in_h, int32_t in_row,
+                           int32_t out_row, const int8_t *input, int8_t *output, int8_t *ring,
+                           int delay, int rows, int32_t *scratch) {
+    int held = 0, flushed = 0;
+    for (int oy = 0; oy < out_h; oy += rows) {
+        reds_band band;
+        band.count = out_h - oy < rows ? out_h - oy : rows;
+        reds_band_window(oy, band.count, stride, pad, kernel, in_h, &band.lo, &band.rows_in,
+                         &band.pad_top);
+        call(layer, op, k, &band, input + band.lo * in_row, ring + held * out_row, scratch);
+        held += band.count;
+        reds_ring_flush(output, ring, out_row, &held, &flushed,
+                        oy + band.count < out_h ? delay : 0);
+    }
+}
+
+static void reds_conv_band(const void *layer, int op, int k, const reds_band *band,
+                           const int8_t *input, int8_t *output, int32_t *scratch) {
+    reds_conv_layer g = *(const reds_conv_layer *)layer;
+    g.out_h = (uint16_t)band->count;
+    g.in_h = (uint16_t)band->rows_in;
+    g.pad_top = (uint16_t)band->pad_top;
+    reds_conv_call(op, &g, k, input, output, scratch);
+}
+
+static void reds_pool_call(int op, const reds_pool_layer *layer, int k, const int8_t *input,
+                           int8_t *output) {
+    if (op == REDS_OP_MAXPOOL) {
+        REDS_MAXPOOL(layer, k, input, output);
+    } else {
+        REDS_AVGPOOL(layer, k, input, output);
+    }
+}
+
+static void reds_pool_band(const void *layer, int op, int k, const reds_band *band,
+                           const int8_t *input, int8_t *output, int32_t *scratch) {
+    (void)scratch;
+    reds_pool_layer g = *(const reds_pool_layer *)layer;
+    g.out_h = (uint16_t)band->count;
+    g.in_h = (uint16_t)band->rows_in;
+    g.pad_top = (uint16_t)band->pad_top;
+    reds_pool_call(op, &g, k, input, output);
+}
+
 void reds_run_conv(int op, const reds_conv_layer *layer, int k, const int8_t *input,
                    int8_t *output, int8_t *ring, int delay, int rows, int32_t *scratch) {
     if (delay < 0) {
         reds_conv_call(op, layer, k, input, output, scratch);
         return;
     }
-    const int32_t in_row = (int32_t)layer->in_w * layer->in_width[k];
-    const int32_t out_row = (int32_t)layer->out_w * layer->out_width[k];
-    const int out_h = layer->out_h;
-    reds_conv_layer band = *layer;
-    int held = 0, flushed = 0;
-    for (int oy = 0; oy < out_h; oy += rows) {
-        const int count = out_h - oy < rows ? out_h - oy : rows;
-        int lo, n, pad_top;
-        reds_band_window(oy, count, layer->stride_h, layer->pad_top, layer->kernel_h,
-                         layer->in_h, &lo, &n, &pad_top);
-        band.out_h = (uint16_t)count;
-        band.in_h = (uint16_t)n;
-        band.pad_top = (uint16_t)pad_top;
-        reds_conv_call(op, &band, k, input + lo * in_row, ring + held * out_row, scratch);
-        held += count;
-        reds_ring_flush(output, ring, out_row, &held, &flushed, oy + count < out_h ? delay : 0);
-    }
+    reds_run_bands(reds_conv_band, layer, op, k, layer->out_h, layer->stride_h, layer->pad_top,
+                   layer->kernel_h, layer->in_h, (int32_t)layer->in_w * layer->in_width[k],
+                   (int32_t)layer->out_w * layer->out_width[k], input, output, ring, delay, rows,
+                   scratch);
 }
 
 void reds_run_pool(int op, const reds_pool_layer *layer, int k, const int8_t *input,
                    int8_t *output, int8_t *ring, int delay, int rows) {
     if (delay < 0) {
-        if (op == REDS_OP_MAXPOOL) {
-            REDS_MAXPOOL(layer, k, input, output);
-        } else {
-            REDS_AVGPOOL(layer, k, input, output);
-        }
+        reds_pool_call(op, layer, k, input, output);
         return;
     }
-    const int32_t in_row = (int32_t)layer->in_w * layer->width[k];
-    const int32_t out_row = (int32_t)layer->out_w * layer->width[k];
-    const int out_h = layer->out_h;
-    reds_pool_layer band = *layer;
-    int held = 0, flushed = 0;
-    for (int oy = 0; oy < out_h; oy += rows) {
-        const int count = out_h - oy < rows ? out_h - oy : rows;
-        int lo, n, pad_top;
-        reds_band_window(oy, count, layer->stride_h, layer->pad_top, layer->filter_h,
-                         layer->in_h, &lo, &n, &pad_top);
-        band.out_h = (uint16_t)count;
-        band.in_h = (uint16_t)n;
-        band.pad_top = (uint16_t)pad_top;
-        if (op == REDS_OP_MAXPOOL) {
-            REDS_MAXPOOL(&band, k, input + lo * in_row, ring + held * out_row);
-        } else {
-            REDS_AVGPOOL(&band, k, input + lo * in_row, ring + held * out_row);
-        }
-        held += count;
-        reds_ring_flush(output, ring, out_row, &held, &flushed, oy + count < out_h ? delay : 0);
-    }
+    reds_run_bands(reds_pool_band, layer, op, k, layer->out_h, layer->stride_h, layer->pad_top,
+                   layer->filter_h, layer->in_h, (int32_t)layer->in_w * layer->width[k],
+                   (int32_t)layer->out_w * layer->width[k], input, output, ring, delay, rows,
+                   NULL);
 }
 
 void reds_run_pw_dw(const reds_conv_layer *pw, const reds_conv_layer *dw, int k,
