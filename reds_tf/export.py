@@ -164,7 +164,8 @@ def _report_section(manifest: dict[str, Any], n_test: int, qat: bool) -> str:
         f"Written by `reds export`{' --qat' if qat else ''}: int8 accuracy from TFLite Micro on "
         f"`export/submodel_<k>.tflite` ({n_test} test samples), float accuracy of the same "
         "submodel on the same samples. Weights stored once: "
-        f"{manifest['weight_bytes']:,} bytes; arena {manifest['arena_bytes']:,} bytes. "
+        f"{manifest['weight_bytes']:,} bytes; arena {manifest['arena_bytes']:,} bytes "
+        f"(`--arena {manifest.get('arena_mode', 'smallest')}`). "
         f"BatchNorm statistics: {manifest['bn_stats']}{extra}.",
         "",
         "| k | MACs | float accuracy | int8 accuracy | int8 - float |",
@@ -403,6 +404,9 @@ def _export_locked(
             (src / fname).write_text(text)
         sources = rundir.sources_sha256(src)
         fault_point("export:sources")
+        per = " / ".join(f"{b:,}" for b in plan.arena["per_submodel"])
+        fused = f", fused: {', '.join(sorted(plan.fused))}" if plan.fused else ""
+        log(f"export: arena ({arena}): {per} bytes per submodel{fused}")
         check = _check_runtime(src, plan.input_shape, xq, tflm_outputs, log)
         manifest = {
             "name": plan.name,
