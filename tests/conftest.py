@@ -6,6 +6,11 @@ run directory, once per session. Later stages' tests build on it so that
 ``make test`` trains only once.
 
 ``exported_run``: a copy of ``trained_run`` after ``reds export``.
+
+``exported_dscnn_run``: DS-CNN-S (random weights, realistic BatchNorm
+statistics, hand-picked nested widths: tests/test_export_conv.py) exported once
+per session, for the tests that need some DS-CNN-S export (QEMU firmware,
+bench) rather than a particular one.
 """
 
 from __future__ import annotations
@@ -45,3 +50,17 @@ def exported_run(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) ->
     shutil.copytree(trained_run, out)
     run_export(out, limit=2000, log=lambda _msg: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def exported_dscnn_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An exported DS-CNN-S run (Fashion-MNIST geometry: 3x3 stride-2 first conv,
+    4 depthwise-separable blocks of 64), int8 accuracy on 100 test samples."""
+    from test_export_conv import make_dscnn_run
+
+    from reds_tf.export import run_export
+
+    run = tmp_path_factory.mktemp("dscnn_s") / "fmnist_dscnn_s"
+    make_dscnn_run(run, blocks=4, filters=64)
+    run_export(run, limit=100, log=lambda _msg: None)
+    return run

@@ -161,9 +161,27 @@ def test_failure_midway_keeps_previous_export(exported_run, tmp_path, monkeypatc
     assert not [p for p in run.iterdir() if p.name.startswith(".export")]
 
 
-def test_qat_export_is_bit_exact_too(run_copy):
-    """--qat: quantisation-aware fine-tuning, then the same export contract."""
+QAT_SAMPLES = 3000  # training samples of the QAT epoch below (the run was trained on 3000)
+
+
+def test_qat_export_is_bit_exact_too(run_copy, monkeypatch):
+    """--qat: quantisation-aware fine-tuning, then the same export contract.
+
+    The QAT epoch sees the first QAT_SAMPLES of the 60,000 training images
+    (the real fine-tuning, on fewer steps): the export contract checked here
+    does not depend on how many images the fine-tuning saw."""
+    from reds_tf.quant import convert
+
+    real = convert.qat_finetune
+    seen = []
+
+    def fewer_samples(model, x_train, y_train, **kwargs):
+        seen.append(len(x_train))
+        return real(model, x_train[:QAT_SAMPLES], y_train[:QAT_SAMPLES], **kwargs)
+
+    monkeypatch.setattr(convert, "qat_finetune", fewer_samples)
     run_export(run_copy, qat=True, qat_epochs=1, limit=500, log=lambda _m: None)
+    assert len(seen) == 1 and seen[0] > QAT_SAMPLES  # the export did fine-tune
     m = _manifest(run_copy)
     assert m["qat"] is True and m["eval_samples"] == 500
     rt = load_runtime(run_copy)

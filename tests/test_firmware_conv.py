@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_export_conv import make_dscnn_run
 
 from reds_tf import firmware
 from reds_tf.quant.tflm import run_tflm
@@ -22,14 +21,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_dscnn_s_on_qemu_firmware_is_bit_exact_with_tflm(tmp_path: Path) -> None:
+def test_dscnn_s_on_qemu_firmware_is_bit_exact_with_tflm(exported_dscnn_run: Path) -> None:
     from reds_tf.data import load_dataset
-    from reds_tf.export import run_export
     from reds_tf.quant import numerics
 
-    run = tmp_path / "fmnist_dscnn_s"
-    make_dscnn_run(run, blocks=4, filters=64)  # DS-CNN-S: conv64 3x3 s2, 4 x (dw3x3 + pw64)
-    export = run_export(run, limit=100, log=lambda _m: None)
+    # DS-CNN-S: conv64 3x3 s2, 4 x (dw3x3 + pw64), exported once per session
+    # (tests/conftest.py; test_bench.py benches the same export)
+    run = exported_dscnn_run
+    export = run / "export"
     m = json.loads((export / "manifest.json").read_text())
     assert m["runtime_check"].startswith("bit-exact")
     data = load_dataset("fashion_mnist")
