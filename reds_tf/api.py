@@ -109,14 +109,15 @@ class Run:
         qat: bool = False,
         qat_epochs: int = 2,
         limit: int | None = None,
-        arena: str | int = "smallest",
+        arena: str | int = "balanced",
         log: Callable[[str], None] | None = print,
     ) -> Path:
         """``reds export``: int8 ``.tflite`` per submodel, the generated C++
         runtime (checked bit-exact against TensorFlow Lite Micro) and
         ``export/manifest.json``; returns the ``export/`` folder. ``limit``:
-        evaluate on at most this many test samples. ``arena``: "smallest"
-        (least RAM), "fastest" (no in-place rows) or bytes per submodel."""
+        evaluate on at most this many test samples. ``arena``: "balanced"
+        (least RAM with two rows per call), "smallest" (least RAM), "fastest" (no
+        in-place rows) or bytes per submodel."""
         from reds_tf.export import run_export
 
         return run_export(

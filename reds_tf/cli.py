@@ -39,7 +39,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _arena_mode(text: str) -> str | int:
-    if text in ("smallest", "fastest"):
+    if text in ("balanced", "smallest", "fastest"):
         return text
     try:
         n = int(text)
@@ -47,7 +47,7 @@ def _arena_mode(text: str) -> str | int:
         n = 0
     if n <= 0:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is neither 'smallest', 'fastest' nor a positive number of bytes"
+            f"{text!r} is neither 'balanced', 'smallest', 'fastest' nor a positive number of bytes"
         )
     return n
 
@@ -181,12 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--arena",
         type=_arena_mode,
-        default="smallest",
-        metavar="smallest|fastest|BYTES",
-        help="activation memory of the runtime: 'smallest' (default: each submodel in the "
-        "least RAM, layers run in place row by row where needed), 'fastest' (no in-place "
-        "rows, more RAM), or a number of bytes every submodel may use (faster with more "
-        "room; at least the full model's smallest arena)",
+        default="balanced",
+        metavar="balanced|smallest|fastest|BYTES",
+        help="activation memory of the runtime: 'balanced' (default: the least RAM in which "
+        "layers that run in place row by row compute at least 2 rows per kernel call), "
+        "'smallest' (the least RAM, 1 row per call where needed: slower), 'fastest' (no "
+        "in-place rows, more RAM), or a number of bytes every submodel may use (faster with "
+        "more room; at least the full model's smallest arena)",
     )
     p.set_defaults(func=_cmd_export)
 

@@ -165,7 +165,7 @@ def _report_section(manifest: dict[str, Any], n_test: int, qat: bool) -> str:
         f"`export/submodel_<k>.tflite` ({n_test} test samples), float accuracy of the same "
         "submodel on the same samples. Weights stored once: "
         f"{manifest['weight_bytes']:,} bytes; arena {manifest['arena_bytes']:,} bytes "
-        f"(`--arena {manifest.get('arena_mode', 'smallest')}`). "
+        f"(`--arena {manifest.get('arena_mode', 'balanced')}`). "
         f"BatchNorm statistics: {manifest['bn_stats']}{extra}.",
         "",
         "| k | MACs | float accuracy | int8 accuracy | int8 - float |",
@@ -200,13 +200,13 @@ def run_export(
     qat_epochs: int = 2,
     limit: int | None = None,
     bn_stats: str | None = None,
-    arena: str | int = "smallest",
+    arena: str | int = "balanced",
     log: Callable[[str], None] = print,
 ) -> Path:
     """Export ``run_dir`` (see module doc); returns the ``export/`` path.
 
     ``limit``: evaluate accuracies on at most this many test samples.
-    ``arena``: the runtime's activation memory, "smallest", "fastest" or a
+    ``arena``: the runtime's activation memory, "balanced", "smallest", "fastest" or a
     number of bytes (:func:`reds_tf.codegen.plan.build_plan`).
     ``bn_stats``: 'shared' or 'per_submodel' BatchNorm statistics (default:
     ``submodels.json``'s ``bn_stats``). Per-submodel: the full model is

@@ -151,7 +151,13 @@ def in_place(s: Step) -> tuple[int, int] | None:
     return None
 
 
-def _chain_need(s: Step, first: bool, last: bool) -> int:
+def _min_band(s: Step, min_rows: int) -> int:
+    """Output rows per call of a step run through its ring: at least ``min_rows``
+    (a fused step: always one)."""
+    return 1 if s.kind == FUSED else max(1, min(min_rows, s.out_hw[0]))
+
+
+def _chain_need(s: Step, first: bool, last: bool, min_rows: int = 1) -> int:
     """Bytes step s needs at once: its arena tensors, ring, window and scratch."""
     scratch = align4(s.scratch) + align4(s.window)
     if first and last:
@@ -164,7 +170,11 @@ def _chain_need(s: Step, first: bool, last: bool) -> int:
     if ip is None:
         return align4(s.in_bytes) + align4(s.out_bytes) + scratch
     delay, _ = ip
-    return align4(max(s.in_bytes, s.out_bytes)) + align4((delay + 1) * s.out_row) + scratch
+    ring = align4((delay + _min_band(s, min_rows)) * s.out_row)
+    return (
+        min(align4(max(s.in_bytes, s.out_bytes)) + ring, align4(s.in_bytes) + align4(s.out_bytes))
+        + scratch
+    )
 
 
 def _options(
@@ -242,7 +252,10 @@ def _try_chain(
 
 
 def plan_chain(
-    steps: Sequence[Step], arena_bytes: int | None = None, fastest: bool = False
+    steps: Sequence[Step],
+    arena_bytes: int | None = None,
+    fastest: bool = False,
+    min_rows: int = 1,
 ) -> Placement:
     """The chain's placement: the smallest arena the placement search fits it
     into (binary search from the lower bound up to separate buffers for every
@@ -250,20 +263,22 @@ def plan_chain(
     layers are called directly wherever they fit, and the others compute as
     many rows per kernel call (bands of 2, 4, 8 ... rows) as still fit: fewer,
     larger calls cost fewer instructions. ``fastest``: every layer one kernel
-    call, in the smallest arena that allows it."""
+    call, in the smallest arena that allows it. ``min_rows``: every layer run
+    through its ring computes at least this many rows per call."""
     n = len(steps)
-    lower = max(_chain_need(s, i == 0, i == n - 1) for i, s in enumerate(steps))
+    start = [_min_band(s, min_rows) for s in steps]
+    lower = max(_chain_need(s, i == 0, i == n - 1, min_rows) for i, s in enumerate(steps))
     upper = max(align4(s.in_bytes) + align4(s.out_bytes) for s in steps) + max(
         align4(s.scratch) + align4(s.out_hw[0] * s.out_row) for s in steps
     )
     upper = max(upper, lower)
-    best = _try_chain(steps, upper, direct=fastest)
+    best = _try_chain(steps, upper, start, direct=fastest)
     if best is None:  # cannot happen: separate buffers always fit
         raise AssertionError("memory plan: no placement at the upper bound")
     lo, hi = align4(lower), upper
     while lo < hi:
         mid = max(lo, ((lo + hi) // 2) & ~3)
-        got = _try_chain(steps, mid, direct=fastest)
+        got = _try_chain(steps, mid, start, direct=fastest)
         if got is not None:
             best, hi = got, mid
         else:
@@ -271,8 +286,8 @@ def plan_chain(
     size = hi
     if arena_bytes is not None and arena_bytes > size:
         size = arena_bytes & ~3
-        best = _try_chain(steps, size) or best
-    bands = [1] * n
+        best = _try_chain(steps, size, start) or best
+    bands = start
     for i, sl in enumerate(best):
         if sl.delay < 0 or steps[i].kind == FUSED:  # a fused step runs one row per call
             continue
@@ -321,15 +336,21 @@ def plan_dag(steps: Sequence[Step]) -> Placement:
     return Placement(slots, act + scratch, lower_bound=act + scratch)
 
 
-def plan(steps: Sequence[Step], arena_bytes: int | None = None, fastest: bool = False) -> Placement:
+def plan(
+    steps: Sequence[Step],
+    arena_bytes: int | None = None,
+    fastest: bool = False,
+    min_rows: int = 1,
+) -> Placement:
     """The placement of one submodel: :func:`plan_chain` for a chain (in
     ``arena_bytes`` if given and enough, faster with more room; ``fastest``:
-    no in-place rows), :func:`plan_dag` when some layer has two inputs."""
+    no in-place rows; ``min_rows``: rows per call at least), :func:`plan_dag`
+    when some layer has two inputs."""
     if not steps:
         return Placement([], 0)
     if any(len(s.inputs) > 1 for s in steps):
         return plan_dag(steps)
-    return plan_chain(steps, arena_bytes, fastest)
+    return plan_chain(steps, arena_bytes, fastest, min_rows)
 
 
 def fusable(steps: Sequence[Step]) -> list[str]:
@@ -372,13 +393,14 @@ def plan_submodels(
     arena_bytes: int | None = None,
     fastest: bool = False,
     caps: Sequence[int | None] | None = None,
+    min_rows: int = 1,
 ) -> tuple[frozenset[str], list[Placement]]:
     """Every submodel's placement, and the pointwise layers fused with their
     depthwise reader (the same for every submodel: the runtime's code is one).
     A pair is fused when that lowers the largest arena (then the sum) and keeps
     every submodel within its cap; fastest and budgeted arenas fuse nothing
     (fused layers always run row by row)."""
-    placements = [plan(s, arena_bytes, fastest) for s in steps_by_k]
+    placements = [plan(s, arena_bytes, fastest, min_rows) for s in steps_by_k]
     chosen: frozenset[str] = frozenset()
     if fastest or arena_bytes is not None or not steps_by_k:
         return chosen, placements
@@ -388,7 +410,7 @@ def plan_submodels(
 
     for name in fusable(steps_by_k[-1]):
         trial = chosen | {name}
-        pls = [plan(fuse(s, trial)) for s in steps_by_k]
+        pls = [plan(fuse(s, trial), min_rows=min_rows) for s in steps_by_k]
         if caps and any(
             c is not None and p.arena_bytes > c for p, c in zip(pls, caps, strict=True)
         ):

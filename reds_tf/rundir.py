@@ -480,11 +480,11 @@ def check_manifest(
     if "sources_sha256" in doc:
         s.str(doc["sources_sha256"], "sources_sha256", _SHA256, "64 lowercase hex digits")
     if "arena_mode" in doc and not (
-        doc["arena_mode"] in ("smallest", "fastest")
+        doc["arena_mode"] in ("balanced", "smallest", "fastest")
         or (isinstance(doc["arena_mode"], int) and not isinstance(doc["arena_mode"], bool))
     ):
         s.fail(
-            "arena_mode", "must be 'smallest', 'fastest' or a number of bytes", doc["arena_mode"]
+            "arena_mode", "must be balanced, smallest, fastest or a byte count", doc["arena_mode"]
         )
     if "trained_sha256" in doc:
         s.str(doc["trained_sha256"], "trained_sha256", _SHA256, "64 lowercase hex digits")

@@ -233,8 +233,8 @@ def test_bench_default_model(bench_run_dir: Path, tmp_path: Path) -> None:
     saved = json.loads(out.read_text())
     assert saved["checks"] == result["checks"]
     assert saved["repeatable"] and saved["outputs_identical"]
-    assert saved["arena_mode"] == "smallest"  # the export's default, said in the markdown
-    assert "`reds export --arena smallest`" in md.read_text()
+    assert saved["arena_mode"] == "balanced"  # the export's default, said in the markdown
+    assert "`reds export --arena balanced`" in md.read_text()
     c = result["checks"]
     assert c["instr_per_mac_ok"], c
     assert c["switch_ok"], c

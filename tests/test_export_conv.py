@@ -19,7 +19,7 @@ import pytest
 from nano_build import defined_functions, nano_compile, needs_arm, undefined_symbols
 
 from reds_tf import ir, memory
-from reds_tf.codegen.plan import build_plan, fused_steps, memory_steps
+from reds_tf.codegen.plan import BALANCED_ROWS, build_plan, fused_steps, memory_steps
 from reds_tf.codegen.render import render_sources
 from reds_tf.errors import RedsError
 from reds_tf.quant import numerics, slicer
@@ -256,7 +256,7 @@ def test_arena_placement_is_safe_and_in_place(case):
     assert rt.submodel_arena_bytes == plan.arena["per_submodel"]
     graph = ir.from_keras(model)
     before = [memory.steps_from_graph(graph, s["widths"]) for s in sub["submodels"]]
-    fused, placements = memory.plan_submodels(before)
+    fused, placements = memory.plan_submodels(before, min_rows=BALANCED_ROWS)  # the default
     assert fused == plan.fused
     for k in range(K):
         steps = fused_steps(plan, k)
@@ -563,11 +563,23 @@ def test_dsp_runtime_in_qemu_equals_the_host_runtime(case, tmp_path):
 
 
 def test_arena_modes(case, tmp_path):
-    """--arena fastest: no in-place rows, no fusion, every layer one kernel call,
-    never smaller than the default; a byte count: every submodel gets exactly
-    that room (and runs faster ways within it); below the full model's smallest
-    arena: a one-line error. The fastest runtime is bit-exact as well."""
+    """--arena smallest: never more than the default (balanced), which computes
+    at least two rows per call; --arena fastest: no in-place rows, no fusion,
+    every layer one kernel call, never smaller than the default; a byte count:
+    every submodel gets exactly that room (and runs faster ways within it);
+    below the full model's smallest arena: a one-line error. The fastest
+    runtime is bit-exact as well."""
     name, _, sub, full, plan, _, xq = case
+    small = build_plan(full, sub, arena="smallest")
+    assert small.arena_bytes <= plan.arena_bytes  # the default, balanced
+    for k, p in enumerate(small.placements):
+        assert memory.check(fused_steps(small, k), p) == []
+        assert p.arena_bytes <= plan.placements[k].arena_bytes
+    # balanced: every layer run through its ring computes >= 2 rows per call
+    for k, p in enumerate(plan.placements):
+        for st, sl in zip(fused_steps(plan, k), p.slots, strict=True):
+            if sl.delay >= 0 and st.kind != memory.FUSED and st.out_hw[0] >= 2:
+                assert sl.rows >= 2, (k, st.name)
     fast = build_plan(full, sub, arena="fastest")
     assert not fast.fused
     assert all(sl.delay < 0 for p in fast.placements for sl in p.slots)
@@ -578,7 +590,7 @@ def test_arena_modes(case, tmp_path):
     roomy = build_plan(full, sub, arena=room)
     assert roomy.arena["per_submodel"] == [room & ~3] * len(sub["submodels"])
     with pytest.raises(RedsError, match="below the full model's smallest arena"):
-        build_plan(full, sub, arena=plan.arena_bytes - 4)
+        build_plan(full, sub, arena=small.arena_bytes - 4)
     # A submodel's memory budget (submodels.json) bounds what fastest gives it.
     capped = copy.deepcopy(sub)
     cap = plan.placements[0].arena_bytes

@@ -142,6 +142,11 @@ def test_random_chains_in_place_equal_separate_buffers(seed):
     placement = memory.plan(steps)
     assert memory.check(steps, placement) == []
     np.testing.assert_array_equal(_run(steps, placement, x), want)
+    # At least two rows per call (reds export's default): still the same bytes.
+    balanced = memory.plan(steps, min_rows=2)
+    assert balanced.arena_bytes >= placement.arena_bytes
+    assert memory.check(steps, balanced) == []
+    np.testing.assert_array_equal(_run(steps, balanced, x), want)
     # With room to spare, bands of several rows per call: still the same bytes.
     roomy = memory.plan(steps, arena_bytes=placement.arena_bytes * 5 // 4)
     assert roomy.arena_bytes >= placement.arena_bytes

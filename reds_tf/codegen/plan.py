@@ -724,14 +724,17 @@ LOWER: dict[str, Callable[[_Lowering, Any, str], LayerPlan]] = {
 SUPPORTED_OPS = tuple(LOWER)
 
 
-ARENA_MODES = ("smallest", "fastest")
+ARENA_MODES = ("balanced", "smallest", "fastest")
+# "balanced": a layer run row by row computes at least this many rows per kernel
+# call (the DSP depthwise kernel repeats its set-up at every call).
+BALANCED_ROWS = 2
 
 
 def build_plan(
     full_tflite: bytes,
     submodels: ir.Graph | dict[str, Any],
     qparams: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-    arena: str | int = "smallest",
+    arena: str | int = "balanced",
 ) -> ModelPlan:
     """The runtime plan for the int8 full model and the network's graph (or the
     ``submodels.json`` document, read with :func:`reds_tf.ir.from_doc`).
@@ -749,7 +752,8 @@ def build_plan(
     layers get one row of bias / multiplier / shift per submodel
     (``qparam_stride``), the int8 weights stay the full model's.
 
-    ``arena`` (:func:`_assign_buffers`): "smallest" (each submodel in the least
+    ``arena`` (:func:`_assign_buffers`): "balanced" (the least memory with at
+    least two rows per kernel call), "smallest" (each submodel in the least
     memory, rows in place where needed), "fastest" (no in-place rows), or a
     number of bytes every submodel may use (faster with more room).
     """
@@ -875,7 +879,7 @@ def fused_steps(plan: ModelPlan, k: int) -> list[memory.Step]:
     return memory.fuse(memory_steps(plan, k), plan.fused)
 
 
-def _assign_buffers(plan: ModelPlan, arena: str | int = "smallest") -> None:
+def _assign_buffers(plan: ModelPlan, arena: str | int = "balanced") -> None:
     """THE memory plan (:mod:`reds_tf.memory`): one placement per submodel, the
     arena sized for the largest. Each compute layer gets a slot index into the
     generated per-submodel placement table (a pointwise layer fused with its
@@ -897,16 +901,18 @@ def _assign_buffers(plan: ModelPlan, arena: str | int = "smallest") -> None:
                 f"arena: {arena:,} bytes is below the full model's smallest arena "
                 f"({smallest[-1].arena_bytes:,} bytes); give at least that, or 'smallest'"
             )
-        # A byte count fuses only when the unfused layers do not fit in it.
-        unfused = [memory.plan(s) for s in steps]
-        need_fusion = isinstance(arena, int) and arena < max(p.arena_bytes for p in unfused)
-        room = arena if isinstance(arena, int) else None
-        for pairs in [fused] if need_fusion else [frozenset(), fused]:
+        if arena == "balanced":
+            options: dict[str, Any] = {"min_rows": BALANCED_ROWS}
+            candidates = [memory.plan_submodels(steps, caps=caps, min_rows=BALANCED_ROWS)[0]]
+        elif arena == "fastest":
+            options, candidates = {"fastest": True}, [frozenset(), fused]
+        else:  # a byte count fuses only when the unfused layers do not fit in it
+            options = {"arena_bytes": arena}
+            unfused = max(memory.plan(s).arena_bytes for s in steps)
+            candidates = [fused] if arena < unfused else [frozenset(), fused]
+        for pairs in candidates:
             plan.fused = pairs
-            plan.placements = [
-                memory.plan(memory.fuse(s, pairs), arena_bytes=room, fastest=arena == "fastest")
-                for s in steps
-            ]
+            plan.placements = [memory.plan(memory.fuse(s, pairs), **options) for s in steps]
 
             def over(k: int) -> bool:
                 return caps[k] is not None and plan.placements[k].arena_bytes > caps[k]
