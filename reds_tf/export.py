@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import tf_keras as keras
 
-from reds_tf import rundir
+from reds_tf import memory, rundir
 from reds_tf.boards import NANO33BLE, fit_problem
-from reds_tf.codegen.plan import build_plan
+from reds_tf.codegen.plan import build_plan, fused_steps
 from reds_tf.codegen.render import render_sources
 from reds_tf.errors import RedsError, RunDirError
 from reds_tf.faults import fault_point
@@ -150,7 +150,30 @@ def _check_runtime(
     return f"bit-exact with TFLite Micro on {len(xq)} test inputs per submodel"
 
 
-def _report_section(manifest: dict[str, Any], n_test: int, qat: bool) -> str:
+def _memory_lines(plan) -> list[str]:
+    """report.md: the full model's memory plan, layer by layer."""
+    k = plan.num_submodels - 1
+    lines = [
+        "",
+        f"Activation memory of the full model, layer by layer (`reds_tf/memory.py`; the "
+        f"busiest layer sets the {plan.placements[k].arena_bytes:,}-byte arena; the "
+        "caller's input and output buffers are not in it):",
+        "",
+        "| layer | kind | input | output | runs | ring | window | scratch | in use |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in memory.describe(fused_steps(plan, k), plan.placements[k]):
+        lines.append(
+            f"| {r['name']} | {r['kind']} | {r['in_bytes']:,} | {r['out_bytes']:,} | {r['how']} "
+            f"| {r['ring_bytes']:,} | {r['window_bytes']:,} | {r['scratch_bytes']:,} "
+            f"| {r['arena_bytes']:,} |"
+        )
+    return lines
+
+
+def _report_section(
+    manifest: dict[str, Any], n_test: int, qat: bool, memory_lines: list[str] | None = None
+) -> str:
     extra = ""
     if manifest["per_submodel_qparam_bytes"]:
         extra = (
@@ -177,6 +200,7 @@ def _report_section(manifest: dict[str, Any], n_test: int, qat: bool) -> str:
             f"| {s['index']} | {s['macs']:,} | {100 * s['float_accuracy']:.2f} | "
             f"{100 * s['int8_accuracy']:.2f} | {d:+.2f} |"
         )
+    lines += memory_lines or []
     lines += [REPORT_END, ""]
     return "\n".join(lines)
 
@@ -434,7 +458,7 @@ def _export_locked(
         write_json_atomic(tmp / "manifest.json", manifest)
         fault_point("export:manifest")
     fault_point("export:report")
-    update_report(run, _report_section(manifest, n_test, qat))
+    update_report(run, _report_section(manifest, n_test, qat, _memory_lines(plan)))
     log(f"export: wrote {export} ({K} submodels, {plan.weight_bytes:,} weight bytes)")
     warning = nano33ble_warning(manifest)
     if warning:

@@ -649,3 +649,39 @@ def linear_terms(graph) -> list[Term]:
             const, coef = lin(pairs)
             terms.append(Term(s.name, const, coef))
     return terms
+
+
+def describe(steps: Sequence[Step], placement: Placement) -> list[dict[str, object]]:
+    """Per step of one submodel's placement: how it runs (``direct``, ``in
+    place`` with its rows per call, ``fused`` window) and the arena bytes in
+    use while it runs (the union of its input, output, ring, window and
+    scratch regions; the caller's input and output buffers excluded)."""
+    rows: list[dict[str, object]] = []
+    for s, sl in zip(steps, placement.slots, strict=True):
+        regions = []
+        if sl.src != EXTERNAL:
+            regions.append((sl.src, sl.src + s.in_bytes))
+        if sl.src2 != EXTERNAL and len(s.inputs) > 1:
+            regions.append((sl.src2, sl.src2 + s.in_bytes))
+        if sl.dst != EXTERNAL:
+            regions.append((sl.dst, sl.dst + s.out_bytes))
+        ring = (sl.delay + sl.rows) * s.out_row if sl.delay >= 0 else 0
+        for at, n in ((sl.ring, ring), (sl.window, s.window), (sl.scratch, s.scratch)):
+            if n:
+                regions.append((at, at + n))
+        used, end = 0, -1
+        for a, b in sorted(regions):  # union length
+            if b > end:
+                used += b - max(a, end)
+                end = b
+        if s.kind == FUSED:
+            how = "fused window" + (", in place" if sl.delay >= 0 else "")
+        elif sl.delay >= 0:
+            how = f"in place, {sl.rows} row{'s' if sl.rows > 1 else ''} per call"
+        else:
+            how = "direct"
+        rows.append({"name": s.name, "kind": s.kind, "in_bytes": s.in_bytes,
+                     "out_bytes": s.out_bytes, "how": how, "ring_bytes": ring,
+                     "window_bytes": s.window, "scratch_bytes": s.scratch,
+                     "arena_bytes": used})  # fmt: skip
+    return rows

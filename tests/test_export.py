@@ -99,6 +99,9 @@ def test_int8_accuracy_close_to_float_and_in_report(exported_run):
     report = (exported_run / "report.md").read_text()
     assert report.count(REPORT_BEGIN) == 1
     assert f"{100 * m['submodels'][-1]['int8_accuracy']:.2f}" in report
+    # the full model's memory plan, layer by layer, ending at the busiest layer's bytes
+    assert "| layer | kind | input | output | runs | ring | window | scratch | in use |" in report
+    assert f"sets the {m['arena_bytes']:,}-byte arena" in report
 
 
 def test_report_section_is_replaced_not_duplicated(tmp_path):

@@ -280,3 +280,25 @@ def test_fusion_lowers_mobilenet_peak():
     chosen, placements = memory.plan_submodels([st])
     assert "pw0" in chosen
     assert unfused.arena_bytes >= 48 * 48 * 16 > placements[0].arena_bytes
+
+
+def test_describe_accounts_for_the_busiest_step():
+    """memory.describe: per step, the arena bytes in use (input, output, ring,
+    window and scratch, overlaps counted once) never exceed the arena, and the
+    busiest step uses all of a tight arena; it says how each step runs."""
+    for seed in range(20):
+        steps = _mobile_chain(np.random.default_rng(300 + seed))
+        chosen, (placement,) = memory.plan_submodels([steps])
+        fused = memory.fuse(steps, chosen)
+        rows = memory.describe(fused, placement)
+        assert [r["name"] for r in rows] == [s.name for s in fused]
+        assert max(r["arena_bytes"] for r in rows) <= placement.arena_bytes
+        for r, sl in zip(rows, placement.slots, strict=True):
+            assert (r["how"] == "direct") == (sl.delay < 0 and r["kind"] != memory.FUSED)
+    ds = [Step("c", "conv", (EXTERNAL,), 1, (8, 8), (8, 8), 3, 1, 1, 1, 16, 0),
+          Step("dw", "depthwise", (1,), 2, (8, 8), (8, 8), 3, 1, 1, 16, 16),
+          Step("fc", "fully_connected", (2,), 3, (1, 1), (1, 1), 1, 1, 0, 1024, 2, 0)]  # fmt: skip
+    p = memory.plan(ds)
+    rows = memory.describe(ds, p)
+    assert rows[1]["how"] == "in place, 1 row per call"
+    assert rows[1]["arena_bytes"] == p.arena_bytes == 8 * 8 * 16 + 2 * 8 * 16
