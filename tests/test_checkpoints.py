@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import DEFAULT_CONFIG, REPO
+from pattern_data import write_pattern_npz
 from train_checks import check_complete, check_records, leftovers
 
 from reds_tf import checkpoints, faults
@@ -33,14 +34,7 @@ class _Killed(BaseException):
 def tiny(tmp_path) -> Path:
     """fmnist_dnn's recipe at 32-32 units on a small npz set (3 classes of 8x8
     patterns): 2 base and 3 fine-tuning epochs."""
-    rng = np.random.default_rng(0)
-    pattern = rng.random((3, 8, 8, 1), dtype=np.float32)
-    arrays = {}
-    for split, n in (("train", 600), ("test", 200)):
-        y = np.arange(n) % 3
-        arrays[f"x_{split}"] = 0.6 * pattern[y] + 0.4 * rng.random((n, 8, 8, 1), dtype=np.float32)
-        arrays[f"y_{split}"] = y
-    np.savez(tmp_path / "d.npz", **arrays)
+    write_pattern_npz(tmp_path / "d.npz")
     data = yaml.safe_load(DEFAULT_CONFIG.read_text())
     data.update(dataset="npz", data={"path": str(tmp_path / "d.npz")})
     data["model"]["hidden"] = [32, 32]

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import DEFAULT_CONFIG, REPO
+from pattern_data import write_pattern_npz
 from train_checks import check_complete
 
 from reds_tf.config import DistributeConfig, config_to_dict, load_config, parse_config
@@ -44,17 +45,7 @@ def _cfg(distribute: dict | None, npz: Path | None = None) -> dict:
 
 def _npz(path: Path) -> Path:
     """A small learnable set: 3 classes of 8x8 patterns under noise."""
-    rng = np.random.default_rng(0)
-    pattern = rng.random((3, 8, 8, 1), dtype=np.float32)
-
-    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
-        y = np.arange(n) % 3
-        x = 0.6 * pattern[y] + 0.4 * rng.random((n, 8, 8, 1), dtype=np.float32)
-        return x.astype(np.float32), y.astype(np.int64)
-
-    (xtr, ytr), (xte, yte) = split(768), split(300)
-    np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
-    return path
+    return write_pattern_npz(path, n_train=768, n_test=300)
 
 
 @pytest.mark.parametrize(

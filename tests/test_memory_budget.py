@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import DEFAULT_CONFIG
+from pattern_data import write_pattern_npz
 
 from reds_tf import ir, knapsack, memory, rundir
 from reds_tf.config import config_to_dict, load_config, parse_config
@@ -268,22 +269,9 @@ def test_exact_recheck_tightens_and_resolves(monkeypatch):
 # ---------------------------------------------------------------- pipeline
 
 
-def _tiny_npz(tmp_path: Path) -> Path:
-    """A small npz set: 3 classes of 8x8 patterns (as tests/test_checkpoints.py)."""
-    rng = np.random.default_rng(0)
-    pattern = rng.random((3, 8, 8, 1), dtype=np.float32)
-    arrays = {}
-    for split, n in (("train", 600), ("test", 200)):
-        y = np.arange(n) % 3
-        arrays[f"x_{split}"] = 0.6 * pattern[y] + 0.4 * rng.random((n, 8, 8, 1), dtype=np.float32)
-        arrays[f"y_{split}"] = y
-    np.savez(tmp_path / "d.npz", **arrays)
-    return tmp_path / "d.npz"
-
-
 def _tiny_config(tmp_path: Path, **extra) -> Path:
     data = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    data.update(dataset="npz", data={"path": str(_tiny_npz(tmp_path))})
+    data.update(dataset="npz", data={"path": str(write_pattern_npz(tmp_path / "d.npz"))})
     data["model"]["hidden"] = [32, 32]
     data["budgets"] = [0.5, 1.0]
     data["train"].update(epochs=1)

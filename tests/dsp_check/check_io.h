@@ -1,5 +1,6 @@
 /* Blob reading and result lines shared by the kernel checks for QEMU
- * (dsp_check.cpp, conv_check.cpp; C++); I/O primitives are in bench_io.h. */
+ * (dsp_check.cpp, conv_check.cpp, rows_check.cpp, add_check.cpp; C++); I/O
+ * primitives are in bench_io.h. */
 #ifndef REDS_CHECK_IO_H
 #define REDS_CHECK_IO_H
 
@@ -7,6 +8,7 @@
 #include <stdint.h>
 
 #include "bench_io.h"
+#include "reds_kernels.h"
 
 /* Limits shared by both checks: submodels per layer, kernel scratch words. */
 #define MAX_K 8
@@ -52,6 +54,67 @@ static inline const uint32_t *check_qparams(const uint32_t *p, uint32_t has_bias
     layer->multiplier = (const int32_t *)p;
     layer->shift = (const int32_t *)(p + n);
     return p + 2 * n;
+}
+
+/* One convolution or pooling layer of conv_check.cpp's blob format (kind, K,
+ * max_in, max_out, geometry, quantisation, widths, weights, qparams, input);
+ * `pool` mirrors the geometry for the pooling kinds. */
+typedef struct check_conv_record {
+    uint32_t kind, K, max_in, max_out;
+    reds_conv_layer layer;
+    reds_pool_layer pool;
+    const int8_t *input;
+} check_conv_record;
+
+/* Reads one layer record into *r; returns the words after it, or NULL when
+ * its submodel count is 0 or above MAX_K. */
+static inline const uint32_t *check_conv_layer(const uint32_t *p, check_conv_record *r) {
+    r->kind = p[0];
+    r->K = p[1];
+    r->max_in = p[2];
+    r->max_out = p[3];
+    if (r->K == 0 || r->K > MAX_K) {
+        return NULL;
+    }
+    reds_conv_layer *layer = &r->layer;
+    layer->in_h = (uint16_t)p[4];
+    layer->in_w = (uint16_t)p[5];
+    layer->out_h = (uint16_t)p[6];
+    layer->out_w = (uint16_t)p[7];
+    layer->kernel_h = (uint16_t)p[8];
+    layer->kernel_w = (uint16_t)p[9];
+    layer->stride_h = (uint16_t)p[10];
+    layer->stride_w = (uint16_t)p[11];
+    layer->pad_top = (uint16_t)p[12];
+    layer->pad_left = (uint16_t)p[13];
+    const uint32_t has_bias = p[14];
+    layer->qparam_stride = (int32_t)p[15];
+    layer->input_offset = (int32_t)p[16];
+    layer->output_offset = (int32_t)p[17];
+    layer->act_min = (int32_t)p[18];
+    layer->act_max = (int32_t)p[19];
+    p = check_widths(p + 20, r->K, layer);
+    const uint32_t weight_bytes = p[0];
+    layer->weights = (const int8_t *)(p + 1);
+    p += 1 + (weight_bytes + 3u) / 4u;
+    const uint32_t nq = layer->qparam_stride ? r->K * (uint32_t)layer->qparam_stride : r->max_out;
+    p = check_qparams(p, has_bias, nq, layer);
+    reds_pool_layer *pool = &r->pool;
+    pool->width = in_width;
+    pool->in_h = layer->in_h;
+    pool->in_w = layer->in_w;
+    pool->out_h = layer->out_h;
+    pool->out_w = layer->out_w;
+    pool->filter_h = layer->kernel_h;
+    pool->filter_w = layer->kernel_w;
+    pool->stride_h = layer->stride_h;
+    pool->stride_w = layer->stride_w;
+    pool->pad_top = layer->pad_top;
+    pool->pad_left = layer->pad_left;
+    pool->act_min = layer->act_min;
+    pool->act_max = layer->act_max;
+    r->input = (const int8_t *)p;
+    return p + ((uint32_t)layer->in_h * layer->in_w * r->max_in + 3u) / 4u;
 }
 
 /* One result line on UART0: "L K REF_HEX DSP_HEX". */

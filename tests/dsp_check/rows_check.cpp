@@ -54,54 +54,21 @@ int main(void) {
     int8_t *arena = (int8_t *)arena_words;
     int8_t *ring = (int8_t *)ring_words;
     for (uint32_t l = 0; l < layers; l++) {
-        const uint32_t kind = p[0], K = p[1], max_in = p[2], max_out = p[3];
-        reds_conv_layer layer;
-        layer.in_h = (uint16_t)p[4];
-        layer.in_w = (uint16_t)p[5];
-        layer.out_h = (uint16_t)p[6];
-        layer.out_w = (uint16_t)p[7];
-        layer.kernel_h = (uint16_t)p[8];
-        layer.kernel_w = (uint16_t)p[9];
-        layer.stride_h = (uint16_t)p[10];
-        layer.stride_w = (uint16_t)p[11];
-        layer.pad_top = (uint16_t)p[12];
-        layer.pad_left = (uint16_t)p[13];
-        const uint32_t has_bias = p[14];
-        layer.qparam_stride = (int32_t)p[15];
-        layer.input_offset = (int32_t)p[16];
-        layer.output_offset = (int32_t)p[17];
-        layer.act_min = (int32_t)p[18];
-        layer.act_max = (int32_t)p[19];
-        p += 20;
-        if (K == 0 || K > MAX_K ||
-            (kind <= 1 && REDS_CONV_SCRATCH_BYTES(layer.kernel_h, layer.kernel_w, max_in,
-                                                  max_out) > sizeof scratch)) {
+        check_conv_record rec;
+        p = check_conv_layer(p, &rec);
+        if (p == NULL) {
             reds_bench_write("error: layer too large\n");
             return 4;
         }
-        p = check_widths(p, K, &layer);
-        const uint32_t weight_bytes = p[0];
-        p += 1;
-        layer.weights = (const int8_t *)p;
-        p += (weight_bytes + 3u) / 4u;
-        const uint32_t nq = layer.qparam_stride ? K * (uint32_t)layer.qparam_stride : max_out;
-        p = check_qparams(p, has_bias, nq, &layer);
-        reds_pool_layer pool;
-        pool.width = in_width;
-        pool.in_h = layer.in_h;
-        pool.in_w = layer.in_w;
-        pool.out_h = layer.out_h;
-        pool.out_w = layer.out_w;
-        pool.filter_h = layer.kernel_h;
-        pool.filter_w = layer.kernel_w;
-        pool.stride_h = layer.stride_h;
-        pool.stride_w = layer.stride_w;
-        pool.pad_top = layer.pad_top;
-        pool.pad_left = layer.pad_left;
-        pool.act_min = layer.act_min;
-        pool.act_max = layer.act_max;
-        const int8_t *input = (const int8_t *)p;
-        p += ((uint32_t)layer.in_h * layer.in_w * max_in + 3u) / 4u;
+        const uint32_t kind = rec.kind, K = rec.K, max_in = rec.max_in, max_out = rec.max_out;
+        reds_conv_layer &layer = rec.layer;
+        reds_pool_layer &pool = rec.pool;
+        const int8_t *input = rec.input;
+        if (kind <= 1 && REDS_CONV_SCRATCH_BYTES(layer.kernel_h, layer.kernel_w, max_in,
+                                                 max_out) > sizeof scratch) {
+            reds_bench_write("error: layer too large\n");
+            return 4;
+        }
         for (uint32_t k = 0; k < K; k++) {
             const uint32_t runs = p[0];
             p += 1;
