@@ -33,6 +33,7 @@ fit, largest first, never in place.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -135,6 +136,7 @@ def max_shift(s: Step, delay: int) -> float:
     return best
 
 
+@functools.lru_cache(maxsize=4096)  # the placement search asks again for every option
 def in_place(s: Step) -> tuple[int, int] | None:
     """(delay, max shift) of the cheapest in-place execution of ``s``, or None
     when overlapping saves nothing over separate input and output buffers."""
