@@ -41,6 +41,9 @@ EXTERNAL = -1  # the caller's model input, or the caller's output buffer
 # Kinds the row wrapper runs in place; other kinds (add) never overlap.
 ROW_KINDS = ("fully_connected", "conv", "pointwise", "depthwise", "avgpool", "maxpool", "pw_dw")
 FUSED = "pw_dw"  # a pointwise layer and the depthwise layer reading it, run as one step
+STREAM = "stream"  # consecutive layers run row by row as one step (reds_run_stream)
+STREAM_KINDS = ("conv", "pointwise", "depthwise", "avgpool", "maxpool")
+STREAM_MAX_STAGES = 32  # REDS_STREAM_MAX_STAGES: layers one stream may hold
 NO_RING = -1  # delay of a layer called once on the whole map (no ring)
 
 
@@ -71,6 +74,11 @@ class Step:
     in_width: int
     out_width: int
     scratch: int = 0
+    # A STREAM step: its layers' steps, each layer's output window (offset in
+    # the window block, rows held) and the block's bytes (:func:`stream_layout`).
+    parts: tuple[Step, ...] = ()
+    windows: tuple[tuple[int, int], ...] = ()
+    window_bytes: int = 0
 
     @property
     def in_bytes(self) -> int:
@@ -90,7 +98,10 @@ class Step:
 
     @property
     def window(self) -> int:
-        """A fused step's sliding window: kernel_h rows of the pointwise output."""
+        """A fused step's sliding window (kernel_h rows of the pointwise output),
+        a stream's window block."""
+        if self.kind == STREAM:
+            return self.window_bytes
         return self.kernel_h * self.in_hw[1] * self.out_width if self.kind == FUSED else 0
 
 
@@ -271,12 +282,13 @@ def plan_chain(
     start = [_min_band(s, min_rows) for s in steps]
     lower = max(_chain_need(s, i == 0, i == n - 1, min_rows) for i, s in enumerate(steps))
     upper = max(align4(s.in_bytes) + align4(s.out_bytes) for s in steps) + max(
-        align4(s.scratch) + align4(s.out_hw[0] * s.out_row) for s in steps
+        align4(s.scratch) + align4(s.window) + align4(s.out_hw[0] * s.out_row) for s in steps
     )
     upper = max(upper, lower)
     best = _try_chain(steps, upper, start, direct=fastest)
-    if best is None:  # cannot happen: separate buffers always fit
-        raise AssertionError("memory plan: no placement at the upper bound")
+    while best is None:  # the search places blocks at the ends only: give it room
+        upper *= 2
+        best = _try_chain(steps, upper, start, direct=fastest)
     lo, hi = align4(lower), upper
     while lo < hi:
         mid = max(lo, ((lo + hi) // 2) & ~3)
@@ -373,14 +385,16 @@ def fusable(steps: Sequence[Step]) -> list[str]:
 def fuse(steps: Sequence[Step], pointwise: set[str] | frozenset[str]) -> list[Step]:
     """``steps`` with each named pointwise step and the depthwise step after it
     merged into one :data:`FUSED` step (the depthwise geometry, the pointwise
-    input and scratch, named after the pointwise layer)."""
+    input and scratch, named after the pointwise layer). A pair already inside
+    a stream stays there."""
     out: list[Step] = []
     skip = False
     for i, s in enumerate(steps):
         if skip:
             skip = False
             continue
-        if s.name in pointwise:
+        if (s.name in pointwise and s.kind == "pointwise" and i + 1 < len(steps)
+                and steps[i + 1].kind == "depthwise"):  # fmt: skip
             d = steps[i + 1]
             out.append(Step(s.name, FUSED, s.inputs, d.output, s.in_hw, d.out_hw, d.kernel_h,
                             d.stride_h, d.pad_top, s.in_width, d.out_width, s.scratch))  # fmt: skip
@@ -388,6 +402,170 @@ def fuse(steps: Sequence[Step], pointwise: set[str] | frozenset[str]) -> list[St
         else:
             out.append(s)
     return out
+
+
+def accumulates(s: Step) -> bool:
+    """An average pool with one output pixel: a stream adds its input up row by
+    row into int32 sums instead of holding the rows its window covers."""
+    return s.kind == "avgpool" and s.out_hw == (1, 1)
+
+
+def stream_layout(parts: Sequence[Step]) -> tuple[tuple[tuple[int, int], ...], int]:
+    """Where a stream keeps each layer's output rows: per layer (offset in the
+    stream's window block, rows held), and the block's bytes.
+
+    A layer's window holds the rows that one output row of the next layer reads
+    (its kernel height). A one-row window whose reader reads every row once (a
+    1-row kernel, or the accumulating pool) is written just before it is read,
+    so those windows share two buffers, neighbours alternating (a kernel never
+    writes the buffer it reads). The last layer writes the stream's output
+    tensor, or (an accumulating pool) int32 sums placed at its entry."""
+    n = len(parts)
+    caps: list[int] = []
+    parity: list[int | None] = []
+    shared = [0, 0]
+    for i in range(n - 1):
+        nxt = parts[i + 1]
+        acc = i + 1 == n - 1 and accumulates(nxt)  # only the last layer accumulates
+        cap = 1 if acc else min(nxt.kernel_h, parts[i].out_hw[0])
+        caps.append(cap)
+        p = None
+        if cap == 1 and (acc or nxt.kernel_h == 1):
+            p = 1 - parity[i - 1] if i > 0 and parity[i - 1] is not None else 0
+            shared[p] = max(shared[p], align4(parts[i].out_row))
+        parity.append(p)
+    base = (0, shared[0])
+    offset = shared[0] + shared[1]
+    windows: list[tuple[int, int]] = []
+    for i in range(n - 1):
+        p = parity[i]
+        if p is not None:
+            windows.append((base[p], 1))
+        else:
+            windows.append((offset, caps[i]))
+            offset += align4(caps[i] * parts[i].out_row)
+    if accumulates(parts[-1]):
+        windows.append((offset, 0))
+        offset += 4 * parts[-1].out_width
+    else:
+        windows.append((0, 0))
+    return tuple(windows), offset
+
+
+def streamable(steps: Sequence[Step]) -> list[list[str]]:
+    """Maximal runs (names, two or more) of steps a stream can run: row-wise
+    layers each read only by the next one."""
+    readers: dict[int, int] = {}
+    for s in steps:
+        for t in s.inputs:
+            readers[t] = readers.get(t, 0) + 1
+    runs: list[list[str]] = []
+    run: list[str] = []
+    for i, s in enumerate(steps):
+        ok = s.kind in STREAM_KINDS and len(s.inputs) == 1
+        linked = bool(run) and s.inputs == (steps[i - 1].output,) and readers[s.inputs[0]] == 1
+        if ok and linked:
+            run.append(s.name)
+            continue
+        if len(run) > 1:
+            runs.append(run)
+        run = [s.name] if ok else []
+    if len(run) > 1:
+        runs.append(run)
+    return runs
+
+
+def stream(steps: Sequence[Step], segments: Sequence[tuple[str, str]]) -> list[Step]:
+    """``steps`` with each segment (first, last layer name) merged into one
+    :data:`STREAM` step named after its first layer: the first layer reads the
+    segment's input, the last writes its output, and no map in between exists
+    whole (:func:`stream_layout`)."""
+    bounds = dict(segments)
+    out: list[Step] = []
+    i = 0
+    while i < len(steps):
+        s = steps[i]
+        if s.name not in bounds:
+            out.append(s)
+            i += 1
+            continue
+        j = next(j for j in range(i + 1, len(steps)) if steps[j].name == bounds[s.name])
+        parts = tuple(steps[i : j + 1])
+        last = parts[-1]
+        windows, size = stream_layout(parts)
+        out.append(Step(s.name, STREAM, s.inputs, last.output, s.in_hw, last.out_hw,
+                        last.kernel_h, last.stride_h, last.pad_top, s.in_width, last.out_width,
+                        max(p.scratch for p in parts), parts, windows, size))  # fmt: skip
+        i = j + 1
+    return out
+
+
+def arrange(
+    steps: Sequence[Step],
+    fused: set[str] | frozenset[str] = frozenset(),
+    streams: Sequence[tuple[str, str]] = (),
+) -> list[Step]:
+    """One submodel's steps as the runtime runs them: streams, then fused
+    pointwise + depthwise pairs outside them."""
+    return fuse(stream(steps, streams), fused)
+
+
+def plan_streams(
+    steps_by_k: Sequence[Sequence[Step]],
+    caps: Sequence[int | None] | None = None,
+    fused: frozenset[str] = frozenset(),
+    placements: Sequence[Placement] | None = None,
+    rounds: int = 3,
+) -> tuple[tuple[tuple[str, str], ...], frozenset[str], list[Placement]]:
+    """Stream segments that lower the largest arena (then the sum), on top of
+    the fusions ``fused`` (placed as ``placements``): greedily, the best
+    segment that starts or ends a streamable run, up to ``rounds`` segments,
+    within every submodel's cap. A fused pair inside a segment is dropped (the
+    stream runs it row by row anyway). Streams run every layer one row per call:
+    the least RAM, at some speed."""
+    if placements is None:
+        placements = [plan(arrange(s, fused)) for s in steps_by_k]
+    chosen: tuple[tuple[str, str], ...] = ()
+    best = (fused, list(placements))
+    if not steps_by_k:
+        return chosen, fused, best[1]
+    names = [s.name for s in steps_by_k[-1]]
+    pos = {n: i for i, n in enumerate(names)}
+
+    def score(pls: Sequence[Placement]) -> tuple[int, int]:
+        return max(p.arena_bytes for p in pls), sum(p.arena_bytes for p in pls)
+
+    for _ in range(rounds):
+        taken = {n for a, b in chosen for n in names[pos[a] : pos[b] + 1]}
+        stretches: list[list[str]] = []
+        for run in streamable(steps_by_k[-1]):
+            stretches.append([])
+            for n in run:  # the run cut at segments already chosen
+                if n in taken:
+                    stretches.append([])
+                else:
+                    stretches[-1].append(n)
+        cands = set()
+        for f in stretches:
+            for j in range(1, min(len(f), STREAM_MAX_STAGES)):
+                cands.add((f[0], f[j]))
+                cands.add((f[-1 - j], f[-1]))
+        improved = None
+        for seg in sorted(cands, key=lambda c: (pos[c[0]], pos[c[1]])):
+            segs = (*chosen, seg)
+            inside = {n for a, b in segs for n in names[max(pos[a] - 1, 0) : pos[b] + 1]}
+            keep = frozenset(f for f in best[0] if f not in inside)
+            pls = [plan(arrange(s, keep, segs)) for s in steps_by_k]
+            if caps and any(
+                c is not None and p.arena_bytes > c for p, c in zip(pls, caps, strict=True)
+            ):
+                continue
+            if score(pls) < score(improved[2] if improved else best[1]):
+                improved = (segs, keep, pls)
+        if improved is None:
+            break
+        chosen, best = improved[0], (improved[1], improved[2])
+    return chosen, best[0], best[1]
 
 
 def plan_submodels(
@@ -676,7 +854,9 @@ def describe(steps: Sequence[Step], placement: Placement) -> list[dict[str, obje
             if b > end:
                 used += b - max(a, end)
                 end = b
-        if s.kind == FUSED:
+        if s.kind == STREAM:
+            how = f"stream of {len(s.parts)} layers, one row per call"
+        elif s.kind == FUSED:
             how = "fused window" + (", in place" if sl.delay >= 0 else "")
         elif sl.delay >= 0:
             how = f"in place, {sl.rows} row{'s' if sl.rows > 1 else ''} per call"

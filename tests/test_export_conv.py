@@ -607,3 +607,38 @@ def test_arena_modes(case, tmp_path):
         rt = Runtime(src, tuple(fast.input_shape))
         for k in range(len(sub["submodels"])):
             np.testing.assert_array_equal(rt.predict(xq[:50], k), case[5].predict(xq[:50], k))
+
+
+@needs_arm
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="needs qemu-system-arm")
+def test_streamed_runtime_equals_the_host_runtime(case, tmp_path):
+    """--arena smallest streams CNN-S's convolutions, DS-CNN-S from its first
+    conv to its global pool and MobileNetV1 through many layers (reds_run_stream: one row per kernel
+    call, every map between first and last a few rows): the portable runtime
+    on the host and the DSP runtime in QEMU (the Nano's flags, compiled by the
+    Arduino compile check too) compute exactly what the default runtime (==
+    TFLM, above) computes, every submodel; the arena is smaller."""
+    from reds_tf import bench
+
+    name, _, sub, full, plan, rt, xq = case
+    small = build_plan(full, sub, arena="smallest")
+    assert small.streams and small.arena_bytes < plan.arena_bytes
+    for k, p in enumerate(small.placements):
+        assert memory.check(fused_steps(small, k), p) == []
+    src = tmp_path / "src"
+    src.mkdir()
+    for fname, text in render_sources(small).items():
+        (src / fname).write_text(text)
+    host = Runtime(src, tuple(small.input_shape))
+    K = len(sub["submodels"])
+    for k in range(K):
+        np.testing.assert_array_equal(host.predict(xq[:40], k), rt.predict(xq[:40], k))
+    objs = nano_compile(sorted(src.glob("*.cpp")), [src], tmp_path / "obj")
+    assert "reds_run_stream" in undefined_symbols(objs["reds_model.cpp"])
+    elf = bench.build_elf(src, tmp_path, "dsp")
+    blob = tmp_path / "inputs.bin"
+    blob.write_bytes(bench.inputs_blob(xq[:3].reshape(3, -1)))
+    _, uart = bench.run_qemu(elf, bench.build_plugin(), blob, tmp_path / "qemu")
+    got = bench.parse_uart(uart, 3, K, sub["num_classes"])
+    for k in range(K):
+        np.testing.assert_array_equal(got["outputs"][:, k], rt.predict(xq[:3], k), err_msg=str(k))

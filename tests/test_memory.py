@@ -9,6 +9,8 @@ result, which is compared with separate buffers.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -56,9 +58,74 @@ def _row(s: Step, rows: list[np.ndarray], oy: int) -> np.ndarray:
     hi = min(s.in_hw[0], oy * s.stride_h - s.pad_top + s.kernel_h)
     acc = np.arange(1, s.out_row + 1, dtype=np.int64) * (oy + 7)
     for r in range(lo, hi):
-        v = rows[r].astype(np.int64)
-        acc = acc * 31 + int((v * np.arange(1, v.size + 1)).sum()) + r
+        acc = _fold(acc, rows[r], r)
     return (acc % 251).astype(np.uint8)
+
+
+def _fold(acc: np.ndarray, row: np.ndarray, r: int) -> np.ndarray:
+    """One input row into the stand-in's accumulators (32-bit, as they are
+    kept in the arena by an accumulating stream pool)."""
+    v = row.astype(np.int64)
+    return (acc * 31 + int((v * np.arange(1, v.size + 1)).sum()) + r) & 0xFFFFFFFF
+
+
+def _stream_rows(s: Step, sl: memory.Slot, arena: np.ndarray, in_rows):
+    """A stream's output rows in order, computed as reds_run_stream does: pulled
+    from the last layer up, every layer's rows kept in its window in the byte
+    arena (so a window overlapping anything still needed changes the result).
+    Each stand-in kernel call reads its rows before writing; the emulation
+    asserts the bytes it writes are not the bytes it reads, and that no window
+    grows past the rows it was given."""
+    parts, n = s.parts, len(s.parts)
+    lo, held = [0] * n, [0] * n
+
+    def win(i: int) -> int:
+        return sl.window + s.windows[i][0]
+
+    def rows_of(i: int, a: int, end: int) -> tuple[list, tuple[int, int]]:
+        p, at = parts[i], win(i)
+        if a > lo[i]:
+            drop = min(a - lo[i], held[i])
+            arena[at : at + (held[i] - drop) * p.out_row] = arena[
+                at + drop * p.out_row : at + held[i] * p.out_row
+            ].copy()
+            held[i] -= drop
+            lo[i] = lo[i] + drop if held[i] else a
+        while lo[i] + held[i] < end:
+            assert held[i] < s.windows[i][1], (p.name, "window overflow")
+            dst = at + held[i] * p.out_row
+            arena[dst : dst + p.out_row] = row(i, lo[i] + held[i], (dst, dst + p.out_row))
+            held[i] += 1
+        got = [None] * p.out_hw[0]
+        for r in range(a, end):
+            o = at + (r - lo[i]) * p.out_row
+            got[r] = arena[o : o + p.out_row].copy()
+        return got, (at + (a - lo[i]) * p.out_row, at + (end - lo[i]) * p.out_row)
+
+    def row(i: int, oy: int, dst: tuple[int, int]) -> np.ndarray:
+        p = parts[i]
+        a = max(0, oy * p.stride_h - p.pad_top)
+        end = min(p.in_hw[0], oy * p.stride_h - p.pad_top + p.kernel_h)
+        if i == 0:
+            return _row(p, in_rows(), oy)
+        got, (r0, r1) = rows_of(i - 1, a, end)
+        assert dst[1] <= r0 or r1 <= dst[0], (p.name, "writes the rows it reads")
+        return _row(p, got, oy)
+
+    last = parts[-1]
+    if memory.accumulates(last):  # int32 sums in the block, one input row at a time
+        at = sl.window + s.windows[-1][0]
+        sums = np.arange(1, last.out_row + 1, dtype=np.int64) * 7
+        a = max(0, -last.pad_top)
+        for r in range(a, min(last.in_hw[0], last.kernel_h - last.pad_top)):
+            arena[at : at + 4 * last.out_width] = sums.astype("<u4").view(np.uint8)
+            got, _ = rows_of(n - 2, r, r + 1)
+            sums = arena[at : at + 4 * last.out_width].view("<u4").astype(np.int64)
+            sums = _fold(sums, got[r], r)
+        yield 0, (sums % 251).astype(np.uint8)
+        return
+    for oy in range(last.out_hw[0]):
+        yield oy, row(n - 1, oy, (-1, -1))
 
 
 def _fused_rows(s: Step, in_rows):
@@ -81,6 +148,13 @@ def _fused_rows(s: Step, in_rows):
     return row
 
 
+_SEPARATE = memory.Slot(EXTERNAL, EXTERNAL)  # a stream run in a block of its own
+
+
+def _scratch(s: Step) -> np.ndarray:
+    return np.zeros(s.window, np.uint8)
+
+
 def _run(steps: list[Step], placement: memory.Placement | None, x: np.ndarray) -> np.ndarray:
     """The chain on the caller's input x: in an arena per ``placement`` with the
     row runner's ring and delay, or (None) with separate buffers."""
@@ -96,6 +170,18 @@ def _run(steps: list[Step], placement: memory.Placement | None, x: np.ndarray) -
                     for r in range(s.in_hw[0])]  # fmt: skip
 
         h, orow = s.out_hw[0], s.out_row
+        if s.kind == memory.STREAM:
+            got = []
+            for oy, r in _stream_rows(s, sl or _SEPARATE, arena if sl else _scratch(s), in_rows):
+                if sl is None or sl.dst == EXTERNAL:
+                    got.append(r)
+                else:
+                    arena[sl.dst + oy * orow : sl.dst + (oy + 1) * orow] = r
+            if sl is None:
+                cur = np.concatenate(got)
+            elif sl.dst == EXTERNAL:
+                return np.concatenate(got)
+            continue
         row = _fused_rows(s, in_rows) if s.kind == memory.FUSED else (
             lambda oy, s=s, in_rows=in_rows: _row(s, in_rows(), oy)
         )  # fmt: skip
@@ -302,3 +388,98 @@ def test_describe_accounts_for_the_busiest_step():
     rows = memory.describe(ds, p)
     assert rows[1]["how"] == "in place, 1 row per call"
     assert rows[1]["arena_bytes"] == p.arena_bytes == 8 * 8 * 16 + 2 * 8 * 16
+
+
+def _ds_cnn(w: int = 64) -> list[Step]:
+    """DS-CNN-S on 32x32x3: stride-2 first conv to 16x16xw, 4 depthwise +
+    pointwise blocks, global average pool, FC."""
+
+    def step(name, kind, t, ih, oh, kh, sh, pt, ci, co, scr=0):
+        return Step(name, kind, (t - 1 if t > 1 else EXTERNAL,), t, (ih, ih), (oh, oh), kh, sh,
+                    pt, ci, co, scr)  # fmt: skip
+
+    ds = [step("c", "conv", 1, 32, 16, 3, 2, 0, 3, w, 4 * w + 2 * 27 + 4)]
+    for b in range(4):
+        ds.append(step(f"dw{b}", "depthwise", len(ds) + 1, 16, 16, 3, 1, 1, w, w))
+        ds.append(step(f"pw{b}", "pointwise", len(ds) + 1, 16, 16, 1, 1, 0, w, w, 6 * w + 4))
+    ds.append(step("gap", "avgpool", len(ds) + 1, 16, 1, 16, 1, 0, w, w))
+    ds.append(Step("fc", "fully_connected", (len(ds),), len(ds) + 1, (1, 1), (1, 1), 1, 1, 0, w,
+                   10, 4 * 10 + 2 * w + 4))  # fmt: skip
+    return ds
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_streams_equal_separate_buffers(seed):
+    """A random segment of a random chain run as one stream (reds_run_stream's
+    order, windows in the byte arena): the same bytes as separate buffers; and
+    the planner's own streams (memory.plan_streams) never enlarge the arena,
+    pass the checker and compute the same bytes too."""
+    rng = np.random.default_rng(500 + seed)
+    steps = (_chain if seed % 2 else _mobile_chain)(rng)
+    x = rng.integers(0, 256, steps[0].in_bytes).astype(np.uint8)
+    want = _run(steps, None, x)
+    runs = memory.streamable(steps)
+    assert runs  # every random chain has one (first conv .. global pool at least)
+    run = runs[int(rng.integers(0, len(runs)))]
+    a = int(rng.integers(0, len(run) - 1))
+    b = int(rng.integers(a + 1, len(run)))
+    streamed = memory.arrange(steps, streams=[(run[a], run[b])])
+    assert len(streamed) == len(steps) - (b - a)
+    placement = memory.plan(streamed)
+    assert memory.check(streamed, placement) == []
+    np.testing.assert_array_equal(_run(streamed, placement, x), want)
+    if len(run) >= 4:  # two streams back to back: one's output is the other's input
+        two = memory.arrange(steps, streams=[(run[0], run[1]), (run[2], run[-1])])
+        placement = memory.plan(two)
+        assert memory.check(two, placement) == []
+        np.testing.assert_array_equal(_run(two, placement, x), want)
+    fused, pls = memory.plan_submodels([steps])
+    segs, fused2, (best,) = memory.plan_streams([steps], fused=fused, placements=pls)
+    assert best.arena_bytes <= pls[0].arena_bytes
+    chosen = memory.arrange(steps, fused2, segs)
+    assert memory.check(chosen, best) == []
+    np.testing.assert_array_equal(_run(chosen, best, x), want)
+
+
+def test_the_random_streams_are_not_vacuous():
+    """The planner streams most random chains, many ending in an accumulating
+    pool; and the emulation catches a wrong window layout (every window at
+    offset 0)."""
+    streamed = accumulating = 0
+    for seed in range(40):
+        steps = (_chain if seed % 2 else _mobile_chain)(np.random.default_rng(500 + seed))
+        segs, _, _ = memory.plan_streams([steps])
+        streamed += bool(segs)
+        names = {s.name: s for s in steps}
+        accumulating += any(memory.accumulates(names[b]) for _, b in segs)
+    assert streamed >= 25 and accumulating >= 10, (streamed, accumulating)
+    steps = _ds_cnn(8)
+    x = np.random.default_rng(1).integers(0, 256, steps[0].in_bytes).astype(np.uint8)
+    want = _run(steps, None, x)
+    st = memory.arrange(steps, streams=[("c", "gap")])
+    placement = memory.plan(st)
+    np.testing.assert_array_equal(_run(st, placement, x), want)
+    bad = [dataclasses.replace(st[0], windows=tuple((0, r) for _, r in st[0].windows)), st[1]]
+    try:
+        assert not np.array_equal(_run(bad, placement, x), want)
+    except AssertionError as e:  # or the emulation's own read/write check fires
+        assert "writes the rows it reads" in str(e) or "assert not" in str(e)
+
+
+def test_streaming_ds_cnn_takes_under_half_of_tflite_micros_arena():
+    """DS-CNN-S on CIFAR-10 (64 channels): TFLite Micro's activation arena for
+    it is 32,768 bytes (two 16x16x64 maps). Streamed from the first conv to the
+    global pool, no 16,384-byte map exists: four 3-row depthwise windows, two
+    shared one-row buffers, the pool's int32 sums, the kernel scratch."""
+    steps = _ds_cnn(64)
+    fused, pls = memory.plan_submodels([steps])
+    segs, _, (best,) = memory.plan_streams([steps], fused=fused, placements=pls)
+    assert segs == (("c", "gap"),)
+    st = memory.arrange(steps, streams=segs)[0]
+    rows = [r for _, r in st.windows]
+    assert rows == [3, 1, 3, 1, 3, 1, 3, 1, 1, 0]  # depthwise windows hold 3 rows
+    row = 16 * 64
+    assert st.window_bytes == 4 * 3 * row + 2 * row + 4 * 64
+    assert memory.check(memory.arrange(steps, streams=segs), best) == []
+    assert best.arena_bytes == st.window_bytes + 6 * 64 + 4 + 64  # + scratch + pooled vector
+    assert best.arena_bytes <= 32768 // 2 < pls[0].arena_bytes

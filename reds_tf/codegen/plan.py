@@ -296,6 +296,8 @@ class ModelPlan:
     placements: list[memory.Placement] = field(default_factory=list)
     # pointwise layers run fused with the depthwise layer that reads them
     fused: frozenset[str] = frozenset()
+    # (first, last) layer names of the streams (memory.stream): run as one step
+    streams: tuple[tuple[str, str], ...] = ()
 
     @property
     def num_submodels(self) -> int:
@@ -874,9 +876,10 @@ def memory_steps(plan: ModelPlan, k: int) -> list[memory.Step]:
 
 
 def fused_steps(plan: ModelPlan, k: int) -> list[memory.Step]:
-    """Submodel k's steps as placed: :func:`memory_steps` with the plan's fused
-    pointwise + depthwise pairs merged (:func:`reds_tf.memory.fuse`)."""
-    return memory.fuse(memory_steps(plan, k), plan.fused)
+    """Submodel k's steps as placed: :func:`memory_steps` with the plan's
+    streams and fused pointwise + depthwise pairs merged
+    (:func:`reds_tf.memory.arrange`)."""
+    return memory.arrange(memory_steps(plan, k), plan.fused, plan.streams)
 
 
 def _assign_buffers(plan: ModelPlan, arena: str | int = "balanced") -> None:
@@ -893,8 +896,11 @@ def _assign_buffers(plan: ModelPlan, arena: str | int = "balanced") -> None:
     steps = [memory_steps(plan, k) for k in range(K)]
     caps = [plan.submodels[k].get("memory_budget_bytes") for k in range(K)]
     fused, smallest = memory.plan_submodels(steps, caps=caps)
-    if arena == "smallest":
-        plan.fused, plan.placements = fused, smallest
+    plan.streams = ()
+    if arena == "smallest":  # streams too, where they lower the arena
+        plan.streams, plan.fused, plan.placements = memory.plan_streams(
+            steps, caps=caps, fused=fused, placements=smallest
+        )
     else:
         if isinstance(arena, int) and arena < smallest[-1].arena_bytes:
             raise RedsError(
@@ -931,12 +937,14 @@ def _assign_buffers(plan: ModelPlan, arena: str | int = "balanced") -> None:
     by_tensor: dict[int, str] = {}
     j = 0
     compute = [ly for ly in plan.layers if ly.kind != "reshape"]
+    in_stream: dict[str, LayerPlan] = {}  # layer -> the first layer of its stream
+    names = [ly.name for ly in compute]
+    for first, last in plan.streams:
+        for name in names[names.index(first) + 1 : names.index(last) + 1]:
+            in_stream[name] = compute[names.index(first)]
     for i, ly in enumerate(compute):
-        if i > 0 and compute[i - 1].name in plan.fused:
-            ly.slot = -1  # runs inside the fused step of the pointwise layer before it
-            ly.src = compute[i - 1].dst
-            ly.dst = compute[i - 1].dst
-            by_tensor[ly.output] = ly.dst
+        if ly.name in in_stream or (i > 0 and compute[i - 1].name in plan.fused):
+            ly.slot = -1  # runs inside the stream or fused step of an earlier layer
             continue
         ly.slot = j
         sl = slots[j]
@@ -946,6 +954,11 @@ def _assign_buffers(plan: ModelPlan, arena: str | int = "balanced") -> None:
         ly.dst = "output" if sl.dst == memory.EXTERNAL else f"act + s[{j}].dst"
         by_tensor[ly.output] = ly.dst
         j += 1
+    for i, ly in enumerate(compute):  # a stream or fused step's output is its last layer's
+        if ly.slot < 0:
+            head = in_stream.get(ly.name, compute[i - 1])
+            ly.src = ly.dst = head.dst
+            by_tensor[ly.output] = ly.dst
     for ly in plan.layers:  # a RESHAPE names the same bytes as its input
         if ly.kind == "reshape":
             ly.src = ly.dst = by_tensor.get(ly.inputs[0], "input")

@@ -14,8 +14,8 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from reds_tf import resources
-from reds_tf.codegen.plan import ModelPlan
+from reds_tf import memory, resources
+from reds_tf.codegen.plan import ModelPlan, fused_steps
 
 TEMPLATES_DIR = resources.TEMPLATES_DIR
 KERNELS_DIR = resources.KERNELS_DIR
@@ -77,6 +77,23 @@ def kernel_sources() -> dict[str, str]:
     return {name: (KERNELS_DIR / name).read_text(encoding="utf-8") for name in KERNEL_SOURCES}
 
 
+def _streams(plan: ModelPlan, compute: list) -> dict[str, dict]:
+    """Per stream (by its first layer): its layers, the rows each layer's window
+    holds and, per submodel, the windows' byte offsets (memory.stream_layout)."""
+    names = [ly.name for ly in compute]
+    out: dict[str, dict] = {}
+    for first, last in plan.streams:
+        layers = compute[names.index(first) : names.index(last) + 1]
+        offsets, rows = [], []
+        for k in range(plan.num_submodels):
+            step = next(s for s in fused_steps(plan, k) if s.name == first)
+            assert step.kind == memory.STREAM and len(step.parts) == len(layers)
+            offsets.append([w[0] for w in step.windows])
+            rows = [w[1] for w in step.windows]
+        out[first] = {"layers": layers, "rows": rows, "windows": offsets}
+    return out
+
+
 def render_sources(
     plan: ModelPlan, templates_dir: str | os.PathLike | None = None
 ) -> dict[str, str]:
@@ -97,6 +114,8 @@ def render_sources(
         "fused_dw": {
             a.name: b for a, b in zip(compute, compute[1:], strict=False) if a.name in plan.fused
         },
+        # first layer name -> the stream it starts (layers, window rows, offsets per k)
+        "streams": _streams(plan, compute),
         # one placement-table entry each (a fused depthwise layer has none)
         "compute_layers": [ly for ly in plan.layers if ly.kind != "reshape" and ly.slot >= 0],
         "conv_layers": conv_layers,

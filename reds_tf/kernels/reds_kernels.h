@@ -279,6 +279,24 @@ void reds_run_pw_dw(const reds_conv_layer *pw, const reds_conv_layer *dw, int k,
                     const int8_t *input, int8_t *output, int8_t *window, int8_t *ring, int delay,
                     int32_t *scratch);
 
+/* A stream: consecutive layers run one output row per kernel call, pulled from
+ * the last layer up, so that no map between them exists whole. Each layer but
+ * the last keeps its output rows in a window of `rows` rows (the rows one
+ * output row of the next layer reads; they slide down as it advances), at
+ * windows[i] bytes into `block`; the first layer reads `input`, the last writes
+ * `output`. A last average pool with one output pixel adds its input rows up
+ * into int32 sums at windows[last] instead. The planner (reds_tf/memory.py,
+ * stream_layout) sizes and places the windows, some of them shared. Results
+ * are bit-identical to one call per layer. scratch: the largest kernel's. */
+typedef struct reds_stream_stage {
+    const void *layer; /* reds_conv_layer or reds_pool_layer, as op says */
+    int16_t op;        /* REDS_OP_* */
+    int16_t rows;      /* rows the window of this layer's output holds (last: 0) */
+} reds_stream_stage;
+#define REDS_STREAM_MAX_STAGES 32
+void reds_run_stream(const reds_stream_stage *stages, int n, int k, const uint32_t *windows,
+                     int8_t *block, const int8_t *input, int8_t *output, int32_t *scratch);
+
 /* TFLite's MultiplyByQuantizedMultiplier with double rounding; shared by
  * every kernel so that all of them round identically. */
 static inline int32_t reds_srdhm(int32_t a, int32_t b) {

@@ -196,3 +196,143 @@ void reds_run_fc(const reds_fc_layer *layer, int k, const int8_t *input, int8_t 
     REDS_FC(layer, k, input, ring, scratch);
     memcpy(output, ring, (size_t)layer->out_width[k]);
 }
+
+/* ---- Streams (reds_run_stream) ---- */
+
+/* The vertical geometry of one stream stage for submodel k. */
+typedef struct reds_stream_geom {
+    int16_t out_h, in_h, stride, pad, kernel;
+    int16_t lo, held; /* its window holds output rows [lo, lo + held) */
+    int32_t in_row, out_row;
+} reds_stream_geom;
+
+typedef struct reds_stream_ctx {
+    const reds_stream_stage *stages;
+    int k;
+    const uint32_t *windows;
+    int8_t *block;
+    const int8_t *input;
+    int32_t *scratch;
+    reds_stream_geom g[REDS_STREAM_MAX_STAGES];
+} reds_stream_ctx;
+
+static inline bool reds_is_pool(int op) { return op == REDS_OP_AVGPOOL || op == REDS_OP_MAXPOOL; }
+
+static void reds_stream_geometry(const reds_stream_stage *st, int k, reds_stream_geom *g) {
+    if (reds_is_pool(st->op)) {
+        const reds_pool_layer *p = (const reds_pool_layer *)st->layer;
+        g->out_h = (int16_t)p->out_h;
+        g->in_h = (int16_t)p->in_h;
+        g->stride = (int16_t)p->stride_h;
+        g->pad = (int16_t)p->pad_top;
+        g->kernel = (int16_t)p->filter_h;
+        g->in_row = (int32_t)p->in_w * p->width[k];
+        g->out_row = (int32_t)p->out_w * p->width[k];
+    } else {
+        const reds_conv_layer *c = (const reds_conv_layer *)st->layer;
+        g->out_h = (int16_t)c->out_h;
+        g->in_h = (int16_t)c->in_h;
+        g->stride = (int16_t)c->stride_h;
+        g->pad = (int16_t)c->pad_top;
+        g->kernel = (int16_t)c->kernel_h;
+        g->in_row = (int32_t)c->in_w * c->in_width[k];
+        g->out_row = (int32_t)c->out_w * c->out_width[k];
+    }
+    g->lo = 0;
+    g->held = 0;
+}
+
+static const int8_t *reds_stream_rows(reds_stream_ctx *c, int i, int lo, int end);
+
+/* Output row oy of stage i into dst: its input rows from the stream's input
+ * (stage 0) or from stage i - 1's window, then one kernel call. */
+static void reds_stream_row(reds_stream_ctx *c, int i, int oy, int8_t *dst) {
+    const reds_stream_geom *g = &c->g[i];
+    reds_band band;
+    band.count = 1;
+    reds_band_window(oy, 1, g->stride, g->pad, g->kernel, g->in_h, &band.lo, &band.rows_in,
+                     &band.pad_top);
+    const int8_t *src = i == 0 ? c->input + band.lo * g->in_row
+                               : reds_stream_rows(c, i - 1, band.lo, band.lo + band.rows_in);
+    const reds_stream_stage *st = &c->stages[i];
+    if (reds_is_pool(st->op)) {
+        reds_pool_band(st->layer, st->op, c->k, &band, src, dst, NULL);
+    } else {
+        reds_conv_band(st->layer, st->op, c->k, &band, src, dst, c->scratch);
+    }
+}
+
+/* Stage i's output rows [lo, end) in its window (rows above lo dropped, the
+ * missing ones computed); returns where row lo is. */
+static const int8_t *reds_stream_rows(reds_stream_ctx *c, int i, int lo, int end) {
+    reds_stream_geom *g = &c->g[i];
+    int8_t *win = c->block + c->windows[i];
+    if (lo > g->lo) {
+        const int drop = lo - g->lo < g->held ? lo - g->lo : g->held;
+        if (g->held > drop) {
+            memmove(win, win + drop * g->out_row, (size_t)(g->held - drop) * (size_t)g->out_row);
+        }
+        g->held = (int16_t)(g->held - drop);
+        g->lo = (int16_t)(g->held > 0 ? g->lo + drop : lo);
+    }
+    while (g->lo + g->held < end) {
+        reds_stream_row(c, i, g->lo + g->held, win + g->held * g->out_row);
+        g->held++;
+    }
+    return win + (lo - g->lo) * g->out_row;
+}
+
+/* A last average pool with one output pixel: its window's rows added up one
+ * at a time (int32 sums, exact), then TFLite's rounding and clamp. */
+static void reds_stream_average(reds_stream_ctx *c, int last, int8_t *output) {
+    const reds_pool_layer *p = (const reds_pool_layer *)c->stages[last].layer;
+    const int n = p->width[c->k];
+    int32_t *sums = (int32_t *)(void *)(c->block + c->windows[last]);
+    int y0, rows, x0, cols, unused;
+    reds_band_window(0, 1, p->stride_h, p->pad_top, p->filter_h, p->in_h, &y0, &rows, &unused);
+    reds_band_window(0, 1, p->stride_w, p->pad_left, p->filter_w, p->in_w, &x0, &cols, &unused);
+    for (int ch = 0; ch < n; ch++) {
+        sums[ch] = 0;
+    }
+    for (int y = y0; y < y0 + rows; y++) {
+        const int8_t *px = reds_stream_rows(c, last - 1, y, y + 1) + x0 * n;
+        for (int x = 0; x < cols; x++, px += n) {
+            for (int ch = 0; ch < n; ch++) {
+                sums[ch] += px[ch];
+            }
+        }
+    }
+    const int32_t count = rows * cols;
+    for (int ch = 0; ch < n; ch++) {
+        const int32_t sum = sums[ch];
+        /* TFLite: round half away from zero (C division truncates). */
+        int32_t avg = count <= 0 ? 0 : sum > 0 ? (sum + count / 2) / count : (sum - count / 2) / count;
+        avg = avg < p->act_min ? p->act_min : avg;
+        avg = avg > p->act_max ? p->act_max : avg;
+        output[ch] = (int8_t)avg;
+    }
+}
+
+void reds_run_stream(const reds_stream_stage *stages, int n, int k, const uint32_t *windows,
+                     int8_t *block, const int8_t *input, int8_t *output, int32_t *scratch) {
+    reds_stream_ctx c;
+    c.stages = stages;
+    c.k = k;
+    c.windows = windows;
+    c.block = block;
+    c.input = input;
+    c.scratch = scratch;
+    for (int i = 0; i < n; i++) {
+        reds_stream_geometry(&stages[i], k, &c.g[i]);
+    }
+    const int last = n - 1;
+    const reds_stream_geom *g = &c.g[last];
+    if (stages[last].op == REDS_OP_AVGPOOL && g->out_h == 1 &&
+        ((const reds_pool_layer *)stages[last].layer)->out_w == 1) {
+        reds_stream_average(&c, last, output);
+        return;
+    }
+    for (int oy = 0; oy < g->out_h; oy++) {
+        reds_stream_row(&c, last, oy, output + oy * g->out_row);
+    }
+}
