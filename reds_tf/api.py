@@ -116,8 +116,8 @@ class Run:
         runtime (checked bit-exact against TensorFlow Lite Micro) and
         ``export/manifest.json``; returns the ``export/`` folder. ``limit``:
         evaluate on at most this many test samples. ``arena``: "balanced"
-        (least RAM with two rows per call), "smallest" (least RAM), "fastest" (no
-        in-place rows) or bytes per submodel."""
+        (least RAM with two rows per call), "smallest" (least RAM: streams too),
+        "fastest" (no in-place rows) or bytes per submodel."""
         from reds_tf.export import run_export
 
         return run_export(

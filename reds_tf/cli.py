@@ -185,9 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="balanced|smallest|fastest|BYTES",
         help="activation memory of the runtime: 'balanced' (default: the least RAM in which "
         "layers that run in place row by row compute at least 2 rows per kernel call), "
-        "'smallest' (the least RAM, 1 row per call where needed: slower), 'fastest' (no "
-        "in-place rows, more RAM), or a number of bytes every submodel may use (faster with "
-        "more room; at least the full model's smallest arena)",
+        "'smallest' (the least RAM: 1 row per call where needed, and runs of layers "
+        "streamed row by row so that no map between them exists whole; slower), 'fastest' "
+        "(no in-place rows, more RAM), or a number of bytes every submodel may use (faster "
+        "with more room; at least the full model's smallest arena without streams)",
     )
     p.set_defaults(func=_cmd_export)
 

@@ -430,6 +430,8 @@ def _export_locked(
         fault_point("export:sources")
         per = " / ".join(f"{b:,}" for b in plan.arena["per_submodel"])
         fused = f", fused: {', '.join(sorted(plan.fused))}" if plan.fused else ""
+        streams = ", ".join(f"{a} .. {b}" for a, b in plan.streams)
+        fused += f", streamed: {streams}" if streams else ""
         log(f"export: arena ({arena}): {per} bytes per submodel{fused}")
         check = _check_runtime(src, plan.input_shape, xq, tflm_outputs, log)
         manifest = {
@@ -446,6 +448,8 @@ def _export_locked(
             "bn_stats": bn_mode,
             "arena_bytes": plan.arena_bytes,
             "arena_mode": arena,  # reds export --arena
+            # layers run as one stream (first, last): no map between them exists whole
+            "streams": [list(seg) for seg in plan.streams],
             "num_submodels": K,
             "qat": qat,
             "eval_samples": n_test,

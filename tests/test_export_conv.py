@@ -589,7 +589,7 @@ def test_arena_modes(case, tmp_path):
     room = plan.arena_bytes + 1000
     roomy = build_plan(full, sub, arena=room)
     assert roomy.arena["per_submodel"] == [room & ~3] * len(sub["submodels"])
-    with pytest.raises(RedsError, match="below the full model's smallest arena"):
+    with pytest.raises(RedsError, match="below the full model's smallest arena without streams"):
         build_plan(full, sub, arena=small.arena_bytes - 4)
     # A submodel's memory budget (submodels.json) bounds what fastest gives it.
     capped = copy.deepcopy(sub)

@@ -889,7 +889,8 @@ def _assign_buffers(plan: ModelPlan, arena: str | int = "balanced") -> None:
     depthwise reader shares one); the first layer reads the caller's input, the
     last writes the caller's output. A submodel's ``memory_budget_bytes``
     (``submodels.json``) caps the arena ("fastest" or a byte count give it at
-    most that) and keeps fusions that would exceed it out."""
+    most that) and keeps fusions that would exceed it out. Only "smallest"
+    streams (:func:`reds_tf.memory.plan_streams`: one row per kernel call)."""
     K = plan.num_submodels
     if not (arena in ARENA_MODES or (isinstance(arena, int) and not isinstance(arena, bool))):
         raise RedsError(f"arena must be one of {', '.join(ARENA_MODES)} or a number of bytes")
@@ -903,9 +904,12 @@ def _assign_buffers(plan: ModelPlan, arena: str | int = "balanced") -> None:
         )
     else:
         if isinstance(arena, int) and arena < smallest[-1].arena_bytes:
+            streamed = memory.plan_streams(steps, caps=caps, fused=fused, placements=smallest)
             raise RedsError(
-                f"arena: {arena:,} bytes is below the full model's smallest arena "
-                f"({smallest[-1].arena_bytes:,} bytes); give at least that, or 'smallest'"
+                f"arena: {arena:,} bytes is below the full model's smallest arena without "
+                f"streams ({smallest[-1].arena_bytes:,} bytes); give at least that, or "
+                f"'smallest' ({streamed[2][-1].arena_bytes:,} bytes, streamed where that "
+                "saves memory: slower)"
             )
         if arena == "balanced":
             options: dict[str, Any] = {"min_rows": BALANCED_ROWS}
