@@ -395,6 +395,19 @@ def _conv_cases() -> list[dict]:
         ),
         _pool_case(one_row, [8, 12], hw=(1, 9), pool=(1, 2), strides=(1, 2)),
     ]
+    dw = np.random.default_rng(13)  # own stream too
+    cases += [
+        # depthwise kx3 kernels read in place: maps 2 and 1 pixels wide (windows cut
+        # on both sides), VALID, stride 2 on an even width and stride (1, 2) on an
+        # odd one, a 2x3 kernel (1 or 2 kernel rows), a clamp (the generic path)
+        _conv_case(dw, [4, 8], [4, 8], hw=(5, 2), depthwise=True),
+        _conv_case(dw, [4, 8], [4, 8], hw=(4, 1), depthwise=True),
+        _conv_case(dw, [8, 12], [8, 12], hw=(5, 6), depthwise=True, same=False),
+        _conv_case(dw, [8], [8], hw=(5, 8), strides=(2, 2), depthwise=True),
+        _conv_case(dw, [8], [8], hw=(6, 7), strides=(1, 2), depthwise=True),
+        _conv_case(dw, [4, 8], [4, 8], hw=(5, 6), kernel=(2, 3), depthwise=True),
+        _conv_case(dw, [4, 8], [4, 8], hw=(3, 5), depthwise=True, act=(-128, 50)),
+    ]
     cases += [
         # first convs with at most 10 im2col columns (one 16-instruction step per
         # output): short row groups and per-submodel rows, more than 64 channels

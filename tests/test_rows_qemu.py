@@ -4,7 +4,8 @@ planner's most aggressive offset (reds_tf/memory.py ``max_shift``, rounded
 down to a multiple of 4 as the planner aligns offsets): the int8 results equal
 the NumPy int8 model on edge sizes (odd heights and widths, 1- and 2-row maps,
 stride 2 on even and odd heights, SAME and VALID, 3x3, 5x5, 1x1 growing and
-shrinking, 10x4 kernels, depthwise widths that are not multiples of 4, average
+shrinking, 10x4 kernels, depthwise widths that are not multiples of 4, depthwise
+maps 1 and 2 pixels wide and 2x3 kernels, average
 and max pools, nested widths), for bands of 1, 2 and 3 rows and delays from the
 smallest exact one up. Runs 4+ bytes beyond the bound must differ, so the check
 is not vacuous. The harness is tests/dsp_check/rows_check.cpp."""
@@ -100,6 +101,13 @@ def _cases() -> list[dict]:
         _maxpool_case(rng, [4, 8], hw=(6, 4), pool=(2, 2), strides=(2, 2), same=False),
         _maxpool_case(rng, [6, 10], hw=(5, 7), pool=(3, 3), strides=(1, 1), act=(-128, 60)),
         _maxpool_case(rng, [4, 8], hw=(9, 5), pool=(3, 3), strides=(2, 2), same=False),
+        # depthwise kx3 kernels read in place: maps 2 and 1 pixels wide, stride
+        # (1, 2) on an odd width, a 2x3 kernel, the generic requantisation
+        _conv_case(rng, [4, 8], [4, 8], hw=(5, 2), depthwise=True),
+        _conv_case(rng, [8], [8], hw=(4, 1), depthwise=True),
+        _conv_case(rng, [8], [8], hw=(6, 7), strides=(1, 2), depthwise=True),
+        _conv_case(rng, [4, 8], [4, 8], hw=(5, 6), kernel=(2, 3), depthwise=True),
+        _conv_case(rng, [8, 12], [8, 12], hw=(5, 6), depthwise=True, shifts=(-31, 3)),
     ]
 
 
