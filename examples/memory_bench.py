@@ -6,7 +6,8 @@ DS-CNN-S on CIFAR-10 and MobileNetV1-0.25 on 96x96x3 (VWW), random weights:
   kernel scratch);
 - ``smallest``: :mod:`reds_tf.memory`, the exported runtime's arena for that
   submodel with ``reds export --arena smallest`` (in-place rows through a ring
-  where exact, fused pointwise + depthwise pairs);
+  where exact, fused pointwise + depthwise pairs, streams of layers run row by
+  row so that no map between them exists whole);
 - ``balanced``: the same with the default ``--arena balanced`` (at least two
   rows per kernel call);
 - ``tflm``: TensorFlow Lite Micro's activation arena ("head" of
@@ -99,7 +100,10 @@ def measure(name: str, config: str, shape: tuple[int, ...], classes: int) -> dic
             }
         )
         print(f"{name} {f:.2f}: {rows[-1]}", file=sys.stderr, flush=True)
-    return {"name": name, "config": config, "input_shape": list(shape), "submodels": rows}
+    streams = [list(seg) for seg in plan.streams]
+    print(f"{name}: smallest streams {streams}, fused {sorted(plan.fused)}", file=sys.stderr)
+    return {"name": name, "config": config, "input_shape": list(shape), "submodels": rows,
+            "smallest_streams": streams, "smallest_fused": sorted(plan.fused)}  # fmt: skip
 
 
 def markdown(results: list[dict]) -> str:
