@@ -1,7 +1,10 @@
 /* pointwise_dsp.cpp: the Cortex-M4 DSP 1x1 convolution kernel (reds_pointwise_dsp).
  * Same signature and bit-identical results as reds_pointwise_ref: two output
  * pixels and two rows at a time over segment lists of the nested layout
- * (reds_dsp_pointwise.h, shared with the first-layer conv path).
+ * (reds_dsp_pointwise.h, shared with the first-layer conv path). Layers with
+ * the fast requantisation run from a per-call table of row pairs (constants
+ * and weight segments) through one asm loop per pixel pair; the others take
+ * the per-group segment lists and reds_dsp_out.
  */
 #include "reds_kernel_opt.h" /* first: -O2 for the kernels in -Os builds */
 
@@ -16,7 +19,7 @@
 #include "reds_dsp_common.h"
 #include "reds_dsp_pointwise.h"
 
-/* Segment entries of the pointwise kernel's all-groups table (stack). */
+/* Segment entries of the generic path's all-groups table (stack). */
 #define REDS_DSP_PW_SEGS 160
 
 /* The segment list of the 4-row group starting at row r: the B strip of the
@@ -43,43 +46,115 @@ static void reds_dsp_pw_list(reds_dsp_seg *tab, int r, int k, const uint16_t *iw
     tab[nseg].chunks = 0;
 }
 
-void reds_pointwise_dsp(const reds_conv_layer *layer, int k, const int8_t *input,
-                        int8_t *output, int32_t *scratch) {
+/* Words of the fast path's table (stack): 32 single-segment row pairs. When
+ * the scratch cannot hold the widened pair (n_out < n_in / 2), the table's
+ * first n_in words do, up to n_in = REDS_DSP_PW_XW_IN (what is left still
+ * holds 2 row pairs of 16-segment lists). */
+#define REDS_DSP_PW_TAB 360
+#define REDS_DSP_PW_XW_IN 256
+
+/* The fast path (reds_dsp_all_fast2): the row pairs' table of
+ * reds_dsp_pointwise.h built once per block of rows that fits, then per pixel
+ * pair one doubled widening and one runner call over the block. */
+static void reds_dsp_pw_fast(const reds_conv_layer *layer, int k, const int8_t *input,
+                             int8_t *output, uint32_t *xw, const int8_t *const *r_base,
+                             const int8_t *const *b_base, const int32_t *bias,
+                             const int32_t *mult, const int32_t *shift) {
     const uint16_t *iw = layer->in_width;
     const uint16_t *ow = layer->out_width;
     const int n_in = iw[k];
     const int n_out = ow[k];
-    /* Two widened pixels take 4 * n_in bytes of the REDS_CONV_SCRATCH_BYTES
-     * scratch (4 * n_out + 2 * n_in + 4); row pairs and whole chunks need every
-     * width to be a multiple of 4. Otherwise: one pixel at a time. */
-    uint32_t widths = 0;
-    for (int s = 0; s <= k; s++) {
-        widths |= (uint32_t)iw[s] | ow[s];
+    /* Rows of submodel s0 take one B segment, then one R segment per later
+     * submodel that adds inputs: one segment each only if no row has an R. */
+    bool multi = false;
+    for (int s = 1; s <= k; s++) {
+        multi = multi || (iw[s] > iw[s - 1] && ow[s - 1] > 0);
     }
-    if (k >= REDS_DSP_MAX_K || (widths & 3u) || n_in == 0 || 2 * n_in > 4 * n_out + 4 ||
-        ((uintptr_t)layer->weights & 3u) != 0) {
-        reds_conv_dsp(layer, k, input, output, scratch);
-        return;
+    const uint32_t zq = (uint32_t)(2 * layer->output_offset + 1);
+    const int32_t offset = layer->input_offset;
+    const int pixels = (int)layer->out_h * layer->out_w;
+    uint32_t buf[REDS_DSP_PW_TAB];
+    uint32_t *tab = buf;
+    if (xw == NULL) {
+        xw = buf; /* 4 n_in bytes */
+        tab = buf + n_in;
     }
-    /* Where each strip starts: R_s (rows [0, o_{s-1}), columns [i_{s-1}, i_s))
-     * then B_s (rows [o_{s-1}, o_s), columns [0, i_s)). */
-    const int8_t *r_base[REDS_DSP_MAX_K], *b_base[REDS_DSP_MAX_K];
-    const int8_t *w = layer->weights;
-    for (int s = 0, ip = 0, op = 0; s <= k; s++) {
-        r_base[s] = w;
-        w += op * (iw[s] - ip);
-        b_base[s] = w;
-        w += (ow[s] - op) * iw[s];
-        ip = iw[s];
-        op = ow[s];
+    int s0 = 0;
+    for (int r0 = 0; r0 < n_out;) {
+        uint32_t *t = tab;
+        int r = r0;
+        for (; r < n_out; r += 2) {
+            while (ow[s0] <= r) {
+                s0++;
+            }
+            int nseg = 1;
+            for (int s = s0 + 1; multi && s <= k; s++) {
+                nseg += iw[s] > iw[s - 1];
+            }
+            const int need = multi ? 11 + 2 * nseg : 11;
+            if (t + need + 6 > buf + REDS_DSP_PW_TAB) {
+                break;
+            }
+            const int g = r & ~3, off = (r & 2) << 2;
+            const int o_prev = s0 > 0 ? ow[s0 - 1] : 0;
+            const uint32_t b0 = bias != NULL ? (uint32_t)(2 * bias[r]) : 0u;
+            const uint32_t b1 = bias != NULL ? (uint32_t)(2 * bias[r + 1]) : 0u;
+            t[0] = b0;
+            t[1] = b0;
+            t[2] = b1;
+            t[3] = b1;
+            t[4] = (uint32_t)(uintptr_t)(b_base[s0] + (g - o_prev) * iw[s0] + off);
+            t[5] = (uint32_t)(iw[s0] >> 2);
+            t += 6;
+            if (multi) {
+                for (int s = s0 + 1; s <= k; s++) {
+                    const int cols = iw[s] - iw[s - 1];
+                    if (cols > 0) {
+                        t[0] = (uint32_t)(uintptr_t)(r_base[s] + g * cols + off);
+                        t[1] = (uint32_t)(cols >> 2);
+                        t += 2;
+                    }
+                }
+                t[0] = 1u; /* the pair's list ends */
+                t[1] = 0u;
+                t += 2;
+            }
+            t[0] = (uint32_t)mult[r];
+            t[1] = (uint32_t)mult[r + 1];
+            t[2] = (uint32_t)~shift[r];
+            t[3] = (uint32_t)~shift[r + 1];
+            t[4] = zq;
+            t += 5;
+        }
+        for (int j = 0; j < 6; j++) {
+            t[j] = 0u; /* the table ends */
+        }
+        for (int p = 0; p < pixels; p += 2) {
+            const int p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is done twice */
+            reds_dsp_widen2x(input + p * n_in, input + p1 * n_in, n_in >> 2, offset, xw);
+            int8_t *out0 = output + p * n_out + r0;
+            int8_t *out1 = output + p1 * n_out + r0;
+            if (multi) {
+                reds_dsp_pw_runm(tab, xw, out0, out1);
+            } else {
+                reds_dsp_pw_run1(tab, xw, out0, out1);
+            }
+        }
+        r0 = r;
     }
-    const int32_t q = layer->qparam_stride * k;
-    const int32_t *bias = layer->bias != NULL ? layer->bias + q : NULL;
-    const int32_t *mult = layer->multiplier + q;
-    const int32_t *shift = layer->shift + q;
+}
+
+/* Any requantisation: two rows and two pixels at a time over the segment
+ * lists of reds_dsp_pw_pass, each output through reds_dsp_out. */
+static __attribute__((noinline)) void reds_dsp_pw_generic(
+    const reds_conv_layer *layer, int k, const int8_t *input, int8_t *output, uint32_t *xw,
+    const int8_t *const *r_base, const int8_t *const *b_base, const int32_t *bias,
+    const int32_t *mult, const int32_t *shift) {
+    const uint16_t *iw = layer->in_width;
+    const uint16_t *ow = layer->out_width;
+    const int n_in = iw[k];
+    const int n_out = ow[k];
     const int32_t zp = layer->output_offset, lo = layer->act_min, hi = layer->act_max;
-    const bool fast = reds_dsp_all_fast2(mult, shift, bias, n_out, n_in, lo, hi);
-    uint32_t *xw = (uint32_t *)scratch;
     const int pixels = (int)layer->out_h * layer->out_w;
     /* Every 4-row group's segment list, built once per call when they fit
      * (group g's at segs + g * (k + 2)), else per group and pixel pair. */
@@ -110,10 +185,58 @@ void reds_pointwise_dsp(const reds_conv_layer *layer, int k, const int8_t *input
                 } else {
                     reds_dsp_pw_pass<8>(&a00, &a01, &a10, &a11, tab, xw);
                 }
-                reds_dsp_pw_store(out0, out1, rr, a00, a01, a10, a11, mult, shift, fast, zp, lo,
+                reds_dsp_pw_store(out0, out1, rr, a00, a01, a10, a11, mult, shift, false, zp, lo,
                                   hi);
             }
         }
+    }
+}
+
+void reds_pointwise_dsp(const reds_conv_layer *layer, int k, const int8_t *input,
+                        int8_t *output, int32_t *scratch) {
+    const uint16_t *iw = layer->in_width;
+    const uint16_t *ow = layer->out_width;
+    const int n_in = iw[k];
+    const int n_out = ow[k];
+    /* Two widened pixels take 4 * n_in bytes of the REDS_CONV_SCRATCH_BYTES
+     * scratch (4 * n_out + 2 * n_in + 4), or of the fast path's table; row pairs
+     * and whole chunks need every width to be a multiple of 4. Otherwise: one
+     * pixel at a time. */
+    uint32_t widths = 0;
+    for (int s = 0; s <= k; s++) {
+        widths |= (uint32_t)iw[s] | ow[s];
+    }
+    if (k >= REDS_DSP_MAX_K || (widths & 3u) || n_in == 0 ||
+        (2 * n_in > 4 * n_out + 4 && n_in > REDS_DSP_PW_XW_IN) ||
+        ((uintptr_t)layer->weights & 3u) != 0) {
+        reds_conv_dsp(layer, k, input, output, scratch);
+        return;
+    }
+    /* Where each strip starts: R_s (rows [0, o_{s-1}), columns [i_{s-1}, i_s))
+     * then B_s (rows [o_{s-1}, o_s), columns [0, i_s)). */
+    const int8_t *r_base[REDS_DSP_MAX_K], *b_base[REDS_DSP_MAX_K];
+    const int8_t *w = layer->weights;
+    for (int s = 0, ip = 0, op = 0; s <= k; s++) {
+        r_base[s] = w;
+        w += op * (iw[s] - ip);
+        b_base[s] = w;
+        w += (ow[s] - op) * iw[s];
+        ip = iw[s];
+        op = ow[s];
+    }
+    const int32_t q = layer->qparam_stride * k;
+    const int32_t *bias = layer->bias != NULL ? layer->bias + q : NULL;
+    const int32_t *mult = layer->multiplier + q;
+    const int32_t *shift = layer->shift + q;
+    /* The widened pair in the scratch, or if it does not fit (n_out < n_in / 2)
+     * on the fast path at the start of its table. */
+    uint32_t *xw = 2 * n_in <= 4 * n_out + 4 ? (uint32_t *)scratch : NULL;
+    if (reds_dsp_all_fast2(mult, shift, bias, n_out, n_in, layer->act_min, layer->act_max)) {
+        reds_dsp_pw_fast(layer, k, input, output, xw, r_base, b_base, bias, mult, shift);
+    } else if (xw != NULL) {
+        reds_dsp_pw_generic(layer, k, input, output, xw, r_base, b_base, bias, mult, shift);
+    } else {
+        reds_conv_dsp(layer, k, input, output, scratch);
     }
 }
 

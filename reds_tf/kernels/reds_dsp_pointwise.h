@@ -116,4 +116,147 @@ static inline __attribute__((always_inline)) void reds_dsp_pw_store(
     }
 }
 
+/* ---------------------------------------------------------------------------
+ * The table-driven fast path (reds_dsp_all_fast2 layers): per call, every row
+ * pair's constants and weight segments go into one table of words, so that a
+ * pixel pair costs, per row pair, one LDM for the accumulators and the weights,
+ * the MAC loop, one LDM for the requantisation constants and 5 instructions
+ * per output (SMMULR, rounding, shift, zero point, SSAT) plus its store. The
+ * accumulators hold twice the sum (the input is widened doubled and the bias
+ * doubled), which is what SMMULR of reds_dsp_rq8 wants: |2 acc| < 2^31 on
+ * this path.
+ *
+ * Entry of a row pair (r, r + 1), words:
+ *   single segment (reds_dsp_pw_run1): 2b_r, 2b_r, 2b_r+1, 2b_r+1, w, chunks,
+ *       m_r, m_r+1, ~shift_r, ~shift_r+1, 2 zp + 1                (11 words)
+ *   segment list (reds_dsp_pw_runm): 2b_r, 2b_r, 2b_r+1, 2b_r+1, then per
+ *       segment w, chunks (>= 1), then 1, 0, then the 5 constants
+ * w already points at the pair's 8 bytes of its first chunk. The table ends
+ * with 6 zero words. Both runners take (tab, widened pair, out0, out1) and
+ * store rows in table order from out0 / out1 on.
+ * ------------------------------------------------------------------------- */
+
+/* Two pixels widened as reds_dsp_widen2 but doubled: 2 (x + offset). */
+__attribute__((unused)) static void reds_dsp_widen2x(const int8_t *in0, const int8_t *in1,
+                                                    int chunks, int32_t offset, uint32_t *xw) {
+    const uint32_t off4 = ((uint32_t)(2 * offset) & 0xFFFFu) * 0x10001u;
+    for (int c = 0; c < chunks; c++) {
+        uint32_t v0, v1;
+        memcpy(&v0, in0 + 4 * c, 4);
+        memcpy(&v1, in1 + 4 * c, 4);
+        xw[0] = reds_sxtab16(reds_sxtab16(off4, v0), v0);
+        xw[1] = reds_sxtab16_ror8(reds_sxtab16_ror8(off4, v0), v0);
+        xw[2] = reds_sxtab16(reds_sxtab16(off4, v1), v1);
+        xw[3] = reds_sxtab16_ror8(reds_sxtab16_ror8(off4, v1), v1);
+        xw += 4;
+    }
+}
+
+/* REDS_DSP_PW_CHUNK with fixed registers: w r6, x r8, accumulators
+ * r2 (row r, pixel 0), r3 (r, 1), r4 (r + 1, 0), r5 (r + 1, 1). */
+#define REDS_DSP_PWR_CHUNK                         \
+    "ldrd r9, r10, [r6], #16\n\t" REDS_DSP_PWR_MACS
+/* The chunk's multiply-accumulates, its row weights in r9 (row r), r10 (r + 1). */
+#define REDS_DSP_PWR_MACS                          \
+    "ldrd lr, r1, [r8], #8\n\t"                    \
+    "sxtb16 r11, r9, ror #8\n\t"                   \
+    "sxtb16 r9, r9\n\t"                            \
+    "smlad r2, r9, lr, r2\n\t"                     \
+    "smlad r2, r11, r1, r2\n\t"                    \
+    "sxtb16 r12, r10, ror #8\n\t"                  \
+    "sxtb16 r10, r10\n\t"                          \
+    "smlad r4, r10, lr, r4\n\t"                    \
+    "smlad r4, r12, r1, r4\n\t"                    \
+    "ldrd lr, r1, [r8], #8\n\t"                    \
+    "smlad r3, r9, lr, r3\n\t"                     \
+    "smlad r3, r11, r1, r3\n\t"                    \
+    "smlad r5, r10, lr, r5\n\t"                    \
+    "smlad r5, r12, r1, r5\n\t"
+
+/* reds_dsp_rq8 of accumulator A (doubled) with multiplier M, e = E, 2 zp + 1 in r11. */
+#define REDS_DSP_PWR_RQ(A, M, E)                   \
+    "smmulr " A ", " A ", " M "\n\t"               \
+    "add " A ", " A ", " A ", asr #31\n\t"         \
+    "asr " A ", " A ", " E "\n\t"                  \
+    "add " A ", " A ", r11\n\t"                    \
+    "ssat " A ", #8, " A ", asr #1\n\t"
+
+/* The requantisation of a row pair and its 4 stores; out0 / out1 at sp, sp + 4. */
+#define REDS_DSP_PWR_STORE                         \
+    "ldmia r0!, {r6, r7, r9, r10, r11}\n\t" REDS_DSP_PWR_STORE4
+/* The same with the constants already in r6, r7, r9, r10 and 2 zp + 1 in r11. */
+#define REDS_DSP_PWR_STORE4                        \
+    "ldrd r12, lr, [sp]\n\t"                       \
+    REDS_DSP_PWR_RQ("r2", "r6", "r9")              \
+    REDS_DSP_PWR_RQ("r4", "r7", "r10")             \
+    REDS_DSP_PWR_RQ("r3", "r6", "r9")              \
+    REDS_DSP_PWR_RQ("r5", "r7", "r10")             \
+    "strb r2, [r12], #1\n\t"                       \
+    "strb r4, [r12], #1\n\t"                       \
+    "strb r3, [lr], #1\n\t"                        \
+    "strb r5, [lr], #1\n\t"                        \
+    "strd r12, lr, [sp]\n\t"
+
+/* Frame: out0, out1, x at sp, sp + 4, sp + 8 (r1 = x, r2 = out0, r3 = out1). */
+#define REDS_DSP_PWR_ENTER                         \
+    "push {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t" \
+    "sub sp, sp, #12\n\t"                          \
+    "strd r2, r3, [sp]\n\t"                        \
+    "str r1, [sp, #8]\n\t"
+#define REDS_DSP_PWR_LEAVE                         \
+    "add sp, sp, #12\n\t"                          \
+    "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t"
+
+/* Every row pair of a single-segment table for one pixel pair. Per pair: 15
+ * instructions per chunk, 2 per chunk pair of loop, 34 of set-up and
+ * requantisation (8.5 per output). */
+__attribute__((naked, noinline, unused)) static void reds_dsp_pw_run1(
+    const uint32_t *tab __attribute__((unused)), const uint32_t *x __attribute__((unused)),
+    int8_t *out0 __attribute__((unused)), int8_t *out1 __attribute__((unused))) {
+    __asm__ volatile(
+        REDS_DSP_PWR_ENTER
+        "1:\n\t"
+        "ldmia r0!, {r2, r3, r4, r5, r6, r7}\n\t"
+        "ldr r8, [sp, #8]\n\t"
+        "lsrs r7, r7, #1\n\t"
+        "bcs 2f\n\t"
+        "bne 3f\n\t"
+        REDS_DSP_PWR_LEAVE
+        "2:\n\t" REDS_DSP_PWR_CHUNK
+        "beq 4f\n\t"
+        "3:\n\t" REDS_DSP_PWR_CHUNK REDS_DSP_PWR_CHUNK
+        "subs r7, r7, #1\n\t"
+        "bne 3b\n\t"
+        "4:\n\t" REDS_DSP_PWR_STORE
+        "b 1b\n\t");
+}
+
+/* Every row pair of a segment-list table for one pixel pair: as
+ * reds_dsp_pw_run1 plus 5 instructions per segment and 5 per pair for the
+ * list's end. */
+__attribute__((naked, noinline, unused)) static void reds_dsp_pw_runm(
+    const uint32_t *tab __attribute__((unused)), const uint32_t *x __attribute__((unused)),
+    int8_t *out0 __attribute__((unused)), int8_t *out1 __attribute__((unused))) {
+    __asm__ volatile(
+        REDS_DSP_PWR_ENTER
+        "1:\n\t"
+        "ldmia r0!, {r2, r3, r4, r5}\n\t"
+        "ldr r8, [sp, #8]\n\t"
+        "5:\n\t"
+        "ldmia r0!, {r6, r7}\n\t"
+        "lsrs r7, r7, #1\n\t"
+        "bcs 2f\n\t"
+        "bne 3f\n\t"
+        "cbnz r6, 6f\n\t"
+        REDS_DSP_PWR_LEAVE
+        "6:\n\t" REDS_DSP_PWR_STORE
+        "b 1b\n\t"
+        "2:\n\t" REDS_DSP_PWR_CHUNK
+        "beq 5b\n\t"
+        "3:\n\t" REDS_DSP_PWR_CHUNK REDS_DSP_PWR_CHUNK
+        "subs r7, r7, #1\n\t"
+        "bne 3b\n\t"
+        "b 5b\n\t");
+}
+
 #endif /* REDS_DSP_POINTWISE_H */
