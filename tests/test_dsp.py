@@ -458,6 +458,12 @@ def _conv_cases() -> list[dict]:
                    shifts=(-14, -8)),
         _conv_case(table, [32, 64], [4, 8], hw=(3, 2), kernel=(1, 1), pointwise=True,
                    act=(-100, 20), shifts=(-17, -12)),
+        # single-segment pointwise tables: 16 chunks (the whole unrolled loop,
+        # equal in widths) and 24 chunks (beyond it: the looped runner)
+        _conv_case(table, [64, 64], [16, 32], hw=(3, 3), kernel=(1, 1), pointwise=True,
+                   shifts=(-18, -13)),
+        _conv_case(table, [96], [12], hw=(2, 3), kernel=(1, 1), pointwise=True,
+                   shifts=(-18, -13)),
     ]  # fmt: skip
     return cases
 
@@ -537,7 +543,7 @@ def test_dsp_conv_kernels_match_reference_in_qemu(tmp_path: Path) -> None:
         got = [c for c in costs if c[0] == case and c[1] == k][0]
         assert got[3] * 2 < got[2], got
     # The global average pool at full width: at least 2x cheaper.
-    pool = [c for c in costs if c[0] == len(cases) - 17 and c[1] == 3][0]
+    pool = [c for c in costs if c[0] == len(cases) - 19 and c[1] == 3][0]
     assert pool[3] * 2 < pool[2], pool
 
 

@@ -70,6 +70,7 @@ static void reds_dsp_pw_fast(const reds_conv_layer *layer, int k, const int8_t *
     for (int s = 1; s <= k; s++) {
         multi = multi || (iw[s] > iw[s - 1] && ow[s - 1] > 0);
     }
+    const bool unrolled = !multi && (n_in >> 2) <= REDS_DSP_PWU_MAX;
     const uint32_t zq = (uint32_t)(2 * layer->output_offset + 1);
     const int32_t offset = layer->input_offset;
     const int pixels = (int)layer->out_h * layer->out_w;
@@ -105,6 +106,10 @@ static void reds_dsp_pw_fast(const reds_conv_layer *layer, int k, const int8_t *
             t[3] = b1;
             t[4] = (uint32_t)(uintptr_t)(b_base[s0] + (g - o_prev) * iw[s0] + off);
             t[5] = (uint32_t)(iw[s0] >> 2);
+            if (unrolled) { /* reds_dsp_pw_runu: the weights' end and the jump */
+                t[4] += 16u * t[5];
+                t[5] = 4u + 60u * (uint32_t)(REDS_DSP_PWU_MAX - (int)t[5]);
+            }
             t += 6;
             if (multi) {
                 for (int s = s0 + 1; s <= k; s++) {
@@ -136,6 +141,8 @@ static void reds_dsp_pw_fast(const reds_conv_layer *layer, int k, const int8_t *
             int8_t *out1 = output + p1 * n_out + r0;
             if (multi) {
                 reds_dsp_pw_runm(tab, xw, out0, out1);
+            } else if (unrolled) {
+                reds_dsp_pw_runu(tab, xw + 4 * (n_in >> 2), out0, out1);
             } else {
                 reds_dsp_pw_run1(tab, xw, out0, out1);
             }
