@@ -455,6 +455,24 @@ static void reds_dsp_ci_col4(const reds_conv_layer *layer, const int8_t *input, 
     }
 }
 
+/* An inside pixel's im2col rows: each kernel row as whole words (up to 3
+ * bytes more, inside the input, overwritten by the next row or the slack).
+ * Out of line, as reds_dsp_ci_widen, so that their loops keep their registers. */
+static __attribute__((noinline)) void reds_dsp_ci_rows(const int8_t *src, int row, int kh,
+                                                      int seg, int8_t *dst) {
+    for (int ky = 0; ky < kh; ky++, src += row, dst += seg) {
+        for (int i = 0; i < seg; i += 4) {
+            uint32_t v;
+            memcpy(&v, src + i, 4);
+            memcpy(dst + i, &v, 4);
+        }
+    }
+}
+static __attribute__((noinline)) void reds_dsp_ci_widen(const int8_t *in0, const int8_t *in1,
+                                                       int chunks, int32_t offset, uint32_t *xw) {
+    reds_dsp_widen2x(in0, in1, chunks, offset, xw);
+}
+
 /* The fast path: n <= REDS_DSP_CI_FAST columns (im2col rows and the widened
  * pair on the stack, no scratch). */
 static __attribute__((noinline)) void reds_dsp_ci_fast(const reds_conv_layer *layer, int k,
@@ -474,6 +492,17 @@ static __attribute__((noinline)) void reds_dsp_ci_fast(const reds_conv_layer *la
     int8_t col[2][REDS_DSP_CI_FAST + 4];
     uint32_t xw[4 * (REDS_DSP_CI_FAST / 4 + 1)]; /* the widened pair, its last chunk included */
     uint32_t *xt = xw + 4 * nfull;
+    const int kh = layer->kernel_h, kw = layer->kernel_w, in_h = layer->in_h, in_w = layer->in_w;
+    const int seg = kw * c_in, row = in_w * c_in;
+    /* what an inside pixel's word copies read past its window start; the end of the input */
+    const int last = (kh - 1) * row + ((seg + 3) & ~3);
+    const int8_t *in_end = input + (size_t)in_h * (size_t)row;
+    /* The last chunk: bytes 4 - tail .. 3 kept; 2 * offset in their lanes
+     * (even lanes = bytes 0, 2; odd lanes = bytes 1, 3). */
+    const uint32_t tmask = tail ? 0xFFFFFFFFu << (8 * (4 - tail)) : 0u;
+    const uint32_t off2 = (uint32_t)(2 * offset) & 0xFFFFu;
+    const uint32_t toff_e = tail >= 2 ? off2 << 16 : 0u;
+    const uint32_t toff_o = (off2 << 16) | (tail >= 3 ? off2 : 0u);
     for (int r0 = 0; r0 < n_out; r0 += 64) {
         const int r1 = n_out - r0 < 64 ? n_out : r0 + 64;
         uint32_t *t = tab;
@@ -502,21 +531,30 @@ static __attribute__((noinline)) void reds_dsp_ci_fast(const reds_conv_layer *la
                 ox1 = 0;
                 oy1++;
             }
-            reds_dsp_ci_col4(layer, input, c_in, oy0 * layer->stride_h - layer->pad_top,
-                             ox0 * layer->stride_w - layer->pad_left, zpb, col[0]);
-            reds_dsp_ci_col4(layer, input, c_in, oy1 * layer->stride_h - layer->pad_top,
-                             ox1 * layer->stride_w - layer->pad_left, zpb, col[1]);
-            reds_dsp_widen2x(col[0], col[1], nfull, offset, xw);
-            if (tail) {
-                /* lanes 4 - tail .. 3 of the last chunk, doubled; words (x0, x2), (x1, x3) */
-                for (int j = 0; j < 2; j++) {
-                    int32_t v[4] = {0, 0, 0, 0};
-                    for (int c = 0; c < tail; c++) {
-                        v[4 - tail + c] = 2 * (col[j][4 * nfull + c] + offset);
-                    }
-                    xt[2 * j] = ((uint32_t)v[0] & 0xFFFFu) | ((uint32_t)v[2] << 16);
-                    xt[2 * j + 1] = ((uint32_t)v[1] & 0xFFFFu) | ((uint32_t)v[3] << 16);
+            for (int j = 0; j < 2; j++) {
+                const int iy0 = (j ? oy1 : oy0) * layer->stride_h - layer->pad_top;
+                const int ix0 = (j ? ox1 : ox0) * layer->stride_w - layer->pad_left;
+                const int8_t *src = input + (iy0 * in_w + ix0) * c_in;
+                if (iy0 >= 0 && iy0 <= in_h - kh && ix0 >= 0 && ix0 <= in_w - kw &&
+                    src + last <= in_end) {
+                    reds_dsp_ci_rows(src, row, kh, seg, col[j]);
+                } else {
+                    reds_dsp_ci_col4(layer, input, c_in, iy0, ix0, zpb, col[j]);
                 }
+            }
+            reds_dsp_ci_widen(col[0], col[1], nfull, offset, xw);
+            if (tail) {
+                /* lanes 4 - tail .. 3 of the last chunk (the word ending at column
+                 * n, the columns before it masked off), doubled */
+                uint32_t v0, v1;
+                memcpy(&v0, col[0] + n - 4, 4);
+                memcpy(&v1, col[1] + n - 4, 4);
+                v0 &= tmask;
+                v1 &= tmask;
+                xt[0] = reds_sxtab16(reds_sxtab16(toff_e, v0), v0);
+                xt[1] = reds_sxtab16_ror8(reds_sxtab16_ror8(toff_o, v0), v0);
+                xt[2] = reds_sxtab16(reds_sxtab16(toff_e, v1), v1);
+                xt[3] = reds_sxtab16_ror8(reds_sxtab16_ror8(toff_o, v1), v1);
             }
             ox0 = ox1 + 1;
             oy0 = oy1;
