@@ -53,6 +53,92 @@ static void reds_dsp_pw_list(reds_dsp_seg *tab, int r, int k, const uint16_t *iw
 #define REDS_DSP_PW_TAB 360
 #define REDS_DSP_PW_XW_IN 256
 
+/* What a table of reds_dsp_pw_fast is built from. */
+typedef struct reds_dsp_pw_tabctx {
+    const uint16_t *iw, *ow;
+    int k;
+    bool multi, unrolled;
+    const int32_t *bias, *mult, *shift;
+    uint32_t zq;
+    const int8_t *const *r_base, *const *b_base;
+} reds_dsp_pw_tabctx;
+
+/* The entries of row pairs *rp, *rp + 2, ... up to n_out or until the next one
+ * would pass tab_end, from t on; returns the end, *rp is the next row, *s0p its
+ * submodel so far. Out of line: the pixel loop keeps its registers. */
+static __attribute__((noinline)) uint32_t *reds_dsp_pw_table(const reds_dsp_pw_tabctx *c,
+                                                            uint32_t *t,
+                                                            const uint32_t *tab_end, int n_out,
+                                                            int *rp, int *s0p) {
+    const uint16_t *iw = c->iw, *ow = c->ow;
+    const int k = c->k;
+    const bool multi = c->multi, unrolled = c->unrolled;
+    const int32_t *bias = c->bias, *mult = c->mult, *shift = c->shift;
+    const uint32_t zq = c->zq;
+    const int8_t *const *r_base = c->r_base, *const *b_base = c->b_base;
+    int r = *rp, s0 = *s0p;
+    /* Strip by strip: rows [o_prev, o_end) of submodel s0 share the B strip's
+     * columns, the R segments and the size of an entry. */
+    while (r < n_out) {
+        while (ow[s0] <= r) {
+            s0++;
+        }
+        const int o_prev = s0 > 0 ? ow[s0 - 1] : 0, o_end = ow[s0];
+        const int cb = iw[s0];
+        int need = 11;
+        for (int s = s0 + 1; multi && s <= k; s++) {
+            need += iw[s] > iw[s - 1] ? 2 : 0;
+        }
+        need += multi ? 2 : 0; /* the list's end */
+        const uint32_t w_add = unrolled ? 4u * (uint32_t)cb : 0u;
+        const uint32_t jump = unrolled ? 4u + 60u * (uint32_t)(REDS_DSP_PWU_MAX - (cb >> 2))
+                                       : (uint32_t)(cb >> 2);
+        const int8_t *wb = b_base[s0] - o_prev * cb;
+        for (; r < o_end && t + need <= tab_end; r += 2) {
+            const int g = r & ~3, off = (r & 2) << 2;
+            uint32_t b0 = 0u, b1 = 0u;
+            if (bias != NULL) {
+                b0 = (uint32_t)(2 * bias[r]);
+                b1 = (uint32_t)(2 * bias[r + 1]);
+            }
+            t[0] = b0;
+            t[1] = b0;
+            t[2] = b1;
+            t[3] = b1;
+            /* the pair's 8 bytes of its first chunk, or for reds_dsp_pw_runu
+             * the weights' end (16 bytes a chunk) and the jump */
+            t[4] = (uint32_t)(uintptr_t)(wb + g * cb + off) + w_add;
+            t[5] = jump;
+            t += 6;
+            if (multi) {
+                for (int s = s0 + 1; s <= k; s++) {
+                    const int cols = iw[s] - iw[s - 1];
+                    if (cols > 0) {
+                        t[0] = (uint32_t)(uintptr_t)(r_base[s] + g * cols + off);
+                        t[1] = (uint32_t)(cols >> 2);
+                        t += 2;
+                    }
+                }
+                t[0] = 1u; /* the pair's list ends */
+                t[1] = 0u;
+                t += 2;
+            }
+            t[0] = (uint32_t)mult[r];
+            t[1] = (uint32_t)mult[r + 1];
+            t[2] = (uint32_t)~shift[r];
+            t[3] = (uint32_t)~shift[r + 1];
+            t[4] = zq;
+            t += 5;
+        }
+        if (r < o_end) {
+            break; /* the table is full: this block ends here */
+        }
+    }
+    *rp = r;
+    *s0p = s0;
+    return t;
+}
+
 /* The fast path (reds_dsp_all_fast2): the row pairs' table of
  * reds_dsp_pointwise.h built once per block of rows that fits, then per pixel
  * pair one doubled widening and one runner call over the block. */
@@ -80,57 +166,12 @@ static void reds_dsp_pw_fast(const reds_conv_layer *layer, int k, const int8_t *
         xw = buf; /* 4 n_in bytes */
         tab = buf + n_in;
     }
+    const uint32_t *const tab_end = buf + REDS_DSP_PW_TAB - 6;
+    reds_dsp_pw_tabctx c = {iw, ow, k, multi, unrolled, bias, mult, shift, zq, r_base, b_base};
     int s0 = 0;
     for (int r0 = 0; r0 < n_out;) {
-        uint32_t *t = tab;
         int r = r0;
-        for (; r < n_out; r += 2) {
-            while (ow[s0] <= r) {
-                s0++;
-            }
-            int nseg = 1;
-            for (int s = s0 + 1; multi && s <= k; s++) {
-                nseg += iw[s] > iw[s - 1];
-            }
-            const int need = multi ? 11 + 2 * nseg : 11;
-            if (t + need + 6 > buf + REDS_DSP_PW_TAB) {
-                break;
-            }
-            const int g = r & ~3, off = (r & 2) << 2;
-            const int o_prev = s0 > 0 ? ow[s0 - 1] : 0;
-            const uint32_t b0 = bias != NULL ? (uint32_t)(2 * bias[r]) : 0u;
-            const uint32_t b1 = bias != NULL ? (uint32_t)(2 * bias[r + 1]) : 0u;
-            t[0] = b0;
-            t[1] = b0;
-            t[2] = b1;
-            t[3] = b1;
-            t[4] = (uint32_t)(uintptr_t)(b_base[s0] + (g - o_prev) * iw[s0] + off);
-            t[5] = (uint32_t)(iw[s0] >> 2);
-            if (unrolled) { /* reds_dsp_pw_runu: the weights' end and the jump */
-                t[4] += 16u * t[5];
-                t[5] = 4u + 60u * (uint32_t)(REDS_DSP_PWU_MAX - (int)t[5]);
-            }
-            t += 6;
-            if (multi) {
-                for (int s = s0 + 1; s <= k; s++) {
-                    const int cols = iw[s] - iw[s - 1];
-                    if (cols > 0) {
-                        t[0] = (uint32_t)(uintptr_t)(r_base[s] + g * cols + off);
-                        t[1] = (uint32_t)(cols >> 2);
-                        t += 2;
-                    }
-                }
-                t[0] = 1u; /* the pair's list ends */
-                t[1] = 0u;
-                t += 2;
-            }
-            t[0] = (uint32_t)mult[r];
-            t[1] = (uint32_t)mult[r + 1];
-            t[2] = (uint32_t)~shift[r];
-            t[3] = (uint32_t)~shift[r + 1];
-            t[4] = zq;
-            t += 5;
-        }
+        uint32_t *t = reds_dsp_pw_table(&c, tab, tab_end, n_out, &r, &s0);
         for (int j = 0; j < 6; j++) {
             t[j] = 0u; /* the table ends */
         }
