@@ -464,6 +464,12 @@ def _conv_cases() -> list[dict]:
                    shifts=(-18, -13)),
         _conv_case(table, [96], [12], hw=(2, 3), kernel=(1, 1), pointwise=True,
                    shifts=(-18, -13)),
+        # two rows x three pixels (single segment, <= 16 chunks) with a last
+        # triple of 2 pixels (8 pixels), widened on the stack (n_in > n_out + 1)
+        _conv_case(table, [12, 12], [8, 16], hw=(2, 4), kernel=(1, 1), pointwise=True,
+                   shifts=(-17, -12)),
+        _conv_case(table, [40], [24], hw=(2, 4), kernel=(1, 1), pointwise=True,
+                   shifts=(-18, -13), extreme=True),
     ]  # fmt: skip
     return cases
 
@@ -543,7 +549,7 @@ def test_dsp_conv_kernels_match_reference_in_qemu(tmp_path: Path) -> None:
         got = [c for c in costs if c[0] == case and c[1] == k][0]
         assert got[3] * 2 < got[2], got
     # The global average pool at full width: at least 2x cheaper.
-    pool = [c for c in costs if c[0] == len(cases) - 19 and c[1] == 3][0]
+    pool = [c for c in costs if c[0] == len(cases) - 21 and c[1] == 3][0]
     assert pool[3] * 2 < pool[2], pool
 
 

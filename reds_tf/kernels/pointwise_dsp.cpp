@@ -50,14 +50,14 @@ static void reds_dsp_pw_list(reds_dsp_seg *tab, int r, int k, const uint16_t *iw
  * the scratch cannot hold the widened pair (n_out < n_in / 2), the table's
  * first n_in words do, up to n_in = REDS_DSP_PW_XW_IN (what is left still
  * holds 2 row pairs of 16-segment lists). */
-#define REDS_DSP_PW_TAB 360
+#define REDS_DSP_PW_TAB 440
 #define REDS_DSP_PW_XW_IN 256
 
 /* What a table of reds_dsp_pw_fast is built from. */
 typedef struct reds_dsp_pw_tabctx {
     const uint16_t *iw, *ow;
     int k;
-    bool multi, unrolled;
+    bool multi, unrolled, tri;
     const int32_t *bias, *mult, *shift;
     uint32_t zq;
     const int8_t *const *r_base, *const *b_base;
@@ -72,7 +72,7 @@ static __attribute__((noinline)) uint32_t *reds_dsp_pw_table(const reds_dsp_pw_t
                                                             int *rp, int *s0p) {
     const uint16_t *iw = c->iw, *ow = c->ow;
     const int k = c->k;
-    const bool multi = c->multi, unrolled = c->unrolled;
+    const bool multi = c->multi, unrolled = c->unrolled, tri = c->tri;
     const int32_t *bias = c->bias, *mult = c->mult, *shift = c->shift;
     const uint32_t zq = c->zq;
     const int8_t *const *r_base = c->r_base, *const *b_base = c->b_base;
@@ -85,14 +85,15 @@ static __attribute__((noinline)) uint32_t *reds_dsp_pw_table(const reds_dsp_pw_t
         }
         const int o_prev = s0 > 0 ? ow[s0 - 1] : 0, o_end = ow[s0];
         const int cb = iw[s0];
-        int need = 11;
+        int need = tri ? REDS_DSP_PW3_WORDS : 11;
         for (int s = s0 + 1; multi && s <= k; s++) {
             need += iw[s] > iw[s - 1] ? 2 : 0;
         }
         need += multi ? 2 : 0; /* the list's end */
         const uint32_t w_add = unrolled ? 4u * (uint32_t)cb : 0u;
-        const uint32_t jump = unrolled ? 4u + 60u * (uint32_t)(REDS_DSP_PWU_MAX - (cb >> 2))
-                                       : (uint32_t)(cb >> 2);
+        const uint32_t jump =
+            unrolled ? 4u + (tri ? 80u : 60u) * (uint32_t)(REDS_DSP_PWU_MAX - (cb >> 2))
+                     : (uint32_t)(cb >> 2);
         const int8_t *wb = b_base[s0] - o_prev * cb;
         for (; r < o_end && t + need <= tab_end; r += 2) {
             const int g = r & ~3, off = (r & 2) << 2;
@@ -101,13 +102,31 @@ static __attribute__((noinline)) uint32_t *reds_dsp_pw_table(const reds_dsp_pw_t
                 b0 = (uint32_t)(2 * bias[r]);
                 b1 = (uint32_t)(2 * bias[r + 1]);
             }
+            /* the pair's 8 bytes of its first chunk, or for reds_dsp_pw_run3
+             * the weights' end (16 bytes a chunk) and the jump */
+            const uint32_t wp = (uint32_t)(uintptr_t)(wb + g * cb + off) + w_add;
+            if (tri) { /* reds_dsp_pw_run3 */
+                t[0] = b0;
+                t[1] = b0;
+                t[2] = b0;
+                t[3] = b1;
+                t[4] = b1;
+                t[5] = b1;
+                t[6] = wp;
+                t[7] = jump;
+                t[8] = (uint32_t)mult[r];
+                t[9] = (uint32_t)~shift[r];
+                t[10] = zq;
+                t[11] = (uint32_t)mult[r + 1];
+                t[12] = (uint32_t)~shift[r + 1];
+                t += REDS_DSP_PW3_WORDS;
+                continue;
+            }
             t[0] = b0;
             t[1] = b0;
             t[2] = b1;
             t[3] = b1;
-            /* the pair's 8 bytes of its first chunk, or for reds_dsp_pw_runu
-             * the weights' end (16 bytes a chunk) and the jump */
-            t[4] = (uint32_t)(uintptr_t)(wb + g * cb + off) + w_add;
+            t[4] = wp;
             t[5] = jump;
             t += 6;
             if (multi) {
@@ -156,34 +175,44 @@ static void reds_dsp_pw_fast(const reds_conv_layer *layer, int k, const int8_t *
     for (int s = 1; s <= k; s++) {
         multi = multi || (iw[s] > iw[s - 1] && ow[s - 1] > 0);
     }
+    /* single segments of at most REDS_DSP_PWU_MAX chunks: two rows x three pixels */
     const bool unrolled = !multi && (n_in >> 2) <= REDS_DSP_PWU_MAX;
+    const bool tri = unrolled;
     const uint32_t zq = (uint32_t)(2 * layer->output_offset + 1);
     const int32_t offset = layer->input_offset;
     const int pixels = (int)layer->out_h * layer->out_w;
     uint32_t buf[REDS_DSP_PW_TAB];
     uint32_t *tab = buf;
-    if (xw == NULL) {
-        xw = buf; /* 4 n_in bytes */
-        tab = buf + n_in;
+    const int xbytes = (tri ? 6 : 4) * n_in; /* the widened pixels */
+    if (xw == NULL || xbytes > 4 * n_out + 2 * n_in + 4) {
+        xw = buf;
+        tab = buf + (xbytes >> 2);
     }
-    const uint32_t *const tab_end = buf + REDS_DSP_PW_TAB - 6;
-    reds_dsp_pw_tabctx c = {iw, ow, k, multi, unrolled, bias, mult, shift, zq, r_base, b_base};
+    const uint32_t *const tab_end = buf + REDS_DSP_PW_TAB - 8;
+    reds_dsp_pw_tabctx c = {iw, ow, k, multi, unrolled, tri, bias, mult, shift, zq, r_base, b_base};
     int s0 = 0;
     for (int r0 = 0; r0 < n_out;) {
         int r = r0;
         uint32_t *t = reds_dsp_pw_table(&c, tab, tab_end, n_out, &r, &s0);
-        for (int j = 0; j < 6; j++) {
+        for (int j = 0; j < 8; j++) {
             t[j] = 0u; /* the table ends */
         }
-        for (int p = 0; p < pixels; p += 2) {
+        for (int p = 0; tri && p < pixels; p += 3) {
+            /* a short last triple repeats its last pixel */
+            const int p1 = p + 1 < pixels ? p + 1 : pixels - 1;
+            const int p2 = p + 2 < pixels ? p + 2 : pixels - 1;
+            reds_dsp_widen3x(input + p * n_in, input + p1 * n_in, input + p2 * n_in, n_in >> 2,
+                             offset, xw);
+            reds_dsp_pw_run3(tab, xw + 6 * (n_in >> 2), output + p * n_out + r0,
+                             output + p1 * n_out + r0, output + p2 * n_out + r0);
+        }
+        for (int p = 0; !tri && p < pixels; p += 2) {
             const int p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is done twice */
             reds_dsp_widen2x(input + p * n_in, input + p1 * n_in, n_in >> 2, offset, xw);
             int8_t *out0 = output + p * n_out + r0;
             int8_t *out1 = output + p1 * n_out + r0;
             if (multi) {
                 reds_dsp_pw_runm(tab, xw, out0, out1);
-            } else if (unrolled) {
-                reds_dsp_pw_runu(tab, xw + 4 * (n_in >> 2), out0, out1);
             } else {
                 reds_dsp_pw_run1(tab, xw, out0, out1);
             }

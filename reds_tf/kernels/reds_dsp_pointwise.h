@@ -265,64 +265,135 @@ __attribute__((naked, noinline, unused)) static void reds_dsp_pw_runm(
         "b 5b\n\t");
 }
 
-/* Single-segment tables of at most REDS_DSP_PWU_MAX chunks: the chunk loop
- * fully unrolled with offsets from the ends of the weights (r6) and of the
- * widened pair (r8), entered by "add pc" at the pair's first chunk. The entry's
- * w and chunks words hold w_end = w + 16 * chunks and the jump 4 + 60 *
- * (REDS_DSP_PWU_MAX - chunks) (60 bytes of code a chunk); the table's end
- * (jump 0) lands on the exit. Per row pair 2 instructions of set-up instead of
- * 5 plus 1 a chunk. */
+/* Single-segment tables of at most REDS_DSP_PWU_MAX chunks run a fully
+ * unrolled chunk sequence with offsets from the ends of the weights (r6) and
+ * of the widened pixels (r8), entered by "add pc" at the pair's first chunk:
+ * the entry's words hold w_end = w + 16 * chunks and the jump 4 + (bytes of
+ * code a chunk) * (REDS_DSP_PWU_MAX - chunks); the table's end (jump 0) lands
+ * on the exit. Per row pair 2 instructions of set-up and no loop. */
 #define REDS_DSP_PWU_MAX 16
-#define REDS_DSP_PWU_CHUNK(W, X)                   \
+
+/* ---------------------------------------------------------------------------
+ * Single-segment tables, two rows x three pixels (reds_dsp_pw_run3): with no
+ * segment list and no loop counter, the table pointer can live on the stack
+ * and its register hold two more accumulators, so each chunk's weights serve
+ * three pixels: 20 instructions per 24 MACs instead of 15 per 16. The chunk
+ * sequence is unrolled (REDS_DSP_PWU_MAX above, 80 bytes of code a chunk).
+ * Three pixels widened doubled, per chunk the words (p0: x0, x2), (p0: x1, x3),
+ * (p1: ...), (p2: ...). Entry of a row pair, words: 2b_r (3 times), 2b_r+1
+ * (3 times), w_end, jump = 4 + 80 * (REDS_DSP_PWU_MAX - chunks), m_r,
+ * ~shift_r, 2 zp + 1, m_r+1, ~shift_r+1 (13 words); the table ends with 8
+ * zero words.
+ * ------------------------------------------------------------------------- */
+#define REDS_DSP_PW3_WORDS 13
+#define REDS_DSP_PW3_CHUNK(W, X0, X1, X2)          \
     "ldrd r9, r10, [r6, #" W "]\n\t"              \
-    "ldrd lr, r1, [r8, #" W "]\n\t"               \
+    "ldrd r12, lr, [r8, #" X0 "]\n\t"             \
     "sxtb16 r11, r9, ror #8\n\t"                   \
     "sxtb16 r9, r9\n\t"                            \
-    "smlad r2, r9, lr, r2\n\t"                     \
-    "smlad r2, r11, r1, r2\n\t"                    \
-    "sxtb16 r12, r10, ror #8\n\t"                  \
+    "smlad r0, r9, r12, r0\n\t"                    \
+    "smlad r0, r11, lr, r0\n\t"                    \
+    "sxtb16 r7, r10, ror #8\n\t"                   \
     "sxtb16 r10, r10\n\t"                          \
-    "smlad r4, r10, lr, r4\n\t"                    \
-    "smlad r4, r12, r1, r4\n\t"                    \
-    "ldrd lr, r1, [r8, #" X "]\n\t"               \
-    "smlad r3, r9, lr, r3\n\t"                     \
-    "smlad r3, r11, r1, r3\n\t"                    \
-    "smlad r5, r10, lr, r5\n\t"                    \
-    "smlad r5, r12, r1, r5\n\t"
-#define REDS_DSP_PWU_CHUNKS \
-    REDS_DSP_PWU_CHUNK("-256", "-248") \
-    REDS_DSP_PWU_CHUNK("-240", "-232") \
-    REDS_DSP_PWU_CHUNK("-224", "-216") \
-    REDS_DSP_PWU_CHUNK("-208", "-200") \
-    REDS_DSP_PWU_CHUNK("-192", "-184") \
-    REDS_DSP_PWU_CHUNK("-176", "-168") \
-    REDS_DSP_PWU_CHUNK("-160", "-152") \
-    REDS_DSP_PWU_CHUNK("-144", "-136") \
-    REDS_DSP_PWU_CHUNK("-128", "-120") \
-    REDS_DSP_PWU_CHUNK("-112", "-104") \
-    REDS_DSP_PWU_CHUNK("-96", "-88") \
-    REDS_DSP_PWU_CHUNK("-80", "-72") \
-    REDS_DSP_PWU_CHUNK("-64", "-56") \
-    REDS_DSP_PWU_CHUNK("-48", "-40") \
-    REDS_DSP_PWU_CHUNK("-32", "-24") \
-    REDS_DSP_PWU_CHUNK("-16", "-8")
+    "smlad r3, r10, r12, r3\n\t"                   \
+    "smlad r3, r7, lr, r3\n\t"                     \
+    "ldrd r12, lr, [r8, #" X1 "]\n\t"             \
+    "smlad r1, r9, r12, r1\n\t"                    \
+    "smlad r1, r11, lr, r1\n\t"                    \
+    "smlad r4, r10, r12, r4\n\t"                   \
+    "smlad r4, r7, lr, r4\n\t"                     \
+    "ldrd r12, lr, [r8, #" X2 "]\n\t"             \
+    "smlad r2, r9, r12, r2\n\t"                    \
+    "smlad r2, r11, lr, r2\n\t"                    \
+    "smlad r5, r10, r12, r5\n\t"                   \
+    "smlad r5, r7, lr, r5\n\t"
+#define REDS_DSP_PW3_CHUNKS \
+    REDS_DSP_PW3_CHUNK("-256", "-384", "-376", "-368") \
+    REDS_DSP_PW3_CHUNK("-240", "-360", "-352", "-344") \
+    REDS_DSP_PW3_CHUNK("-224", "-336", "-328", "-320") \
+    REDS_DSP_PW3_CHUNK("-208", "-312", "-304", "-296") \
+    REDS_DSP_PW3_CHUNK("-192", "-288", "-280", "-272") \
+    REDS_DSP_PW3_CHUNK("-176", "-264", "-256", "-248") \
+    REDS_DSP_PW3_CHUNK("-160", "-240", "-232", "-224") \
+    REDS_DSP_PW3_CHUNK("-144", "-216", "-208", "-200") \
+    REDS_DSP_PW3_CHUNK("-128", "-192", "-184", "-176") \
+    REDS_DSP_PW3_CHUNK("-112", "-168", "-160", "-152") \
+    REDS_DSP_PW3_CHUNK("-96", "-144", "-136", "-128") \
+    REDS_DSP_PW3_CHUNK("-80", "-120", "-112", "-104") \
+    REDS_DSP_PW3_CHUNK("-64", "-96", "-88", "-80") \
+    REDS_DSP_PW3_CHUNK("-48", "-72", "-64", "-56") \
+    REDS_DSP_PW3_CHUNK("-32", "-48", "-40", "-32") \
+    REDS_DSP_PW3_CHUNK("-16", "-24", "-16", "-8")
 
-/* Every row pair of an unrolled single-segment table for one pixel pair;
- * x_end = the widened pair + 16 * chunks. */
-__attribute__((naked, noinline, unused)) static void reds_dsp_pw_runu(
+/* Three pixels widened as reds_dsp_widen2x. */
+__attribute__((unused)) static void reds_dsp_widen3x(const int8_t *in0, const int8_t *in1,
+                                                    const int8_t *in2, int chunks,
+                                                    int32_t offset, uint32_t *xw) {
+    const uint32_t off4 = ((uint32_t)(2 * offset) & 0xFFFFu) * 0x10001u;
+    for (int c = chunks; c > 0; c--) {
+        uint32_t v0, v1, v2;
+        memcpy(&v0, in0, 4);
+        memcpy(&v1, in1, 4);
+        memcpy(&v2, in2, 4);
+        in0 += 4;
+        in1 += 4;
+        in2 += 4;
+        xw[0] = reds_sxtab16(reds_sxtab16(off4, v0), v0);
+        xw[1] = reds_sxtab16_ror8(reds_sxtab16_ror8(off4, v0), v0);
+        xw[2] = reds_sxtab16(reds_sxtab16(off4, v1), v1);
+        xw[3] = reds_sxtab16_ror8(reds_sxtab16_ror8(off4, v1), v1);
+        xw[4] = reds_sxtab16(reds_sxtab16(off4, v2), v2);
+        xw[5] = reds_sxtab16_ror8(reds_sxtab16_ror8(off4, v2), v2);
+        xw += 6;
+    }
+}
+
+/* Every row pair of a two-row, three-pixel table for one pixel triple;
+ * x_end = the widened triple + 24 * chunks. Frame: table pointer, out0, out1,
+ * out2 at sp .. sp + 12 (out2, the 5th argument, arrives at sp + 36). */
+__attribute__((naked, noinline, unused)) static void reds_dsp_pw_run3(
     const uint32_t *tab __attribute__((unused)), const uint32_t *x_end __attribute__((unused)),
-    int8_t *out0 __attribute__((unused)), int8_t *out1 __attribute__((unused))) {
+    int8_t *out0 __attribute__((unused)), int8_t *out1 __attribute__((unused)),
+    int8_t *out2 __attribute__((unused))) {
     __asm__ volatile(
-        REDS_DSP_PWR_ENTER
+        "push {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "sub sp, sp, #16\n\t"
+        "ldr r4, [sp, #52]\n\t"
+        "str r0, [sp]\n\t"
+        "strd r2, r3, [sp, #4]\n\t"
+        "str r4, [sp, #12]\n\t"
         "mov r8, r1\n\t"
         "1:\n\t"
-        "ldmia r0!, {r2, r3, r4, r5, r6, r7}\n\t"
+        "ldr r12, [sp]\n\t"
+        "ldmia r12!, {r0, r1, r2, r3, r4, r5, r6, r7}\n\t"
+        "str r12, [sp]\n\t"
         "add pc, r7\n\t"
         "nop.n\n\t"
-        "b.w 9f\n\t" REDS_DSP_PWU_CHUNKS
-        REDS_DSP_PWR_STORE
+        "b.w 9f\n\t" REDS_DSP_PW3_CHUNKS
+        "ldr r12, [sp]\n\t"
+        "ldmia r12!, {r6, r9, r11}\n\t"
+        "add lr, sp, #4\n\t"
+        "ldmia lr, {r7, r10, lr}\n\t"
+        REDS_DSP_PWR_RQ("r0", "r6", "r9")
+        REDS_DSP_PWR_RQ("r1", "r6", "r9")
+        REDS_DSP_PWR_RQ("r2", "r6", "r9")
+        "strb r0, [r7], #1\n\t"
+        "strb r1, [r10], #1\n\t"
+        "strb r2, [lr], #1\n\t"
+        "ldmia r12!, {r6, r9}\n\t"
+        "str r12, [sp]\n\t"
+        REDS_DSP_PWR_RQ("r3", "r6", "r9")
+        REDS_DSP_PWR_RQ("r4", "r6", "r9")
+        REDS_DSP_PWR_RQ("r5", "r6", "r9")
+        "strb r3, [r7], #1\n\t"
+        "strb r4, [r10], #1\n\t"
+        "strb r5, [lr], #1\n\t"
+        "add r12, sp, #4\n\t"
+        "stmia r12, {r7, r10, lr}\n\t"
         "b 1b\n\t"
-        "9:\n\t" REDS_DSP_PWR_LEAVE);
+        "9:\n\t"
+        "add sp, sp, #16\n\t"
+        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
 }
 
 #endif /* REDS_DSP_POINTWISE_H */
