@@ -325,7 +325,7 @@ __attribute__((naked, noinline, unused)) static void reds_dsp_pw_runm(
     REDS_DSP_PW3_CHUNK("-32", "-48", "-40", "-32") \
     REDS_DSP_PW3_CHUNK("-16", "-24", "-16", "-8")
 
-/* Three pixels widened as reds_dsp_widen2x. */
+/* Three pixels widened as reds_dsp_widen2x, one STM per chunk. */
 __attribute__((unused)) static void reds_dsp_widen3x(const int8_t *in0, const int8_t *in1,
                                                     const int8_t *in2, int chunks,
                                                     int32_t offset, uint32_t *xw) {
@@ -338,13 +338,17 @@ __attribute__((unused)) static void reds_dsp_widen3x(const int8_t *in0, const in
         in0 += 4;
         in1 += 4;
         in2 += 4;
-        xw[0] = reds_sxtab16(reds_sxtab16(off4, v0), v0);
-        xw[1] = reds_sxtab16_ror8(reds_sxtab16_ror8(off4, v0), v0);
-        xw[2] = reds_sxtab16(reds_sxtab16(off4, v1), v1);
-        xw[3] = reds_sxtab16_ror8(reds_sxtab16_ror8(off4, v1), v1);
-        xw[4] = reds_sxtab16(reds_sxtab16(off4, v2), v2);
-        xw[5] = reds_sxtab16_ror8(reds_sxtab16_ror8(off4, v2), v2);
-        xw += 6;
+        register uint32_t e0 __asm__("r4") = reds_sxtab16(reds_sxtab16(off4, v0), v0);
+        register uint32_t o0 __asm__("r5") = reds_sxtab16_ror8(reds_sxtab16_ror8(off4, v0), v0);
+        register uint32_t e1 __asm__("r6") = reds_sxtab16(reds_sxtab16(off4, v1), v1);
+        register uint32_t o1 __asm__("r8") = reds_sxtab16_ror8(reds_sxtab16_ror8(off4, v1), v1);
+        register uint32_t e2 __asm__("r9") = reds_sxtab16(reds_sxtab16(off4, v2), v2);
+        register uint32_t o2 __asm__("r10") = reds_sxtab16_ror8(reds_sxtab16_ror8(off4, v2), v2);
+        __asm__ volatile("stmia %[p]!, {%[e0], %[o0], %[e1], %[o1], %[e2], %[o2]}"
+                         : [p] "+r"(xw)
+                         : [e0] "r"(e0), [o0] "r"(o0), [e1] "r"(e1), [o1] "r"(o1), [e2] "r"(e2),
+                           [o2] "r"(o2)
+                         : "memory");
     }
 }
 
