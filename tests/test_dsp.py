@@ -470,7 +470,21 @@ def _conv_cases() -> list[dict]:
                    shifts=(-17, -12)),
         _conv_case(table, [40], [24], hw=(2, 4), kernel=(1, 1), pointwise=True,
                    shifts=(-18, -13), extreme=True),
+        # the zero point folded into the rounding constant needs every multiplier
+        # above 2^30 and |2 zp + 1| << -(shift + 1) below 2^30: one multiplier of
+        # exactly 2^30, then shifts down to -24 with a large zero point (the
+        # unfolded runner, both), then the folded one without bias
+        _conv_case(table, [16, 16], [8, 12], hw=(3, 3), kernel=(1, 1), pointwise=True,
+                   shifts=(-17, -12)),
+        _conv_case(table, [16], [8], hw=(2, 5), kernel=(1, 1), pointwise=True,
+                   shifts=(-24, -20)),
+        _conv_case(table, [20], [12], hw=(1, 5), kernel=(1, 1), pointwise=True,
+                   shifts=(-16, -12), bias=False),
     ]  # fmt: skip
+    cases[-3]["mult"][1] = 2**30  # folding would be off by one for -1 accumulators
+    c = cases[-2]  # |2 zp + 1| << 23 >= 2^30
+    c["output_offset"] = -100
+    c["bias"] = c["bias"] // 16
     return cases
 
 
@@ -549,7 +563,7 @@ def test_dsp_conv_kernels_match_reference_in_qemu(tmp_path: Path) -> None:
         got = [c for c in costs if c[0] == case and c[1] == k][0]
         assert got[3] * 2 < got[2], got
     # The global average pool at full width: at least 2x cheaper.
-    pool = [c for c in costs if c[0] == len(cases) - 21 and c[1] == 3][0]
+    pool = [c for c in costs if c[0] == len(cases) - 24 and c[1] == 3][0]
     assert pool[3] * 2 < pool[2], pool
 
 

@@ -50,14 +50,14 @@ static void reds_dsp_pw_list(reds_dsp_seg *tab, int r, int k, const uint16_t *iw
  * the scratch cannot hold the widened pair (n_out < n_in / 2), the table's
  * first n_in words do, up to n_in = REDS_DSP_PW_XW_IN (what is left still
  * holds 2 row pairs of 16-segment lists). */
-#define REDS_DSP_PW_TAB 440
+#define REDS_DSP_PW_TAB 460
 #define REDS_DSP_PW_XW_IN 256
 
 /* What a table of reds_dsp_pw_fast is built from. */
 typedef struct reds_dsp_pw_tabctx {
     const uint16_t *iw, *ow;
     int k;
-    bool multi, unrolled, tri;
+    bool multi, unrolled, tri, fold;
     const int32_t *bias, *mult, *shift;
     uint32_t zq;
     const int8_t *const *r_base, *const *b_base;
@@ -72,7 +72,7 @@ static __attribute__((noinline)) uint32_t *reds_dsp_pw_table(const reds_dsp_pw_t
                                                             int *rp, int *s0p) {
     const uint16_t *iw = c->iw, *ow = c->ow;
     const int k = c->k;
-    const bool multi = c->multi, unrolled = c->unrolled, tri = c->tri;
+    const bool multi = c->multi, unrolled = c->unrolled, tri = c->tri, fold = c->fold;
     const int32_t *bias = c->bias, *mult = c->mult, *shift = c->shift;
     const uint32_t zq = c->zq;
     const int8_t *const *r_base = c->r_base, *const *b_base = c->b_base;
@@ -85,7 +85,7 @@ static __attribute__((noinline)) uint32_t *reds_dsp_pw_table(const reds_dsp_pw_t
         }
         const int o_prev = s0 > 0 ? ow[s0 - 1] : 0, o_end = ow[s0];
         const int cb = iw[s0];
-        int need = tri ? REDS_DSP_PW3_WORDS : 11;
+        int need = tri ? REDS_DSP_PW3_WORDS + fold : 11;
         for (int s = s0 + 1; multi && s <= k; s++) {
             need += iw[s] > iw[s - 1] ? 2 : 0;
         }
@@ -116,10 +116,13 @@ static __attribute__((noinline)) uint32_t *reds_dsp_pw_table(const reds_dsp_pw_t
                 t[7] = jump;
                 t[8] = (uint32_t)mult[r];
                 t[9] = (uint32_t)~shift[r];
-                t[10] = zq;
+                t[10] = fold ? zq << (~shift[r]) : zq; /* reds_dsp_pw_run3c: C_r */
                 t[11] = (uint32_t)mult[r + 1];
                 t[12] = (uint32_t)~shift[r + 1];
-                t += REDS_DSP_PW3_WORDS;
+                if (fold) {
+                    t[13] = zq << (~shift[r + 1]); /* C_r+1 */
+                }
+                t += REDS_DSP_PW3_WORDS + fold;
                 continue;
             }
             t[0] = b0;
@@ -178,6 +181,15 @@ static void reds_dsp_pw_fast(const reds_conv_layer *layer, int k, const int8_t *
     /* single segments of at most REDS_DSP_PWU_MAX chunks: two rows x three pixels */
     const bool unrolled = !multi && (n_in >> 2) <= REDS_DSP_PWU_MAX;
     const bool tri = unrolled;
+    /* reds_dsp_pw_run3c's folded zero point: every multiplier above 2^30 and
+     * |2 zp + 1| << e below 2^30 (e = ~shift in [1, 29] on the fast path) */
+    const int32_t zq_abs = 2 * layer->output_offset + 1 < 0 ? -(2 * layer->output_offset + 1)
+                                                            : 2 * layer->output_offset + 1;
+    bool fold = tri;
+    for (int r = 0; fold && r < n_out; r++) {
+        const int e = ~shift[r];
+        fold = mult[r] > (1 << 30) && e < 30 && zq_abs < (1 << (30 - e));
+    }
     const uint32_t zq = (uint32_t)(2 * layer->output_offset + 1);
     const int32_t offset = layer->input_offset;
     const int pixels = (int)layer->out_h * layer->out_w;
@@ -189,7 +201,8 @@ static void reds_dsp_pw_fast(const reds_conv_layer *layer, int k, const int8_t *
         tab = buf + (xbytes >> 2);
     }
     const uint32_t *const tab_end = buf + REDS_DSP_PW_TAB - 8;
-    reds_dsp_pw_tabctx c = {iw, ow, k, multi, unrolled, tri, bias, mult, shift, zq, r_base, b_base};
+    reds_dsp_pw_tabctx c = {iw,   ow,   k,  multi,  unrolled, tri,
+                            fold, bias, mult, shift, zq,  r_base, b_base};
     int s0 = 0;
     for (int r0 = 0; r0 < n_out;) {
         int r = r0;
@@ -203,8 +216,13 @@ static void reds_dsp_pw_fast(const reds_conv_layer *layer, int k, const int8_t *
             const int p2 = p + 2 < pixels ? p + 2 : pixels - 1;
             reds_dsp_widen3x(input + p * n_in, input + p1 * n_in, input + p2 * n_in, n_in >> 2,
                              offset, xw);
-            reds_dsp_pw_run3(tab, xw + 6 * (n_in >> 2), output + p * n_out + r0,
-                             output + p1 * n_out + r0, output + p2 * n_out + r0);
+            if (fold) {
+                reds_dsp_pw_run3c(tab, xw + 6 * (n_in >> 2), output + p * n_out + r0,
+                                  output + p1 * n_out + r0, output + p2 * n_out + r0);
+            } else {
+                reds_dsp_pw_run3(tab, xw + 6 * (n_in >> 2), output + p * n_out + r0,
+                                 output + p1 * n_out + r0, output + p2 * n_out + r0);
+            }
         }
         for (int p = 0; !tri && p < pixels; p += 2) {
             const int p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is done twice */

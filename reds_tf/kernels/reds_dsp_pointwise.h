@@ -282,7 +282,8 @@ __attribute__((naked, noinline, unused)) static void reds_dsp_pw_runm(
  * Three pixels widened doubled, per chunk the words (p0: x0, x2), (p0: x1, x3),
  * (p1: ...), (p2: ...). Entry of a row pair, words: 2b_r (3 times), 2b_r+1
  * (3 times), w_end, jump = 4 + 80 * (REDS_DSP_PWU_MAX - chunks), m_r,
- * ~shift_r, 2 zp + 1, m_r+1, ~shift_r+1 (13 words); the table ends with 8
+ * ~shift_r, 2 zp + 1, m_r+1, ~shift_r+1 (13 words; reds_dsp_pw_run3c: m_r,
+ * ~shift_r, C_r, m_r+1, ~shift_r+1, C_r+1, 14 words); the table ends with 8
  * zero words.
  * ------------------------------------------------------------------------- */
 #define REDS_DSP_PW3_WORDS 13
@@ -352,52 +353,97 @@ __attribute__((unused)) static void reds_dsp_widen3x(const int8_t *in0, const in
     }
 }
 
-/* Every row pair of a two-row, three-pixel table for one pixel triple;
- * x_end = the widened triple + 24 * chunks. Frame: table pointer, out0, out1,
- * out2 at sp .. sp + 12 (out2, the 5th argument, arrives at sp + 36). */
+/* The runners of two-row, three-pixel tables for one pixel triple; x_end =
+ * the widened triple + 24 * chunks. Frame: table pointer, out0, out1, out2 at
+ * sp .. sp + 12 (out2, the 5th argument, arrives at sp + 36). RQ is the
+ * requantisation and the 6 stores, the constants read from the table. */
+#define REDS_DSP_PW3_RUN(RQ)                                                     \
+    "push {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"                            \
+    "sub sp, sp, #16\n\t"                                                        \
+    "ldr r4, [sp, #52]\n\t"                                                      \
+    "str r0, [sp]\n\t"                                                           \
+    "strd r2, r3, [sp, #4]\n\t"                                                  \
+    "str r4, [sp, #12]\n\t"                                                      \
+    "mov r8, r1\n\t"                                                             \
+    "1:\n\t"                                                                     \
+    "ldr r12, [sp]\n\t"                                                          \
+    "ldmia r12!, {r0, r1, r2, r3, r4, r5, r6, r7}\n\t"                           \
+    "str r12, [sp]\n\t"                                                          \
+    "add pc, r7\n\t"                                                             \
+    "nop.n\n\t"                                                                  \
+    "b.w 9f\n\t" REDS_DSP_PW3_CHUNKS RQ                                          \
+    "add r12, sp, #4\n\t"                                                        \
+    "stmia r12, {r7, r10, lr}\n\t"                                               \
+    "b 1b\n\t"                                                                   \
+    "9:\n\t"                                                                     \
+    "add sp, sp, #16\n\t"                                                        \
+    "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t"
+
+/* Constants m_r, ~shift_r, 2 zp + 1, m_r+1, ~shift_r+1 (reds_dsp_rq8): 6
+ * instructions an output with its store. */
+#define REDS_DSP_PW3_RQ_ZQ                         \
+    "ldr r12, [sp]\n\t"                            \
+    "ldmia r12!, {r6, r9, r11}\n\t"                \
+    "add lr, sp, #4\n\t"                           \
+    "ldmia lr, {r7, r10, lr}\n\t"                  \
+    REDS_DSP_PWR_RQ("r0", "r6", "r9")              \
+    REDS_DSP_PWR_RQ("r1", "r6", "r9")              \
+    REDS_DSP_PWR_RQ("r2", "r6", "r9")              \
+    "strb r0, [r7], #1\n\t"                        \
+    "strb r1, [r10], #1\n\t"                       \
+    "strb r2, [lr], #1\n\t"                        \
+    "ldmia r12!, {r6, r9}\n\t"                     \
+    "str r12, [sp]\n\t"                            \
+    REDS_DSP_PWR_RQ("r3", "r6", "r9")              \
+    REDS_DSP_PWR_RQ("r4", "r6", "r9")              \
+    REDS_DSP_PWR_RQ("r5", "r6", "r9")              \
+    "strb r3, [r7], #1\n\t"                        \
+    "strb r4, [r10], #1\n\t"                       \
+    "strb r5, [lr], #1\n\t"
+
+/* One output with the zero point folded into the rounding constant: M = m,
+ * E = e = ~shift, C = (2 zp + 1) << e, the accumulator A (doubled) kept for
+ * its sign. SMMLAR gives C + x with x = reds_dsp_rq8's SMMULR; A < 0 iff
+ * x < 0 when m > 2^30 (A is even, so A <= -2 and A m + 2^31 < 0), and
+ * (x + C - [x < 0]) >> e = ((x - [x < 0]) >> e) + 2 zp + 1 as C is a multiple
+ * of 2^e and |x| + |C| < 2^31 (|x| <= 2^30, |C| < 2^30): reds_dsp_rq8's
+ * value in 5 instructions with the store. */
+#define REDS_DSP_PW3_RQC1(A, O)                    \
+    "smmlar r12, " A ", r6, r11\n\t"               \
+    "add r12, r12, " A ", asr #31\n\t"             \
+    "asr r12, r12, r9\n\t"                         \
+    "ssat r12, #8, r12, asr #1\n\t"                \
+    "strb r12, [" O "], #1\n\t"
+/* Constants m_r, ~shift_r, C_r, m_r+1, ~shift_r+1, C_r+1 (the table pointer
+ * goes back to the frame so that r12 can hold each result). */
+#define REDS_DSP_PW3_RQ_C                          \
+    "ldr r12, [sp]\n\t"                            \
+    "ldmia r12!, {r6, r9, r11}\n\t"                \
+    "str r12, [sp]\n\t"                            \
+    "add lr, sp, #4\n\t"                           \
+    "ldmia lr, {r7, r10, lr}\n\t"                  \
+    REDS_DSP_PW3_RQC1("r0", "r7")                  \
+    REDS_DSP_PW3_RQC1("r1", "r10")                 \
+    REDS_DSP_PW3_RQC1("r2", "lr")                  \
+    "ldr r12, [sp]\n\t"                            \
+    "ldmia r12!, {r6, r9, r11}\n\t"                \
+    "str r12, [sp]\n\t"                            \
+    REDS_DSP_PW3_RQC1("r3", "r7")                  \
+    REDS_DSP_PW3_RQC1("r4", "r10")                 \
+    REDS_DSP_PW3_RQC1("r5", "lr")
+
 __attribute__((naked, noinline, unused)) static void reds_dsp_pw_run3(
     const uint32_t *tab __attribute__((unused)), const uint32_t *x_end __attribute__((unused)),
     int8_t *out0 __attribute__((unused)), int8_t *out1 __attribute__((unused)),
     int8_t *out2 __attribute__((unused))) {
-    __asm__ volatile(
-        "push {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
-        "sub sp, sp, #16\n\t"
-        "ldr r4, [sp, #52]\n\t"
-        "str r0, [sp]\n\t"
-        "strd r2, r3, [sp, #4]\n\t"
-        "str r4, [sp, #12]\n\t"
-        "mov r8, r1\n\t"
-        "1:\n\t"
-        "ldr r12, [sp]\n\t"
-        "ldmia r12!, {r0, r1, r2, r3, r4, r5, r6, r7}\n\t"
-        "str r12, [sp]\n\t"
-        "add pc, r7\n\t"
-        "nop.n\n\t"
-        "b.w 9f\n\t" REDS_DSP_PW3_CHUNKS
-        "ldr r12, [sp]\n\t"
-        "ldmia r12!, {r6, r9, r11}\n\t"
-        "add lr, sp, #4\n\t"
-        "ldmia lr, {r7, r10, lr}\n\t"
-        REDS_DSP_PWR_RQ("r0", "r6", "r9")
-        REDS_DSP_PWR_RQ("r1", "r6", "r9")
-        REDS_DSP_PWR_RQ("r2", "r6", "r9")
-        "strb r0, [r7], #1\n\t"
-        "strb r1, [r10], #1\n\t"
-        "strb r2, [lr], #1\n\t"
-        "ldmia r12!, {r6, r9}\n\t"
-        "str r12, [sp]\n\t"
-        REDS_DSP_PWR_RQ("r3", "r6", "r9")
-        REDS_DSP_PWR_RQ("r4", "r6", "r9")
-        REDS_DSP_PWR_RQ("r5", "r6", "r9")
-        "strb r3, [r7], #1\n\t"
-        "strb r4, [r10], #1\n\t"
-        "strb r5, [lr], #1\n\t"
-        "add r12, sp, #4\n\t"
-        "stmia r12, {r7, r10, lr}\n\t"
-        "b 1b\n\t"
-        "9:\n\t"
-        "add sp, sp, #16\n\t"
-        "pop {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
+    __asm__ volatile(REDS_DSP_PW3_RUN(REDS_DSP_PW3_RQ_ZQ));
+}
+/* The same with REDS_DSP_PW3_RQ_C: entries of 14 words (see above). */
+__attribute__((naked, noinline, unused)) static void reds_dsp_pw_run3c(
+    const uint32_t *tab __attribute__((unused)), const uint32_t *x_end __attribute__((unused)),
+    int8_t *out0 __attribute__((unused)), int8_t *out1 __attribute__((unused)),
+    int8_t *out2 __attribute__((unused))) {
+    __asm__ volatile(REDS_DSP_PW3_RUN(REDS_DSP_PW3_RQ_C));
 }
 
 #endif /* REDS_DSP_POINTWISE_H */
