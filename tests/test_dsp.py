@@ -340,8 +340,9 @@ def _conv_cases() -> list[dict]:
             bias=False,
             act=(-128, 100),
         ),
-        # pointwise fallbacks: widths not multiples of 4, and too little scratch
-        # for two pixels (64 inputs, 8 outputs)
+        # pointwise fallbacks: widths not multiples of 4; too little scratch
+        # for two pixels (64 inputs, 8 outputs: the fast path widens them into
+        # its table on the stack, a generic clamp falls back, case 46)
         _conv_case(rng, [6, 10], [5, 9], hw=(3, 3), kernel=(1, 1), pointwise=True),
         _conv_case(rng, [32, 64], [4, 8], hw=(3, 2), kernel=(1, 1), pointwise=True),
         # a bias too large for the SMMULR requantisation (|acc| may reach 2^30):
@@ -443,6 +444,60 @@ def _conv_cases() -> list[dict]:
     c["mult"][3] = INT32_MIN
     c["shift"][3] = 0
     c["bias"][3] = INT32_MIN // 2
+    table = np.random.default_rng(13)  # own stream: the cases above keep their values
+    cases += [
+        # the table-driven fast paths (fast requantisation, int8 clamp).
+        # Pointwise: one segment per row pair with rows of several submodels
+        # (equal in widths), per-submodel rows and an odd pixel count; one row
+        # of pixels (the row runner's calls); a table split in blocks (128
+        # rows, R segments, extreme values); 136 rows of one segment, no bias
+        _conv_case(table, [16, 16], [8, 16], hw=(3, 5), kernel=(1, 1), pointwise=True,
+                   per_submodel=True, shifts=(-17, -12)),
+        _conv_case(table, [8, 16], [8, 16], hw=(1, 7), kernel=(1, 1), pointwise=True,
+                   shifts=(-17, -12)),
+        _conv_case(table, [32, 64], [64, 128], hw=(2, 3), kernel=(1, 1), pointwise=True,
+                   extreme=True, shifts=(-14, -8)),
+        _conv_case(table, [8], [136], hw=(1, 3), kernel=(1, 1), pointwise=True, bias=False),
+        # First layers (constant input width) with last chunks of 1, 2, 0 and 3
+        # columns: 5x5 on one channel (25), 3x3 on two (18) stride 2 without
+        # bias, 2x2 on four (16) VALID, 1x5 on three (15) on one row; 72
+        # channels (two table blocks) of a 3x3 RGB stem with extreme values
+        _conv_case(table, [1, 1], [8, 12], hw=(6, 5), kernel=(5, 5)),
+        _conv_case(table, [2, 2], [12, 16], hw=(5, 5), strides=(2, 2), bias=False),
+        _conv_case(table, [4, 4], [8, 16], hw=(5, 4), kernel=(2, 2), same=False,
+                   per_submodel=True),
+        _conv_case(table, [3, 3], [4, 8], hw=(1, 9), kernel=(1, 5)),
+        _conv_case(table, [3, 3], [64, 72], hw=(5, 5), strides=(2, 2), extreme=True,
+                   shifts=(-14, -8)),
+        _conv_case(table, [32, 64], [4, 8], hw=(3, 2), kernel=(1, 1), pointwise=True,
+                   act=(-100, 20), shifts=(-17, -12)),
+        # single-segment pointwise tables: 16 chunks (the whole unrolled loop,
+        # equal in widths) and 24 chunks (beyond it: the looped runner)
+        _conv_case(table, [64, 64], [16, 32], hw=(3, 3), kernel=(1, 1), pointwise=True,
+                   shifts=(-18, -13)),
+        _conv_case(table, [96], [12], hw=(2, 3), kernel=(1, 1), pointwise=True,
+                   shifts=(-18, -13)),
+        # two rows x three pixels (single segment, <= 16 chunks) with a last
+        # triple of 2 pixels (8 pixels), widened on the stack (n_in > n_out + 1)
+        _conv_case(table, [12, 12], [8, 16], hw=(2, 4), kernel=(1, 1), pointwise=True,
+                   shifts=(-17, -12)),
+        _conv_case(table, [40], [24], hw=(2, 4), kernel=(1, 1), pointwise=True,
+                   shifts=(-18, -13), extreme=True),
+        # the zero point folded into the rounding constant needs every multiplier
+        # above 2^30 and |2 zp + 1| << -(shift + 1) below 2^30: one multiplier of
+        # exactly 2^30, then shifts down to -24 with a large zero point (the
+        # unfolded runner, both), then the folded one without bias
+        _conv_case(table, [16, 16], [8, 12], hw=(3, 3), kernel=(1, 1), pointwise=True,
+                   shifts=(-17, -12)),
+        _conv_case(table, [16], [8], hw=(2, 5), kernel=(1, 1), pointwise=True,
+                   shifts=(-24, -20)),
+        _conv_case(table, [20], [12], hw=(1, 5), kernel=(1, 1), pointwise=True,
+                   shifts=(-16, -12), bias=False),
+    ]  # fmt: skip
+    cases[-3]["mult"][1] = 2**30  # folding would be off by one for -1 accumulators
+    c = cases[-2]  # |2 zp + 1| << 23 >= 2^30
+    c["output_offset"] = -100
+    c["bias"] = c["bias"] // 16
     return cases
 
 
@@ -521,7 +576,7 @@ def test_dsp_conv_kernels_match_reference_in_qemu(tmp_path: Path) -> None:
         got = [c for c in costs if c[0] == case and c[1] == k][0]
         assert got[3] * 2 < got[2], got
     # The global average pool at full width: at least 2x cheaper.
-    pool = [c for c in costs if c[0] == len(cases) - 7 and c[1] == 3][0]
+    pool = [c for c in costs if c[0] == len(cases) - 24 and c[1] == 3][0]
     assert pool[3] * 2 < pool[2], pool
 
 

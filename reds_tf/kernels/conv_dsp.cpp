@@ -246,8 +246,8 @@ static __attribute__((noinline)) void reds_dsp_small_pixel(const uint32_t *x,
  * channel's columns are widened once per call into int16 pairs (zero padded to
  * 10), so every output costs one 16-instruction step of reds_dsp_small_pixel.
  * Returns false when the layer does not qualify. */
-static bool reds_dsp_conv_small(const reds_conv_layer *layer, int k, const int8_t *input,
-                                int8_t *output) {
+static __attribute__((noinline)) bool reds_dsp_conv_small(const reds_conv_layer *layer, int k,
+                                                         const int8_t *input, int8_t *output) {
     const uint16_t *iw = layer->in_width;
     const uint16_t *ow = layer->out_width;
     const int c_in = iw[k], n_out = ow[k];
@@ -369,8 +369,246 @@ static void reds_dsp_ci_col(const reds_conv_layer *layer, const int8_t *input, i
  * REDS_DSP_CI_STACK columns as int8 rows on the stack, widened a chunk at a
  * time (so any output width qualifies), else scattered into the scratch.
  * Returns false when the layer does not qualify (the general path). */
+/* ---------------------------------------------------------------------------
+ * The fast path of reds_dsp_conv_const_in (reds_dsp_all_fast2 layers): the
+ * table-driven pass of reds_dsp_pointwise.h, one 4-row group per iteration.
+ * Entry of a row pair, words: 2b_r, 2b_r, 2b_r+1, 2b_r+1, w, chunks, m_r,
+ * m_r+1, ~shift_r, ~shift_r+1 (2 zp + 1 is the 5th argument); the table ends
+ * with 6 zero words. A last chunk of T = n & 3 columns follows the full ones
+ * in the widened vector, its columns in lanes 4 - T .. 3 (the rest 0): each
+ * row's tail is read as the word that ends with it (the bytes before it are
+ * the weights' own, multiplied by 0), at w_end + A0 / A1 for rows (r, r + 1)
+ * of the group's first pair and w_end + A2 / A3 for its second pair, w_end
+ * being where the pair's full chunks end: A = T - 4, 2T - 4, 3T - 12, 4T - 12.
+ * ------------------------------------------------------------------------- */
+#define REDS_DSP_CI_TAIL(A0, A1)                   \
+    "ldr r10, [r6, #" A1 "]\n\t"                   \
+    "ldr r9, [r6, #" A0 "]\n\t" REDS_DSP_PWR_MACS
+#define REDS_DSP_CI_PAIR(L, TAIL)                  \
+    "ldmia r0!, {r2, r3, r4, r5, r6, r7}\n\t"      \
+    "ldr r8, [sp, #8]\n\t"                         \
+    "lsrs r7, r7, #1\n\t"                          \
+    "bcs " L "1f\n\t"                              \
+    "bne " L "2f\n\t"                              \
+    "b 9f\n\t"                                     \
+    L "1:\n\t" REDS_DSP_PWR_CHUNK                  \
+    "beq " L "3f\n\t"                              \
+    L "2:\n\t" REDS_DSP_PWR_CHUNK REDS_DSP_PWR_CHUNK \
+    "subs r7, r7, #1\n\t"                          \
+    "bne " L "2b\n\t"                              \
+    L "3:\n\t" TAIL                                \
+    "ldmia r0!, {r6, r7, r9, r10}\n\t"             \
+    "ldr r11, [sp, #48]\n\t" REDS_DSP_PWR_STORE4
+#define REDS_DSP_CI_RUN(NAME, TAIL0, TAIL1)                                                  \
+    __attribute__((naked, noinline)) static void NAME(                                      \
+        const uint32_t *tab __attribute__((unused)), const uint32_t *x __attribute__((unused)), \
+        int8_t *out0 __attribute__((unused)), int8_t *out1 __attribute__((unused)),          \
+        uint32_t zq __attribute__((unused))) {                                               \
+        __asm__ volatile(REDS_DSP_PWR_ENTER "8:\n\t" REDS_DSP_CI_PAIR("4", TAIL0)           \
+                             REDS_DSP_CI_PAIR("5", TAIL1) "b 8b\n\t"                         \
+                             "9:\n\t" REDS_DSP_PWR_LEAVE);                                  \
+    }
+REDS_DSP_CI_RUN(reds_dsp_ci_run0, "", "")
+REDS_DSP_CI_RUN(reds_dsp_ci_run1, REDS_DSP_CI_TAIL("-3", "-2"), REDS_DSP_CI_TAIL("-9", "-8"))
+REDS_DSP_CI_RUN(reds_dsp_ci_run2, REDS_DSP_CI_TAIL("-2", "0"), REDS_DSP_CI_TAIL("-6", "-4"))
+REDS_DSP_CI_RUN(reds_dsp_ci_run3, REDS_DSP_CI_TAIL("-1", "2"), REDS_DSP_CI_TAIL("-3", "0"))
+
+/* Columns of the fast path's im2col rows (stack) and its table words: 32 row
+ * pairs (a 64-channel first layer in one block). */
+#define REDS_DSP_CI_FAST 128
+#define REDS_DSP_CI_TAB (10 * 32 + 6)
+
+/* reds_dsp_ci_col with word copies (newlib-nano's memcpy goes byte by byte). */
+static inline void reds_dsp_ci_copy(int8_t *dst, const int8_t *src, int len) {
+    int i = 0;
+    for (; i + 4 <= len; i += 4) {
+        uint32_t v;
+        memcpy(&v, src + i, 4);
+        memcpy(dst + i, &v, 4);
+    }
+    for (; i < len; i++) {
+        dst[i] = src[i];
+    }
+}
+static void reds_dsp_ci_col4(const reds_conv_layer *layer, const int8_t *input, int c_in,
+                             int iy0, int ix0, int8_t zpb, int8_t *dst) {
+    const int kh = layer->kernel_h, kw = layer->kernel_w, in_h = layer->in_h, in_w = layer->in_w;
+    const int seg = kw * c_in;
+    const bool x_in = ix0 >= 0 && ix0 + kw <= in_w;
+    for (int ky = 0; ky < kh; ky++, dst += seg) {
+        const int iy = iy0 + ky;
+        if (iy < 0 || iy >= in_h) {
+            memset(dst, zpb, (size_t)seg);
+            continue;
+        }
+        const int8_t *src = input + (iy * in_w + ix0) * c_in;
+        if (x_in) {
+            reds_dsp_ci_copy(dst, src, seg);
+            continue;
+        }
+        for (int kx = 0; kx < kw; kx++) {
+            const bool in = ix0 + kx >= 0 && ix0 + kx < in_w;
+            for (int c = 0; c < c_in; c++) {
+                dst[kx * c_in + c] = in ? src[kx * c_in + c] : zpb;
+            }
+        }
+    }
+}
+
+/* An inside pixel's im2col rows: each kernel row as whole words (up to 3
+ * bytes more, inside the input, overwritten by the next row or the slack).
+ * Out of line, as reds_dsp_ci_widen, so that their loops keep their registers. */
+static __attribute__((noinline)) void reds_dsp_ci_rows(const int8_t *src, int row, int kh,
+                                                      int seg, int8_t *dst) {
+    for (int ky = 0; ky < kh; ky++, src += row, dst += seg) {
+        for (int i = 0; i < seg; i += 4) {
+            uint32_t v;
+            memcpy(&v, src + i, 4);
+            memcpy(dst + i, &v, 4);
+        }
+    }
+}
+static __attribute__((noinline)) void reds_dsp_ci_widen(const int8_t *in0, const int8_t *in1,
+                                                       int chunks, int32_t offset, uint32_t *xw) {
+    reds_dsp_widen2x(in0, in1, chunks, offset, xw);
+}
+
+/* The fast path: n <= REDS_DSP_CI_FAST columns (im2col rows and the widened
+ * pair on the stack, no scratch). */
+static __attribute__((noinline)) void reds_dsp_ci_fast(const reds_conv_layer *layer, int k,
+                                                      const int8_t *input, int8_t *output) {
+    const int c_in = layer->in_width[k], n_out = layer->out_width[k];
+    const int n = (int)layer->kernel_h * layer->kernel_w * c_in;
+    const int nfull = n >> 2, tail = n & 3;
+    const int32_t q = layer->qparam_stride * k;
+    const int32_t *bias = layer->bias != NULL ? layer->bias + q : NULL;
+    const int32_t *mult = layer->multiplier + q;
+    const int32_t *shift = layer->shift + q;
+    const int32_t offset = layer->input_offset;
+    const uint32_t zq = (uint32_t)(2 * layer->output_offset + 1);
+    const int8_t zpb = (int8_t)(-offset);
+    const int pixels = (int)layer->out_h * layer->out_w;
+    uint32_t tab[REDS_DSP_CI_TAB];
+    int8_t col[2][REDS_DSP_CI_FAST + 4];
+    uint32_t xw[4 * (REDS_DSP_CI_FAST / 4 + 1)]; /* the widened pair, its last chunk included */
+    uint32_t *xt = xw + 4 * nfull;
+    const int kh = layer->kernel_h, kw = layer->kernel_w, in_h = layer->in_h, in_w = layer->in_w;
+    const int seg = kw * c_in, row = in_w * c_in;
+    /* what an inside pixel's word copies read past its window start; the end of the input */
+    const int last = (kh - 1) * row + ((seg + 3) & ~3);
+    const int8_t *in_end = input + (size_t)in_h * (size_t)row;
+    /* The last chunk: bytes 4 - tail .. 3 kept; 2 * offset in their lanes
+     * (even lanes = bytes 0, 2; odd lanes = bytes 1, 3). */
+    const uint32_t tmask = tail ? 0xFFFFFFFFu << (8 * (4 - tail)) : 0u;
+    const uint32_t off2 = (uint32_t)(2 * offset) & 0xFFFFu;
+    const uint32_t toff_e = tail >= 2 ? off2 << 16 : 0u;
+    const uint32_t toff_o = (off2 << 16) | (tail >= 3 ? off2 : 0u);
+    for (int r0 = 0; r0 < n_out; r0 += 64) {
+        const int r1 = n_out - r0 < 64 ? n_out : r0 + 64;
+        uint32_t *t = tab;
+        for (int r = r0; r < r1; r += 2, t += 10) {
+            const uint32_t b0 = bias != NULL ? (uint32_t)(2 * bias[r]) : 0u;
+            const uint32_t b1 = bias != NULL ? (uint32_t)(2 * bias[r + 1]) : 0u;
+            t[0] = b0;
+            t[1] = b0;
+            t[2] = b1;
+            t[3] = b1;
+            t[4] = (uint32_t)(uintptr_t)(layer->weights + (r & ~3) * n + ((r & 2) << 2));
+            t[5] = (uint32_t)nfull;
+            t[6] = (uint32_t)mult[r];
+            t[7] = (uint32_t)mult[r + 1];
+            t[8] = (uint32_t)~shift[r];
+            t[9] = (uint32_t)~shift[r + 1];
+        }
+        for (int j = 0; j < 6; j++) {
+            t[j] = 0u; /* the table ends */
+        }
+        int oy0 = 0, ox0 = 0; /* the pair's first pixel */
+        for (int p = 0; p < pixels; p += 2) {
+            const int p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is done twice */
+            int oy1 = oy0, ox1 = ox0 + (p1 > p);
+            if (ox1 == layer->out_w) {
+                ox1 = 0;
+                oy1++;
+            }
+            for (int j = 0; j < 2; j++) {
+                const int iy0 = (j ? oy1 : oy0) * layer->stride_h - layer->pad_top;
+                const int ix0 = (j ? ox1 : ox0) * layer->stride_w - layer->pad_left;
+                const int8_t *src = input + (iy0 * in_w + ix0) * c_in;
+                if (iy0 >= 0 && iy0 <= in_h - kh && ix0 >= 0 && ix0 <= in_w - kw &&
+                    src + last <= in_end) {
+                    reds_dsp_ci_rows(src, row, kh, seg, col[j]);
+                } else {
+                    reds_dsp_ci_col4(layer, input, c_in, iy0, ix0, zpb, col[j]);
+                }
+            }
+            reds_dsp_ci_widen(col[0], col[1], nfull, offset, xw);
+            if (tail) {
+                /* lanes 4 - tail .. 3 of the last chunk (the word ending at column
+                 * n, the columns before it masked off), doubled */
+                uint32_t v0, v1;
+                memcpy(&v0, col[0] + n - 4, 4);
+                memcpy(&v1, col[1] + n - 4, 4);
+                v0 &= tmask;
+                v1 &= tmask;
+                xt[0] = reds_sxtab16(reds_sxtab16(toff_e, v0), v0);
+                xt[1] = reds_sxtab16_ror8(reds_sxtab16_ror8(toff_o, v0), v0);
+                xt[2] = reds_sxtab16(reds_sxtab16(toff_e, v1), v1);
+                xt[3] = reds_sxtab16_ror8(reds_sxtab16_ror8(toff_o, v1), v1);
+            }
+            ox0 = ox1 + 1;
+            oy0 = oy1;
+            if (ox0 == layer->out_w) {
+                ox0 = 0;
+                oy0++;
+            }
+            int8_t *out0 = output + p * n_out + r0;
+            int8_t *out1 = output + p1 * n_out + r0;
+            if (tail == 0) {
+                reds_dsp_ci_run0(tab, xw, out0, out1, zq);
+            } else if (tail == 1) {
+                reds_dsp_ci_run1(tab, xw, out0, out1, zq);
+            } else if (tail == 2) {
+                reds_dsp_ci_run2(tab, xw, out0, out1, zq);
+            } else {
+                reds_dsp_ci_run3(tab, xw, out0, out1, zq);
+            }
+        }
+    }
+}
+
+static bool reds_dsp_ci_any(const reds_conv_layer *layer, int k, const int8_t *input,
+                            int8_t *output, int32_t *scratch);
+
 static bool reds_dsp_conv_const_in(const reds_conv_layer *layer, int k, const int8_t *input,
                                    int8_t *output, int32_t *scratch) {
+    const uint16_t *iw = layer->in_width;
+    const uint16_t *ow = layer->out_width;
+    const int c_in = iw[k], n_out = ow[k];
+    const int n = (int)layer->kernel_h * layer->kernel_w * c_in;
+    uint32_t widths = 0;
+    for (int s = 0; s <= k; s++) {
+        if (iw[s] != c_in) {
+            return false;
+        }
+        widths |= ow[s];
+    }
+    /* The fast path: whole row groups, aligned weights, up to REDS_DSP_CI_FAST columns. */
+    const int32_t q = layer->qparam_stride * k;
+    if ((widths & 3u) == 0 && n >= 4 && n <= REDS_DSP_CI_FAST &&
+        ((uintptr_t)layer->weights & 3u) == 0 &&
+        reds_dsp_all_fast2(layer->multiplier + q, layer->shift + q,
+                           layer->bias != NULL ? layer->bias + q : NULL, n_out, n,
+                           layer->act_min, layer->act_max)) {
+        reds_dsp_ci_fast(layer, k, input, output);
+        return true;
+    }
+    return reds_dsp_ci_any(layer, k, input, output, scratch);
+}
+
+static __attribute__((noinline)) bool reds_dsp_ci_any(const reds_conv_layer *layer, int k,
+                                                     const int8_t *input, int8_t *output,
+                                                     int32_t *scratch) {
     const uint16_t *iw = layer->in_width;
     const uint16_t *ow = layer->out_width;
     const int c_in = iw[k], n_out = ow[k];
