@@ -324,7 +324,8 @@ def _cases() -> tuple[list[dict], list[list[list[tuple]]]]:
                 short = max(o for o, r in st.windows if r > 1)  # the last 3-row window
                 assert short + 4 <= st.window_bytes
                 rs.append((short, st.scratch, offs, "short block"))
-                rs.append((st.window_bytes, 0, offs, "no scratch"))
+                if k > 0:  # a nested input width: the conv's im2col path uses the scratch
+                    rs.append((st.window_bytes, 0, offs, "no scratch"))
             per_k.append(rs)
         rows = {tuple(w[1] for w in _layout(ch, k).windows) for k in range(len(per_k))}
         assert len(rows) == 1, rows  # the runtime keeps one rows value per stage
@@ -461,7 +462,7 @@ def test_streams_equal_whole_map_kernels_in_qemu(tmp_path: Path) -> None:
     uart = _run_batches(run, tmp_path, chains, runs)
     seen = _check(uart, chains, runs)
     k_bad = len(chains[BAD_CHAIN]["layers"][0]["in_w"])
-    assert seen["overlap"] == seen["short block"] == seen["no scratch"] == k_bad, seen
+    assert seen["overlap"] == seen["short block"] == seen["no scratch"] + 1 == k_bad, seen
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
@@ -485,4 +486,4 @@ def test_streams_equal_whole_map_kernels_on_the_host(tmp_path: Path) -> None:
 
     seen = _check(_run_batches(run, tmp_path, chains, runs), chains, runs)
     k_bad = len(chains[BAD_CHAIN]["layers"][0]["in_w"])
-    assert seen["overlap"] == seen["short block"] == seen["no scratch"] == k_bad, seen
+    assert seen["overlap"] == seen["short block"] == seen["no scratch"] + 1 == k_bad, seen
