@@ -209,6 +209,9 @@ class _Instance:
     pair: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     full_cost: int = 0  # the budgets' reference
     cost_name: str = "MACs"
+    # Fraction of the reference kept free below each budget <1: room for an
+    # estimated cost's error (latency), so the real one stays within budget.
+    margin: float = 0.0
     monotone: bool = True  # cost never decreases when a width grows
 
 
@@ -460,6 +463,7 @@ def solve_nested(
     cost: SubmodelCost | None = None,
     memory_bytes: int | Sequence[int | None] | None = None,
     graph: ir.Graph | None = None,
+    cost_margin: float = 0.0,
 ) -> KnapsackResult:
     """Choose nested per-layer widths for each MAC budget with a MILP (PuLP + CBC).
 
@@ -498,6 +502,9 @@ def solve_nested(
         graph: the network graph (:func:`reds_tf.ir.from_keras`) when ``layers``
             is the cost model; with a graph every submodel's planned
             ``arena_bytes`` is recorded.
+        cost_margin: with a ``cost``, each submodel below the full model is
+            held to (budget - cost_margin) of the reference: room for the
+            estimate's error, so that the measured cost stays within budget.
 
     Returns:
         A :class:`KnapsackResult`, smallest budget first. Widths are nested:
@@ -513,7 +520,10 @@ def solve_nested(
         raise ConfigError(
             f"knapsack time_limit must be a positive number of seconds, got {time_limit!r}"
         )
+    if not (0.0 <= cost_margin < 0.5):
+        raise ConfigError(f"knapsack cost margin must be in [0, 0.5), got {cost_margin!r}")
     inst = _prepare(layers, scores, budgets, block, max_activation_elems)
+    inst.margin = cost_margin if cost is not None else 0.0
     # A private folder for CBC's temp files: concurrent runs cannot collide and
     # files are removed even when the solver fails.
     with tempfile.TemporaryDirectory(prefix="reds-cbc-") as tmp:
@@ -739,7 +749,7 @@ def _nested(
                 chosen = {n: inst.levels[n][-1] for n in inst.free}
                 status = "full model"
             else:
-                cap = math.floor(budget * inst.full_cost)
+                cap = math.floor((budget - inst.margin) * inst.full_cost)
                 need = _cost_at(inst, {n: inst.levels[n].index(prev[n]) for n in inst.free})
                 if need > cap:
                     # Only a cost that depends on the submodels before (the strips of the
@@ -763,7 +773,11 @@ def _nested(
         full = _full_cost_after(inst, cost, subs)
         res.full_cost = full
         res.cost_fraction = [c / full for c in res.cost]
-        ok = all(c <= b * full for b, c in zip(res.budgets, res.cost, strict=True) if b < 1.0)
+        ok = all(
+            c <= (b - inst.margin) * full
+            for b, c in zip(res.budgets, res.cost, strict=True)
+            if b < 1.0
+        )
         rounds.append((ok, res, lines))
         if subs == reference:
             converged = True
@@ -1112,6 +1126,7 @@ def solve_bruteforce(
     cost: SubmodelCost | None = None,
     memory_bytes: int | Sequence[int | None] | None = None,
     graph: ir.Graph | None = None,
+    cost_margin: float = 0.0,
 ) -> KnapsackResult:
     """Exhaustive search with the same nesting rule as :func:`solve_nested`; small instances only.
 
@@ -1122,7 +1137,10 @@ def solve_bruteforce(
     from the solvers' tables; memory bounds go through the same exact re-check
     as :func:`solve_nested`.
     """
+    if not (0.0 <= cost_margin < 0.5):
+        raise ConfigError(f"knapsack cost margin must be in [0, 0.5), got {cost_margin!r}")
     inst = _prepare(layers, scores, budgets, block, max_activation_elems)
+    inst.margin = cost_margin if cost is not None else 0.0
     the_graph = graph or layers
     mem_terms = (
         memory.linear_terms(the_graph)

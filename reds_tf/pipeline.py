@@ -753,6 +753,7 @@ def _stage_select(ctx: _Ctx) -> str:
         log=ctx.log,
         memory_bytes=memory_bytes,  # each submodel's planned arena (reds_tf/memory.py)
         cost=cost,
+        cost_margin=ctx.cfg.knapsack.latency_margin,
     )
     out = {
         "budgets": res.budgets,

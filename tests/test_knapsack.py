@@ -532,3 +532,28 @@ def test_latency_cost_of_the_latency_model_matches_bruteforce():
     assert res.full_cost == pytest.approx(pred[-1], abs=len(rt))
     for k, b in enumerate(budgets[:-1]):
         assert res.cost[k] <= b * res.full_cost
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_latency_margin_keeps_room_below_every_budget(seed):
+    """cost_margin (knapsack.latency_margin): every submodel below the full model
+    is held to (budget - margin) of the full model's cost; the solvers still
+    agree with brute force under it, and MACs budgets ignore it (exact)."""
+    rng = np.random.default_rng(950 + seed)
+    layers, block, _ = _random_instance(rng)
+    cost = _SyntheticLatency(layers, rng)
+    budgets = _cost_budgets(rng, layers, block, cost) + [1.0]
+    scores = _sorted_scores(rng, layers)
+    lo = cost.total(layers, min_widths(layers, block)) / cost.total(layers, full_widths(layers))
+    margin = min(0.03, (budgets[0] - lo) / 2)
+    res = solve_nested(layers, scores, budgets, block, log=None, cost=cost, cost_margin=margin)
+    brute = solve_bruteforce(layers, scores, budgets, block, cost=cost, cost_margin=margin)
+    np.testing.assert_allclose(res.value, brute.value, rtol=1e-9, atol=0)
+    for c, b in zip(res.cost, res.budgets, strict=True):
+        assert b >= 1.0 or c <= (b - margin) * res.full_cost
+    plain = solve_nested(layers, scores, budgets, block, log=None, cost=cost)
+    assert sum(res.value) <= sum(plain.value)
+    macs = solve_nested(layers, scores, [0.95, 1.0], block, log=None, cost_margin=margin)
+    assert macs.macs == solve_nested(layers, scores, [0.95, 1.0], block, log=None).macs
+    with pytest.raises(ConfigError, match="margin"):
+        solve_nested(layers, scores, budgets, block, log=None, cost=cost, cost_margin=0.7)
