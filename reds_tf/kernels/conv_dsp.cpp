@@ -332,6 +332,19 @@ static __attribute__((noinline)) bool reds_dsp_conv_small(const reds_conv_layer 
 /* Columns of a first layer whose im2col vectors are built on the stack. */
 #define REDS_DSP_CI_STACK 256
 
+/* A copy in words (newlib-nano's memcpy goes byte by byte). */
+static inline void reds_dsp_ci_copy(int8_t *dst, const int8_t *src, int len) {
+    int i = 0;
+    for (; i + 4 <= len; i += 4) {
+        uint32_t v;
+        memcpy(&v, src + i, 4);
+        memcpy(dst + i, &v, 4);
+    }
+    for (; i < len; i++) {
+        dst[i] = src[i];
+    }
+}
+
 /* One output pixel's im2col vector as int8 in column order (ky, kx, c): per
  * kernel row one copy of kw * c_in contiguous input bytes, the padding filled
  * with the input zero point `zpb` (it contributes 0 once the offset is added). */
@@ -348,7 +361,7 @@ static void reds_dsp_ci_col(const reds_conv_layer *layer, const int8_t *input, i
         }
         const int8_t *src = input + (iy * in_w + ix0) * c_in;
         if (x_in) {
-            memcpy(dst, src, (size_t)seg);
+            reds_dsp_ci_copy(dst, src, seg);
             continue;
         }
         for (int kx = 0; kx < kw; kx++) {
@@ -417,43 +430,6 @@ REDS_DSP_CI_RUN(reds_dsp_ci_run3, REDS_DSP_CI_TAIL("-1", "2"), REDS_DSP_CI_TAIL(
  * pairs (a 64-channel first layer in one block). */
 #define REDS_DSP_CI_FAST 128
 #define REDS_DSP_CI_TAB (10 * 32 + 6)
-
-/* reds_dsp_ci_col with word copies (newlib-nano's memcpy goes byte by byte). */
-static inline void reds_dsp_ci_copy(int8_t *dst, const int8_t *src, int len) {
-    int i = 0;
-    for (; i + 4 <= len; i += 4) {
-        uint32_t v;
-        memcpy(&v, src + i, 4);
-        memcpy(dst + i, &v, 4);
-    }
-    for (; i < len; i++) {
-        dst[i] = src[i];
-    }
-}
-static void reds_dsp_ci_col4(const reds_conv_layer *layer, const int8_t *input, int c_in,
-                             int iy0, int ix0, int8_t zpb, int8_t *dst) {
-    const int kh = layer->kernel_h, kw = layer->kernel_w, in_h = layer->in_h, in_w = layer->in_w;
-    const int seg = kw * c_in;
-    const bool x_in = ix0 >= 0 && ix0 + kw <= in_w;
-    for (int ky = 0; ky < kh; ky++, dst += seg) {
-        const int iy = iy0 + ky;
-        if (iy < 0 || iy >= in_h) {
-            memset(dst, zpb, (size_t)seg);
-            continue;
-        }
-        const int8_t *src = input + (iy * in_w + ix0) * c_in;
-        if (x_in) {
-            reds_dsp_ci_copy(dst, src, seg);
-            continue;
-        }
-        for (int kx = 0; kx < kw; kx++) {
-            const bool in = ix0 + kx >= 0 && ix0 + kx < in_w;
-            for (int c = 0; c < c_in; c++) {
-                dst[kx * c_in + c] = in ? src[kx * c_in + c] : zpb;
-            }
-        }
-    }
-}
 
 /* An inside pixel's im2col rows: each kernel row as whole words (up to 3
  * bytes more, inside the input, overwritten by the next row or the slack).
@@ -539,7 +515,7 @@ static __attribute__((noinline)) void reds_dsp_ci_fast(const reds_conv_layer *la
                     src + last <= in_end) {
                     reds_dsp_ci_rows(src, row, kh, seg, col[j]);
                 } else {
-                    reds_dsp_ci_col4(layer, input, c_in, iy0, ix0, zpb, col[j]);
+                    reds_dsp_ci_col(layer, input, c_in, iy0, ix0, zpb, col[j]);
                 }
             }
             reds_dsp_ci_widen(col[0], col[1], nfull, offset, xw);
