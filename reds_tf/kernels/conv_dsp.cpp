@@ -332,6 +332,14 @@ static __attribute__((noinline)) bool reds_dsp_conv_small(const reds_conv_layer 
 /* Columns of a first layer whose im2col vectors are built on the stack. */
 #define REDS_DSP_CI_STACK 256
 
+/* The output pixel after (oy, ox) in row-major order. */
+static inline void reds_dsp_next_pixel(int out_w, int *oy, int *ox) {
+    if (++*ox == out_w) {
+        *ox = 0;
+        ++*oy;
+    }
+}
+
 /* A copy in words (newlib-nano's memcpy goes byte by byte). */
 static inline void reds_dsp_ci_copy(int8_t *dst, const int8_t *src, int len) {
     int i = 0;
@@ -502,10 +510,9 @@ static __attribute__((noinline)) void reds_dsp_ci_fast(const reds_conv_layer *la
         int oy0 = 0, ox0 = 0; /* the pair's first pixel */
         for (int p = 0; p < pixels; p += 2) {
             const int p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is done twice */
-            int oy1 = oy0, ox1 = ox0 + (p1 > p);
-            if (ox1 == layer->out_w) {
-                ox1 = 0;
-                oy1++;
+            int oy1 = oy0, ox1 = ox0;
+            if (p1 > p) {
+                reds_dsp_next_pixel(layer->out_w, &oy1, &ox1);
             }
             for (int j = 0; j < 2; j++) {
                 const int iy0 = (j ? oy1 : oy0) * layer->stride_h - layer->pad_top;
@@ -532,12 +539,9 @@ static __attribute__((noinline)) void reds_dsp_ci_fast(const reds_conv_layer *la
                 xt[2] = reds_sxtab16(reds_sxtab16(toff_e, v1), v1);
                 xt[3] = reds_sxtab16_ror8(reds_sxtab16_ror8(toff_o, v1), v1);
             }
-            ox0 = ox1 + 1;
             oy0 = oy1;
-            if (ox0 == layer->out_w) {
-                ox0 = 0;
-                oy0++;
-            }
+            ox0 = ox1;
+            reds_dsp_next_pixel(layer->out_w, &oy0, &ox0);
             int8_t *out0 = output + p * n_out + r0;
             int8_t *out1 = output + p1 * n_out + r0;
             if (tail == 0) {
@@ -624,10 +628,9 @@ static __attribute__((noinline)) bool reds_dsp_ci_any(const reds_conv_layer *lay
     int oy0 = 0, ox0 = 0; /* the pair's first pixel */
     for (int p = 0; p < pixels; p += 2) {
         const int p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is done twice */
-        int oy1 = oy0, ox1 = ox0 + (p1 > p);
-        if (ox1 == layer->out_w) {
-            ox1 = 0;
-            oy1++;
+        int oy1 = oy0, ox1 = ox0;
+        if (p1 > p) {
+            reds_dsp_next_pixel(layer->out_w, &oy1, &ox1);
         }
         if (on_stack) {
             reds_dsp_ci_col(layer, input, c_in, oy0 * layer->stride_h - layer->pad_top,
@@ -640,12 +643,9 @@ static __attribute__((noinline)) bool reds_dsp_ci_any(const reds_conv_layer *lay
                 xt[3 + t] = (int16_t)(col[1][4 * nfull + t] + offset);
             }
         }
-        ox0 = ox1 + 1;
         oy0 = oy1;
-        if (ox0 == layer->out_w) {
-            ox0 = 0;
-            oy0++;
-        }
+        ox0 = ox1;
+        reds_dsp_next_pixel(layer->out_w, &oy0, &ox0);
         /* im2col of both pixels, (ky, kx, c) order, offset added, padding 0,
          * stored per chunk as (p0: x0, x2), (p0: x1, x3), (p1: x0, x2), (p1: x1, x3). */
         for (int j = 0; j < 2 && !on_stack; j++) {
