@@ -404,6 +404,19 @@ def fuse(steps: Sequence[Step], pointwise: set[str] | frozenset[str]) -> list[St
     return out
 
 
+def _score(pls: Sequence[Placement]) -> tuple[int, int]:
+    """What the submodel-wide choices (fusions, streams) minimise: the largest
+    arena, then the sum."""
+    return max(p.arena_bytes for p in pls), sum(p.arena_bytes for p in pls)
+
+
+def _over_caps(pls: Sequence[Placement], caps: Sequence[int | None] | None) -> bool:
+    """Whether some submodel's arena exceeds its cap (memory budget)."""
+    return bool(caps) and any(
+        c is not None and p.arena_bytes > c for p, c in zip(pls, caps, strict=True)
+    )
+
+
 def accumulates(s: Step) -> bool:
     """An average pool with one output pixel: a stream adds its input up row by
     row into int32 sums instead of holding the rows its window covers."""
@@ -532,9 +545,6 @@ def plan_streams(
     names = [s.name for s in steps_by_k[-1]]
     pos = {n: i for i, n in enumerate(names)}
 
-    def score(pls: Sequence[Placement]) -> tuple[int, int]:
-        return max(p.arena_bytes for p in pls), sum(p.arena_bytes for p in pls)
-
     for _ in range(rounds):
         taken = {n for a, b in chosen for n in names[pos[a] : pos[b] + 1]}
         stretches: list[list[str]] = []
@@ -556,11 +566,9 @@ def plan_streams(
             inside = {n for a, b in segs for n in names[max(pos[a] - 1, 0) : pos[b] + 1]}
             keep = frozenset(f for f in best[0] if f not in inside)
             pls = [plan(arrange(s, keep, segs)) for s in steps_by_k]
-            if caps and any(
-                c is not None and p.arena_bytes > c for p, c in zip(pls, caps, strict=True)
-            ):
+            if _over_caps(pls, caps):
                 continue
-            if score(pls) < score(improved[2] if improved else best[1]):
+            if _score(pls) < _score(improved[2] if improved else best[1]):
                 improved = (segs, keep, pls)
         if improved is None:
             break
@@ -585,17 +593,12 @@ def plan_submodels(
     if fastest or arena_bytes is not None or not steps_by_k:
         return chosen, placements
 
-    def score(pls: list[Placement]) -> tuple[int, int]:
-        return max(p.arena_bytes for p in pls), sum(p.arena_bytes for p in pls)
-
     for name in fusable(steps_by_k[-1]):
         trial = chosen | {name}
         pls = [plan(fuse(s, trial), min_rows=min_rows) for s in steps_by_k]
-        if caps and any(
-            c is not None and p.arena_bytes > c for p, c in zip(pls, caps, strict=True)
-        ):
+        if _over_caps(pls, caps):
             continue
-        if score(pls) < score(placements):
+        if _score(pls) < _score(placements):
             chosen, placements = trial, pls
     return chosen, placements
 
